@@ -1,0 +1,63 @@
+# detour — build, test and demo targets.
+# The two set-up commands on a fresh machine are `make demo` and `make test`;
+# both install what they need (apt packages, Go builds) through `make deps`.
+
+GO        ?= go
+BIN       ?= bin
+PKGS      ?= ./...
+FUZZTIME  ?= 20s
+BENCHTIME ?= 3s
+
+.PHONY: all build test unit fuzz bench lint demo deps e2e cluster-up cluster-down cluster-status images clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/...
+
+# deps installs the Debian packages that the tests and the local cluster use.
+deps:
+	bash tests/deps.sh
+
+# unit runs the fast suite: unit tests plus the network-namespace integration
+# tests (these need root; without it they skip and say so).
+unit:
+	$(GO) test -race -count=1 $(PKGS)
+
+# fuzz runs every fuzz target for a bounded time; crashers found are kept
+# under testdata/fuzz as regression seeds and run by `make unit` from then on.
+fuzz:
+	$(GO) test ./tunnel -run '^$$' -fuzz '^FuzzReadControlFrame$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./tunnel -run '^$$' -fuzz '^FuzzReadStreamHeader$$' -fuzztime $(FUZZTIME)
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -count=1 ./tests/netns/ ./tunnel/
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# test is the README's test command and what .ci/run calls.
+test: deps lint unit fuzz e2e
+
+demo: deps build
+	$(GO) run ./tests/netns/demo
+
+e2e: deps
+	$(GO) run ./tests/cluster up
+	$(GO) test -count=1 -tags e2e -timeout 30m ./tests/e2e/... ; rc=$$?; $(GO) run ./tests/cluster down; exit $$rc
+
+cluster-up: deps
+	$(GO) run ./tests/cluster up
+
+cluster-down:
+	$(GO) run ./tests/cluster down
+
+cluster-status:
+	$(GO) run ./tests/cluster status
+
+images: build
+	$(GO) run ./tests/images
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,117 @@
+package tunnel
+
+import (
+	"errors"
+	"time"
+)
+
+// ProtocolVersion is the control protocol spoken by this build. A peer that
+// sends another version in its hello is refused with CodeVersionMismatch.
+const ProtocolVersion uint16 = 1
+
+// Control frame types (spec.md, "Control frames").
+type FrameType uint8
+
+const (
+	FrameHello           FrameType = 0x01 // client → agent
+	FrameHelloAck        FrameType = 0x02 // agent → client
+	FrameCreateIntercept FrameType = 0x03 // client → agent
+	FrameRemoveIntercept FrameType = 0x04 // client → agent
+	FrameListIntercepts  FrameType = 0x05 // client → agent
+	FrameInterceptList   FrameType = 0x06 // agent → client (reply to create/remove/list)
+	FramePing            FrameType = 0x07 // either side
+	FramePong            FrameType = 0x08 // either side
+	FrameError           FrameType = 0x09 // either side, reply to any request
+)
+
+// Stream kinds: the first byte of every non-control stream (spec.md, "Streams").
+type StreamKind uint8
+
+const (
+	StreamIntercepted StreamKind = 0x01 // agent → client: an intercepted connection
+	StreamDialPod     StreamKind = 0x02 // client → agent: dial a pod-local port
+)
+
+// Dial results: the agent's one-byte answer on a StreamDialPod stream.
+const (
+	DialOK      uint8 = 0x00
+	DialRefused uint8 = 0x01 // nothing listens on the pod-local port
+	DialDenied  uint8 = 0x02 // the port is not allowed
+)
+
+// ErrorCode says why a request failed; it travels in FrameError.
+type ErrorCode uint16
+
+const (
+	CodeBadRequest             ErrorCode = 1
+	CodeVersionMismatch        ErrorCode = 2
+	CodeHelloRequired          ErrorCode = 3
+	CodePortNotServed          ErrorCode = 4
+	CodeAlreadyIntercepted     ErrorCode = 5
+	CodeInterceptNotFound      ErrorCode = 6
+	CodeUnsupportedMechanism   ErrorCode = 7
+	CodeInternal               ErrorCode = 8
+	CodeShuttingDown           ErrorCode = 9
+	CodeInterceptNameConflicts ErrorCode = 10
+)
+
+// Mechanisms an intercept may use.
+const (
+	MechanismTCP = "tcp"
+)
+
+// Bounds on what a peer may make us allocate.
+const (
+	controlHeaderLen = 9 // type u8, request id u32, payload length u32
+
+	// MaxControlPayload bounds one control frame's payload. The largest
+	// legitimate frame is an intercept list; 1 MiB holds thousands.
+	MaxControlPayload = 1 << 20
+
+	// MaxStreamHeader bounds a stream header's JSON payload (a u16 length
+	// already caps it at 64 KiB; real headers are under 200 bytes).
+	MaxStreamHeader = 4 << 10
+
+	// MaxNameLen bounds intercept names, client ids and user@host strings.
+	MaxNameLen = 253
+)
+
+// Timing defaults (see DefaultConfig for why).
+const (
+	DefaultKeepAliveInterval = 5 * time.Second
+	DefaultWriteTimeout      = 10 * time.Second
+	DefaultStreamWindow      = 4 << 20
+)
+
+// Sentinel errors. A RemoteError returned by a peer matches the sentinel of
+// its code through errors.Is.
+var (
+	ErrBadRequest             = errors.New("bad request")
+	ErrVersionMismatch        = errors.New("protocol version mismatch")
+	ErrHelloRequired          = errors.New("hello required before any other request")
+	ErrPortNotServed          = errors.New("port not served by this agent")
+	ErrAlreadyIntercepted     = errors.New("port already intercepted")
+	ErrInterceptNotFound      = errors.New("intercept not found")
+	ErrUnsupportedMechanism   = errors.New("unsupported mechanism")
+	ErrInternal               = errors.New("internal agent error")
+	ErrShuttingDown           = errors.New("agent shutting down")
+	ErrInterceptNameConflicts = errors.New("intercept name already used for another port")
+
+	ErrFrameTooLarge    = errors.New("frame too large")
+	ErrUnknownFrameType = errors.New("unknown frame type")
+	ErrUnknownStream    = errors.New("unknown stream kind")
+	ErrSessionClosed    = errors.New("tunnel session closed")
+)
+
+var codeErrors = map[ErrorCode]error{
+	CodeBadRequest:             ErrBadRequest,
+	CodeVersionMismatch:        ErrVersionMismatch,
+	CodeHelloRequired:          ErrHelloRequired,
+	CodePortNotServed:          ErrPortNotServed,
+	CodeAlreadyIntercepted:     ErrAlreadyIntercepted,
+	CodeInterceptNotFound:      ErrInterceptNotFound,
+	CodeUnsupportedMechanism:   ErrUnsupportedMechanism,
+	CodeInternal:               ErrInternal,
+	CodeShuttingDown:           ErrShuttingDown,
+	CodeInterceptNameConflicts: ErrInterceptNameConflicts,
+}
