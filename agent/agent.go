@@ -1,0 +1,304 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+)
+
+// Agent is the traffic agent. Create it with New and start it with Run.
+type Agent struct {
+	cfg      Config
+	log      *zap.Logger
+	reg      *registry
+	m        *metrics
+	gatherer prometheus.Gatherer
+
+	conns    tracker // inbound connections and pod dials
+	sessions tracker // tunnel sessions
+
+	nextOwner atomic.Uint64
+	ready     atomic.Bool
+	readyCh   chan struct{}
+	addrs     Addrs
+}
+
+// Addrs are the addresses the agent bound, known once Ready is closed.
+type Addrs struct {
+	Tunnel    net.Addr
+	Redirect  net.Addr
+	Listeners map[uint16]net.Addr // by app port
+	Health    net.Addr
+	Metrics   net.Addr
+}
+
+// New checks cfg and prepares an agent.
+func New(cfg Config, log *zap.Logger) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	promReg := prometheus.NewRegistry()
+	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return &Agent{
+		cfg:      cfg,
+		log:      log,
+		reg:      newRegistry(cfg.appPorts()),
+		m:        newMetrics(promReg),
+		gatherer: promReg,
+		readyCh:  make(chan struct{}),
+	}, nil
+}
+
+// Ready is closed once every listener is bound.
+func (a *Agent) Ready() <-chan struct{} { return a.readyCh }
+
+// Addrs returns the bound addresses; call it after Ready is closed.
+func (a *Agent) Addrs() Addrs { return a.addrs }
+
+type inboundListener struct {
+	ln       net.Listener
+	appPort  uint16 // 0 for the redirect listener: the port comes from SO_ORIGINAL_DST
+	redirect bool
+}
+
+// Run binds the listeners, serves until ctx is cancelled, then shuts down:
+// listeners close at once, in-flight connections get ShutdownGrace to
+// finish, then everything still open is closed.
+func (a *Agent) Run(ctx context.Context) error {
+	var closers []net.Listener
+	closeAll := func() {
+		for _, ln := range closers {
+			_ = ln.Close()
+		}
+	}
+	listen := func(addr, what string) (net.Listener, error) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("listen for %s on %s: %w", what, addr, err)
+		}
+		closers = append(closers, ln)
+		return ln, nil
+	}
+
+	tunnelLn, err := listen(a.cfg.TunnelAddr, "tunnel clients")
+	if err != nil {
+		return err
+	}
+	a.addrs.Tunnel = tunnelLn.Addr()
+	var inbound []inboundListener
+	if a.cfg.RedirectAddr != "" {
+		ln, err := listen(a.cfg.RedirectAddr, "redirected traffic")
+		if err != nil {
+			return err
+		}
+		a.addrs.Redirect = ln.Addr()
+		inbound = append(inbound, inboundListener{ln: ln, redirect: true})
+	}
+	a.addrs.Listeners = map[uint16]net.Addr{}
+	for _, m := range a.cfg.Listeners {
+		ln, err := listen(fmt.Sprintf(":%d", m.Listen), fmt.Sprintf("app port %d", m.App))
+		if err != nil {
+			return err
+		}
+		a.addrs.Listeners[m.App] = ln.Addr()
+		inbound = append(inbound, inboundListener{ln: ln, appPort: m.App})
+	}
+	healthLn, err := listen(a.cfg.HealthAddr, "health checks")
+	if err != nil {
+		return err
+	}
+	a.addrs.Health = healthLn.Addr()
+	metricsLn, err := listen(a.cfg.MetricsAddr, "metrics")
+	if err != nil {
+		return err
+	}
+	a.addrs.Metrics = metricsLn.Addr()
+
+	health := a.httpServer(a.healthHandler())
+	metricsSrv := a.httpServer(promhttp.HandlerFor(a.gatherer, promhttp.HandlerOpts{}))
+
+	serveCtx, stopServing := context.WithCancel(ctx)
+	defer stopServing()
+	g, gctx := errgroup.WithContext(serveCtx)
+	// Closing the listeners is what ends the accept loops.
+	stopListeners := context.AfterFunc(gctx, func() {
+		a.ready.Store(false)
+		_ = tunnelLn.Close()
+		for _, l := range inbound {
+			_ = l.ln.Close()
+		}
+	})
+	defer stopListeners()
+	for _, l := range inbound {
+		g.Go(func() error { return a.acceptInbound(l) })
+	}
+	g.Go(func() error { return a.acceptTunnel(tunnelLn) })
+	g.Go(func() error { return serveHTTP(health, healthLn, "health") })
+	g.Go(func() error { return serveHTTP(metricsSrv, metricsLn, "metrics") })
+
+	a.ready.Store(true)
+	close(a.readyCh)
+	a.log.Info("agent ready",
+		zap.Stringer("tunnel", a.addrs.Tunnel),
+		zap.Uint16s("appPorts", a.cfg.appPorts()),
+		zap.Bool("redirect", a.cfg.RedirectAddr != ""))
+
+	<-gctx.Done()
+	a.log.Info("agent shutting down", zap.Duration("grace", a.cfg.ShutdownGrace),
+		zap.Int("openConnections", a.conns.len()))
+	a.ready.Store(false)
+	if !a.conns.waitIdle(a.cfg.ShutdownGrace) {
+		a.log.Warn("grace period over: closing connections still open", zap.Int("connections", a.conns.len()))
+	}
+	a.conns.closeAll()
+	a.sessions.closeAll()
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = health.Shutdown(shutdownCtx)
+	_ = metricsSrv.Shutdown(shutdownCtx)
+	stopServing()
+	err = g.Wait()
+	a.conns.wait()
+	a.sessions.wait()
+	if err != nil {
+		return err
+	}
+	a.log.Info("agent stopped")
+	return nil
+}
+
+func (a *Agent) httpServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ErrorLog: zap.NewStdLog(a.log.Named("http"))}
+}
+
+func serveHTTP(srv *http.Server, ln net.Listener, what string) error {
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve %s: %w", what, err)
+	}
+	return nil
+}
+
+func (a *Agent) healthHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !a.ready.Load() {
+			http.Error(w, "not ready: starting or shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return mux
+}
+
+// acceptLoop runs handle for every accepted connection until ln is closed.
+// Temporary errors (EMFILE under load) back off instead of ending the loop.
+func acceptLoop(ln net.Listener, log *zap.Logger, handle func(net.Conn)) error {
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				log.Warn("accept failed; retrying", zap.Error(err), zap.Duration("backoff", backoff))
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
+		}
+		backoff = 0
+		handle(c)
+	}
+}
+
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+// tracker owns a set of connections (or sessions): it lets shutdown wait
+// for them and close the ones that outlive the grace period.
+type tracker struct {
+	mu     sync.Mutex
+	open   map[interface{ Close() error }]struct{}
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// add registers c; false means shutdown has already closed the set.
+func (t *tracker) add(c interface{ Close() error }) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	if t.open == nil {
+		t.open = map[interface{ Close() error }]struct{}{}
+	}
+	t.open[c] = struct{}{}
+	t.wg.Add(1)
+	return true
+}
+
+func (t *tracker) done(c interface{ Close() error }) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.open[c]; ok {
+		delete(t.open, c)
+		t.wg.Done()
+	}
+}
+
+func (t *tracker) len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.open)
+}
+
+func (t *tracker) closeAll() {
+	t.mu.Lock()
+	t.closed = true
+	open := make([]interface{ Close() error }, 0, len(t.open))
+	for c := range t.open {
+		open = append(open, c)
+	}
+	t.mu.Unlock()
+	for _, c := range open {
+		_ = c.Close()
+	}
+}
+
+func (t *tracker) wait() { t.wg.Wait() }
+
+// waitIdle waits up to d for every tracked item to finish.
+func (t *tracker) waitIdle(d time.Duration) bool {
+	idle := make(chan struct{})
+	go func() { t.wg.Wait(); close(idle) }()
+	select {
+	case <-idle:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+func containsPort(ports []uint16, p uint16) bool { return slices.Contains(ports, p) }

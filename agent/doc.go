@@ -1,0 +1,14 @@
+// Package agent is the traffic agent that runs as a sidecar in an
+// intercepted pod.
+//
+// It accepts the pod's application traffic (redirected to it by nftables, or
+// addressed to it because the webhook renamed the Service's target port),
+// and for each connection decides: pass it to the app on 127.0.0.1, or send
+// it through a tunnel session to the client that holds an intercept on that
+// port. With no intercept, a dead client or any failure to reach the client,
+// traffic goes to the app (fail open).
+//
+// Clients reach the agent's tunnel listener, bound to 127.0.0.1 only, through
+// a Kubernetes port-forward: only someone allowed to port-forward to the pod
+// can intercept its traffic.
+package agent

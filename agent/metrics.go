@@ -1,0 +1,78 @@
+package agent
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Routes a connection can take.
+const (
+	routeApp    = "app"
+	routeClient = "client"
+)
+
+type metrics struct {
+	connections   *prometheus.CounterVec // by route
+	active        *prometheus.GaugeVec   // by route
+	bytes         *prometheus.CounterVec // by route, direction
+	failOpen      prometheus.Counter
+	rejected      *prometheus.CounterVec // by reason
+	sessions      prometheus.Gauge
+	intercepts    *prometheus.GaugeVec // by mechanism
+	dialPod       *prometheus.CounterVec
+	sessionEnds   *prometheus.CounterVec // by reason
+	interceptOps  *prometheus.CounterVec // by op, outcome
+	appDialErrors prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		connections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "detour_agent_connections_total",
+			Help: "Inbound app connections accepted, by where they were routed (app or client).",
+		}, []string{"route"}),
+		active: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "detour_agent_connections_active",
+			Help: "Inbound app connections open now, by route.",
+		}, []string{"route"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "detour_agent_bytes_total",
+			Help: "Bytes relayed, by route and direction (in = from the cluster client, out = towards it). Counted when a connection ends.",
+		}, []string{"route", "direction"}),
+		failOpen: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "detour_agent_fail_open_total",
+			Help: "Connections for an intercepted port sent to the app because the client could not be reached.",
+		}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "detour_agent_rejected_connections_total",
+			Help: "Inbound connections closed without routing, by reason.",
+		}, []string{"reason"}),
+		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "detour_agent_sessions_active",
+			Help: "Client tunnel sessions connected now.",
+		}),
+		intercepts: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "detour_agent_intercepts_active",
+			Help: "Active intercepts, by mechanism.",
+		}, []string{"mechanism"}),
+		dialPod: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "detour_agent_pod_dials_total",
+			Help: "Client dials of pod-local ports, by outcome.",
+		}, []string{"outcome"}),
+		sessionEnds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "detour_agent_session_ends_total",
+			Help: "Tunnel sessions ended, by reason.",
+		}, []string{"reason"}),
+		interceptOps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "detour_agent_intercept_requests_total",
+			Help: "Create and remove requests, by operation and outcome (ok or the error code).",
+		}, []string{"op", "outcome"}),
+		appDialErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "detour_agent_app_dial_errors_total",
+			Help: "Failed dials to the app (is it listening on 127.0.0.1?).",
+		}),
+	}
+	reg.MustRegister(m.connections, m.active, m.bytes, m.failOpen, m.rejected, m.sessions,
+		m.intercepts, m.dialPod, m.sessionEnds, m.interceptOps, m.appDialErrors)
+	m.intercepts.WithLabelValues("tcp").Set(0)
+	return m
+}

@@ -1,0 +1,247 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/detour-dev/detour/tunnel"
+	"github.com/hashicorp/yamux"
+	"go.uber.org/zap"
+)
+
+func (a *Agent) acceptTunnel(ln net.Listener) error {
+	return acceptLoop(ln, a.log, func(c net.Conn) {
+		if !a.sessions.add(c) {
+			_ = c.Close()
+			return
+		}
+		go func() {
+			defer a.sessions.done(c)
+			defer c.Close()
+			a.serveSession(c)
+		}()
+	})
+}
+
+// serveSession runs one client's tunnel session from hello to its end, then
+// gives the client's intercepts back to the app.
+func (a *Agent) serveSession(conn net.Conn) {
+	log := a.log.With(zap.Stringer("peer", conn.RemoteAddr()))
+	sess, err := tunnel.Server(conn, a.cfg.Tunnel, log)
+	if err != nil {
+		log.Error("tunnel session not started", zap.Error(err))
+		return
+	}
+	defer sess.Close()
+
+	o, ctrl, err := a.hello(sess)
+	if err != nil {
+		a.m.sessionEnds.WithLabelValues("bad_hello").Inc()
+		log.Info("tunnel client refused", zap.Error(err))
+		return
+	}
+	log = log.With(zap.String("user", o.user), zap.String("client", o.clientID), zap.Uint64("session", o.id))
+	log.Info("client connected")
+	a.m.sessions.Inc()
+	defer a.m.sessions.Dec()
+
+	dials := make(chan struct{})
+	go func() {
+		defer close(dials)
+		a.acceptPodDials(sess, log)
+	}()
+	reason := a.controlLoop(ctrl, o, log)
+	_ = sess.Close()
+	<-dials
+
+	given := a.reg.removeOwner(o)
+	a.updateInterceptGauge()
+	a.m.sessionEnds.WithLabelValues(reason).Inc()
+	log.Info("client session ended; its intercepts go back to the app",
+		zap.String("reason", reason), zap.Strings("intercepts", given))
+}
+
+// hello accepts the control stream and checks the client's hello.
+func (a *Agent) hello(sess *yamux.Session) (*owner, *yamux.Stream, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.HelloTimeout)
+	defer cancel()
+	ctrl, err := sess.AcceptStreamWithContext(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("no control stream within %s: %w", a.cfg.HelloTimeout, err)
+	}
+	_ = ctrl.SetReadDeadline(time.Now().Add(a.cfg.HelloTimeout))
+	f, err := tunnel.ReadFrame(ctrl)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read hello: %w", err)
+	}
+	_ = ctrl.SetReadDeadline(time.Time{})
+	refuse := func(err error) (*owner, *yamux.Stream, error) {
+		_ = tunnel.WriteFrame(ctrl, tunnel.ErrorFrame(f.ID, err))
+		return nil, nil, err
+	}
+	if f.Type != tunnel.FrameHello {
+		return refuse(fmt.Errorf("first frame was %s, want hello: %w", f.Type, tunnel.ErrHelloRequired))
+	}
+	var h tunnel.Hello
+	if err := f.Decode(&h); err != nil {
+		return refuse(err)
+	}
+	if h.Version != tunnel.ProtocolVersion {
+		return refuse(fmt.Errorf("client speaks detour protocol version %d, this agent (%s) speaks version %d: use a detour client and agent of the same release: %w",
+			h.Version, a.cfg.Version, tunnel.ProtocolVersion, tunnel.ErrVersionMismatch))
+	}
+	if err := h.Validate(); err != nil {
+		return refuse(err)
+	}
+	o := &owner{id: a.nextOwner.Add(1), clientID: h.ClientID, user: h.User, session: sess}
+	ports := a.cfg.appPorts()
+	ack := tunnel.HelloAck{Version: tunnel.ProtocolVersion, AgentVersion: a.cfg.Version, Pod: a.cfg.PodName, Namespace: a.cfg.Namespace}
+	for _, p := range ports {
+		ack.Ports = append(ack.Ports, tunnel.PortInfo{Port: p, Mechanisms: []string{tunnel.MechanismTCP}})
+	}
+	reply, err := tunnel.NewFrame(tunnel.FrameHelloAck, f.ID, ack)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := tunnel.WriteFrame(ctrl, reply); err != nil {
+		return nil, nil, err
+	}
+	return o, ctrl, nil
+}
+
+// controlLoop answers the client's requests until the control stream or the
+// session ends; it returns why, as a metric label.
+func (a *Agent) controlLoop(ctrl *yamux.Stream, o *owner, log *zap.Logger) string {
+	for {
+		f, err := tunnel.ReadFrame(ctrl)
+		if err != nil {
+			switch {
+			case errors.Is(err, io.EOF) && !o.session.IsClosed():
+				return "client_closed"
+			case errors.Is(err, tunnel.ErrFrameTooLarge), errors.Is(err, tunnel.ErrUnknownFrameType):
+				log.Warn("protocol error on control stream; closing session", zap.Error(err))
+				_ = tunnel.WriteFrame(ctrl, tunnel.ErrorFrame(0, fmt.Errorf("%w: %w", tunnel.ErrBadRequest, err)))
+				return "protocol_error"
+			default:
+				// The session died under us: connection closed, keepalive
+				// timed out (a client that went silent), or agent shutdown.
+				return "lost"
+			}
+		}
+		reply := a.handleControl(f, o, log)
+		if err := tunnel.WriteFrame(ctrl, reply); err != nil {
+			return "lost"
+		}
+	}
+}
+
+func (a *Agent) handleControl(f tunnel.Frame, o *owner, log *zap.Logger) tunnel.Frame {
+	fail := func(op string, err error) tunnel.Frame {
+		if op != "" {
+			a.m.interceptOps.WithLabelValues(op, strconv.Itoa(int(tunnel.CodeOf(err)))).Inc()
+		}
+		log.Info("request refused", zap.Stringer("request", f.Type), zap.Error(err))
+		return tunnel.ErrorFrame(f.ID, err)
+	}
+	list := func() tunnel.Frame {
+		reply, err := tunnel.NewFrame(tunnel.FrameInterceptList, f.ID, tunnel.InterceptList{Intercepts: a.reg.list()})
+		if err != nil {
+			return tunnel.ErrorFrame(f.ID, err)
+		}
+		return reply
+	}
+	switch f.Type {
+	case tunnel.FrameCreateIntercept:
+		var req tunnel.CreateIntercept
+		if err := f.Decode(&req); err != nil {
+			return fail("create", err)
+		}
+		if err := a.reg.create(o, req); err != nil {
+			return fail("create", err)
+		}
+		a.updateInterceptGauge()
+		a.m.interceptOps.WithLabelValues("create", "ok").Inc()
+		log.Info("intercept created", zap.String("intercept", req.Name), zap.Uint16("port", req.Port), zap.String("mechanism", req.Mechanism))
+		return list()
+	case tunnel.FrameRemoveIntercept:
+		var req tunnel.RemoveIntercept
+		if err := f.Decode(&req); err != nil {
+			return fail("remove", err)
+		}
+		if err := a.reg.remove(o, req.Name); err != nil {
+			return fail("remove", err)
+		}
+		a.updateInterceptGauge()
+		a.m.interceptOps.WithLabelValues("remove", "ok").Inc()
+		log.Info("intercept removed", zap.String("intercept", req.Name))
+		return list()
+	case tunnel.FrameListIntercepts:
+		return list()
+	case tunnel.FramePing:
+		reply, _ := tunnel.NewFrame(tunnel.FramePong, f.ID, tunnel.Pong{})
+		return reply
+	case tunnel.FrameHello:
+		return fail("", fmt.Errorf("hello sent twice: %w", tunnel.ErrBadRequest))
+	default:
+		return fail("", fmt.Errorf("%s is not a request: %w", f.Type, tunnel.ErrBadRequest))
+	}
+}
+
+func (a *Agent) updateInterceptGauge() {
+	counts := a.reg.count()
+	a.m.intercepts.WithLabelValues(tunnel.MechanismTCP).Set(float64(counts[tunnel.MechanismTCP]))
+}
+
+// acceptPodDials serves the client's StreamDialPod streams (--to-pod).
+func (a *Agent) acceptPodDials(sess *yamux.Session, log *zap.Logger) {
+	for {
+		st, err := sess.AcceptStream()
+		if err != nil {
+			return
+		}
+		if !a.conns.add(st) {
+			_ = st.Close()
+			return
+		}
+		go func() {
+			defer a.conns.done(st)
+			defer st.Close()
+			a.dialPod(st, log)
+		}()
+	}
+}
+
+func (a *Agent) dialPod(st *yamux.Stream, log *zap.Logger) {
+	_ = st.SetReadDeadline(time.Now().Add(a.cfg.HelloTimeout))
+	kind, payload, err := tunnel.ReadStreamHeader(st)
+	_ = st.SetReadDeadline(time.Time{})
+	if err != nil || kind != tunnel.StreamDialPod {
+		a.m.dialPod.WithLabelValues("bad_header").Inc()
+		log.Info("bad stream from client", zap.Error(err), zap.Uint8("kind", uint8(kind)))
+		return
+	}
+	var h tunnel.DialPodHeader
+	if err := tunnel.DecodeStreamHeader(payload, &h); err != nil || h.Port == 0 {
+		a.m.dialPod.WithLabelValues("bad_header").Inc()
+		_, _ = st.Write([]byte{tunnel.DialDenied})
+		return
+	}
+	d := net.Dialer{Timeout: a.cfg.DialTimeout}
+	target, err := d.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(h.Port))))
+	if err != nil {
+		a.m.dialPod.WithLabelValues("refused").Inc()
+		_, _ = st.Write([]byte{tunnel.DialRefused})
+		return
+	}
+	if _, err := st.Write([]byte{tunnel.DialOK}); err != nil {
+		_ = target.Close()
+		return
+	}
+	a.m.dialPod.WithLabelValues("ok").Inc()
+	tunnel.Join(st, target)
+}
