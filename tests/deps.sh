@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   iproute2 nftables iptables conntrack          # netns worlds, guard, kube-proxy
   containerd runc containernetworking-plugins   # the local cluster's runtime
-  curl ca-certificates                          # readiness checks
+  curl ca-certificates libcap2-bin              # readiness checks; capsh for the NET_ADMIN test
 )
 
 missing=()

@@ -1,0 +1,209 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/nftables"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/detour-dev/detour/agent/internal/nftrules"
+	"github.com/detour-dev/detour/internal/version"
+)
+
+const usage = `detour-agent: the detour traffic agent (one image, one binary).
+
+Usage:
+  detour-agent run  [flags]   serve app traffic; pass it to the app or to intercepting clients
+  detour-agent init [flags]   program nftables in the pod (redirect mode init container)
+  detour-agent version        print the version
+
+Run 'detour-agent <command> -h' for a command's flags.
+`
+
+// ErrUsage marks a command-line mistake; main exits with status 2 for it.
+var ErrUsage = errors.New("usage error")
+
+// usageError is a command-line mistake: its message is the mistake alone,
+// and it matches ErrUsage.
+type usageError struct{ err error }
+
+func (e usageError) Error() string        { return e.err.Error() + " (see -h for the flags)" }
+func (e usageError) Is(target error) bool { return target == ErrUsage }
+func (e usageError) Unwrap() error        { return e.err }
+
+func usageErrorf(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
+
+// Main runs the detour-agent command line; main() only sets up signals and
+// exit codes. The logger is built here because its level is a flag.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return usageErrorf("no command given")
+	}
+	switch args[0] {
+	case "run":
+		return runCommand(ctx, args[1:], stderr)
+	case "init":
+		return initCommand(args[1:], stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, version.Version)
+		return nil
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return usageErrorf("unknown command %q", args[0])
+}
+
+func newLogger(level string, w io.Writer) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, usageErrorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	enc := zap.NewProductionEncoderConfig()
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	core := zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.AddSync(w), lvl)
+	return zap.New(core), nil
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usageErrorf("unexpected argument %q", fs.Arg(0))
+	}
+	return nil
+}
+
+func runCommand(ctx context.Context, args []string, stderr io.Writer) error {
+	cfg := DefaultConfig()
+	cfg.Version = version.Version
+	fs := flag.NewFlagSet("detour-agent run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.TunnelAddr, "tunnel-addr", cfg.TunnelAddr, "where clients connect (through a port-forward); must be loopback")
+	fs.StringVar(&cfg.RedirectAddr, "redirect-addr", "", "redirect mode: listen here for connections nftables redirected, e.g. :15001")
+	redirectPorts := fs.String("redirect-ports", "", "redirect mode: app ports that nftables redirects, e.g. 8080,8443")
+	listeners := fs.String("listen", "", "port-rename mode: LISTEN:APP pairs, e.g. 15080:8080,15443:8443")
+	fs.StringVar(&cfg.AppHost, "app-host", cfg.AppHost, "where the app listens, seen from the agent")
+	fs.StringVar(&cfg.HealthAddr, "health-addr", cfg.HealthAddr, "serve /healthz and /readyz here")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "serve Prometheus /metrics here")
+	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", cfg.ShutdownGrace, "on SIGTERM, how long open connections may run on")
+	fs.DurationVar(&cfg.Tunnel.KeepAliveInterval, "keepalive", cfg.Tunnel.KeepAliveInterval, "tunnel keep-alive interval; a silent client is dropped after about keepalive + write timeout")
+	fs.DurationVar(&cfg.Tunnel.WriteTimeout, "write-timeout", cfg.Tunnel.WriteTimeout, "tunnel write and ping timeout")
+	fs.StringVar(&cfg.PodName, "pod-name", os.Getenv("POD_NAME"), "pod name, reported to clients (default $POD_NAME)")
+	fs.StringVar(&cfg.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "pod namespace, reported to clients (default $POD_NAMESPACE)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	var err error
+	if cfg.RedirectPorts, err = parsePorts(*redirectPorts, "--redirect-ports"); err != nil {
+		return err
+	}
+	if cfg.Listeners, err = parseListeners(*listeners); err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return usageError{err}
+	}
+	log, err := newLogger(*logLevel, stderr)
+	if err != nil {
+		return err
+	}
+	defer log.Sync()
+	a, err := New(cfg, log)
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}
+
+func initCommand(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("detour-agent init", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	ports := fs.String("ports", "", "app ports whose inbound TCP connections go to the agent, e.g. 8080,8443 (required)")
+	agentPort := fs.Uint("agent-port", 15001, "the agent's --redirect-addr port")
+	ipv6 := fs.Bool("ipv6", true, "also program the ip6 family")
+	dryRun := fs.Bool("dry-run", false, "print the rules, change nothing")
+	remove := fs.Bool("remove", false, "delete detour's tables instead")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *remove {
+		conn, err := nftables.New()
+		if err != nil {
+			return fmt.Errorf("open netlink: %w", err)
+		}
+		return nftrules.Remove(conn, *ipv6)
+	}
+	appPorts, err := parsePorts(*ports, "--ports")
+	if err != nil {
+		return err
+	}
+	if *agentPort > 65535 {
+		return usageErrorf("--agent-port %d is not a port", *agentPort)
+	}
+	plan, err := nftrules.NewPlan(nftrules.Options{AppPorts: appPorts, AgentPort: uint16(*agentPort), IPv6: *ipv6})
+	if err != nil {
+		return usageError{err}
+	}
+	if *dryRun {
+		fmt.Fprint(stdout, plan)
+		return nil
+	}
+	conn, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("open netlink: %w", err)
+	}
+	if err := nftrules.Apply(plan, conn); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "detour-agent init: applied at %s\n%s", time.Now().UTC().Format(time.RFC3339), plan)
+	return nil
+}
+
+func parsePorts(s, flagName string) ([]uint16, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	var out []uint16
+	for _, f := range strings.Split(s, ",") {
+		p, err := strconv.ParseUint(strings.TrimSpace(f), 10, 16)
+		if err != nil || p == 0 {
+			return nil, usageErrorf("%s: %q is not a port (1..65535)", flagName, f)
+		}
+		out = append(out, uint16(p))
+	}
+	return out, nil
+}
+
+func parseListeners(s string) ([]PortMap, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	var out []PortMap
+	for _, pair := range strings.Split(s, ",") {
+		l, a, ok := strings.Cut(strings.TrimSpace(pair), ":")
+		lp, err1 := strconv.ParseUint(l, 10, 16)
+		ap, err2 := strconv.ParseUint(a, 10, 16)
+		if !ok || err1 != nil || err2 != nil || lp == 0 || ap == 0 {
+			return nil, usageErrorf("--listen: %q is not LISTEN:APP (e.g. 15080:8080)", pair)
+		}
+		out = append(out, PortMap{Listen: uint16(lp), App: uint16(ap)})
+	}
+	return out, nil
+}
