@@ -80,7 +80,7 @@ func Server(conn io.ReadWriteCloser, cfg Config, log *zap.Logger) (*yamux.Sessio
 	if err != nil {
 		return nil, err
 	}
-	s, err := yamux.Server(conn, yc)
+	s, err := yamux.Server(newCoalescingConn(conn), yc)
 	if err != nil {
 		return nil, fmt.Errorf("start tunnel server session: %w", err)
 	}
@@ -93,7 +93,7 @@ func Client(conn io.ReadWriteCloser, cfg Config, log *zap.Logger) (*yamux.Sessio
 	if err != nil {
 		return nil, err
 	}
-	s, err := yamux.Client(conn, yc)
+	s, err := yamux.Client(newCoalescingConn(conn), yc)
 	if err != nil {
 		return nil, fmt.Errorf("start tunnel client session: %w", err)
 	}
