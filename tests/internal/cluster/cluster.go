@@ -59,7 +59,15 @@ func Up(ctx context.Context, log *zap.Logger, cfg Config) error {
 		return err
 	}
 	h := &health{ctx: ctx, cfg: cfg}
-	for _, c := range components(cfg, h) {
+	comps := components(cfg, h)
+	for _, c := range comps {
+		if c.name == "kube-proxy" {
+			// kube-proxy exits when it sees the node's IPs change, which
+			// happens if it starts while the kubelet is still registering.
+			if err := step("node Ready", func() error { return waitNodeReady(ctx, cfg, 2*time.Minute) }); err != nil {
+				return err
+			}
+		}
 		if err := ensureComponent(ctx, log, cfg, c); err != nil {
 			return err
 		}
@@ -76,10 +84,17 @@ func Up(ctx context.Context, log *zap.Logger, cfg Config) error {
 			}
 		}
 	}
-	if err := step("node Ready", func() error { return waitNodeReady(ctx, cfg, 2*time.Minute) }); err != nil {
+	// Everything must still be running a moment later, and still sealed.
+	time.Sleep(time.Second)
+	for _, c := range comps {
+		if _, alive := pidOf(cfg, c); !alive {
+			return fmt.Errorf("%s exited after start; see %s: %w", c.name, cfg.logFile(c.name), tail(cfg.logFile(c.name)))
+		}
+	}
+	if err := waitNodeReady(ctx, cfg, time.Minute); err != nil {
 		return err
 	}
-	if err := Precheck(ctx); err != nil { // still sealed with everything running
+	if err := Precheck(ctx); err != nil {
 		return err
 	}
 	log.Info("cluster up", zap.Duration("took", time.Since(t0).Round(time.Millisecond)),
@@ -275,7 +290,12 @@ func Down(ctx context.Context, log *zap.Logger, cfg Config) error {
 		}
 		for _, p := range absent {
 			if p == "/run/netns" {
-				_ = syscall.Rmdir(p) // only if empty: other tests may use it
+				// ip netns add made it a bind mount of itself; undo that
+				// only if it is empty (other tests may use it).
+				if len(netnsNames()) == 0 {
+					_ = syscall.Unmount(p, syscall.MNT_DETACH)
+					_ = syscall.Rmdir(p)
+				}
 				continue
 			}
 			keep(os.RemoveAll(p))

@@ -106,11 +106,12 @@ func start(cfg Config, c component) (int, error) {
 			return 0, fmt.Errorf("create %s: %w", d, err)
 		}
 	}
-	logf, err := os.OpenFile(cfg.logFile(c.name), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	logf, err := os.OpenFile(cfg.logFile(c.name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return 0, fmt.Errorf("open log: %w", err)
 	}
 	defer logf.Close()
+	fmt.Fprintf(logf, "=== detour cluster: starting %s at %s\n", c.name, time.Now().Format(time.RFC3339))
 	cmd := exec.Command("nsenter", append([]string{"--net=" + NetnsPath, c.bin}, c.args...)...)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
