@@ -30,8 +30,12 @@ fuzz:
 	$(GO) test ./tunnel -run '^$$' -fuzz '^FuzzReadControlFrame$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./tunnel -run '^$$' -fuzz '^FuzzReadStreamHeader$$' -fuzztime $(FUZZTIME)
 
+# bench prints each detour path beside its baseline, measured in the same
+# run (docs/benchmarks.md explains every figure). Needs root for the netns.
 bench: build
-	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -count=1 ./tests/netns/ ./tunnel/
+	$(GO) test -run '^$$' -bench 'StreamThroughput' -benchtime 1s -count=1 ./tunnel/
+	$(GO) test -run '^$$' -bench 'Passthrough|InterceptedBulk' -benchtime $(BENCHTIME) -count=1 ./tests/netns/
+	$(GO) test -run '^$$' -bench 'AgentRSS' -benchtime 1x -count=1 ./tests/netns/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -41,7 +45,7 @@ lint:
 test: deps lint unit fuzz e2e
 
 demo: deps build
-	$(GO) run ./tests/netns/demo
+	$(GO) run ./tests/netns/demo -agent $(BIN)/detour-agent
 
 e2e: deps
 	$(GO) run ./tests/cluster up

@@ -161,6 +161,9 @@ func (a *Agent) handleControl(f tunnel.Frame, o *owner, log *zap.Logger) tunnel.
 		if err := f.Decode(&req); err != nil {
 			return fail("create", err)
 		}
+		if !a.ready.Load() {
+			return fail("create", fmt.Errorf("agent in pod %s is shutting down: retry once its replacement is ready: %w", a.cfg.PodName, tunnel.ErrShuttingDown))
+		}
 		if err := a.reg.create(o, req); err != nil {
 			return fail("create", err)
 		}
