@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 )
 
 // SandboxImage is the pause image containerd uses for pod sandboxes; it is
@@ -184,6 +183,3 @@ func components(cfg Config, h *health) []component {
 		}, ready: h.netnsGet("http://127.0.0.1:10256/livez", "")},
 	}
 }
-
-// joinArgs is for logs.
-func joinArgs(a []string) string { return strings.Join(a, " ") }
