@@ -511,3 +511,23 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestEnvironmentReportsTheAppsVariablesOnly(t *testing.T) {
+	t.Setenv("DB_URL", "postgres://db:5432/app")
+	t.Setenv("POD_NAME", "hello-abc")
+	t.Setenv("DETOUR_INTERNAL", "x")
+	w := startAgent(t, nil)
+	s, _ := openClient(t, w, "alice@laptop", tunnel.Config{})
+	env, err := s.Environment(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if env["DB_URL"] != "postgres://db:5432/app" {
+		t.Fatalf("DB_URL = %q", env["DB_URL"])
+	}
+	for _, own := range []string{"POD_NAME", "DETOUR_INTERNAL", "PATH"} {
+		if _, ok := env[own]; ok {
+			t.Errorf("agent's own variable %s reported as the app's", own)
+		}
+	}
+}

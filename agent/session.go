@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/detour-dev/detour/tunnel"
@@ -185,6 +187,12 @@ func (a *Agent) handleControl(f tunnel.Frame, o *owner, log *zap.Logger) tunnel.
 		return list()
 	case tunnel.FrameListIntercepts:
 		return list()
+	case tunnel.FrameGetEnvironment:
+		reply, err := tunnel.NewFrame(tunnel.FrameEnvironment, f.ID, tunnel.Environment{Env: appEnvironment(os.Environ())})
+		if err != nil {
+			return fail("", err)
+		}
+		return reply
 	case tunnel.FramePing:
 		reply, _ := tunnel.NewFrame(tunnel.FramePong, f.ID, tunnel.Pong{})
 		return reply
@@ -247,4 +255,21 @@ func (a *Agent) dialPod(st *yamux.Stream, log *zap.Logger) {
 	}
 	a.m.dialPod.WithLabelValues("ok").Inc()
 	tunnel.Join(st, target)
+}
+
+// agentOwnVariables are set for the agent itself, not copied from the app.
+var agentOwnVariables = map[string]bool{"POD_NAME": true, "POD_NAMESPACE": true, "POD_IP": true, "PATH": true, "HOME": true, "HOSTNAME": true}
+
+// appEnvironment is the app container's environment from the agent's: the
+// webhook copied the app's env and envFrom into the agent container.
+func appEnvironment(environ []string) map[string]string {
+	env := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || agentOwnVariables[k] || strings.HasPrefix(k, "DETOUR_") {
+			continue
+		}
+		env[k] = v
+	}
+	return env
 }

@@ -232,6 +232,15 @@ func (s *Session) List(ctx context.Context) ([]tunnel.InterceptInfo, error) {
 	return list.Intercepts, nil
 }
 
+// Environment returns the app container's environment, as the agent reports it.
+func (s *Session) Environment(ctx context.Context) (map[string]string, error) {
+	var env tunnel.Environment
+	if err := s.request(ctx, tunnel.FrameGetEnvironment, tunnel.GetEnvironment{}, tunnel.FrameEnvironment, &env); err != nil {
+		return nil, fmt.Errorf("get the app's environment: %w", err)
+	}
+	return env.Env, nil
+}
+
 // Ping measures a control round trip.
 func (s *Session) Ping(ctx context.Context) (time.Duration, error) {
 	start := time.Now()

@@ -22,6 +22,8 @@ const (
 	FramePing            FrameType = 0x07 // either side
 	FramePong            FrameType = 0x08 // either side
 	FrameError           FrameType = 0x09 // either side, reply to any request
+	FrameGetEnvironment  FrameType = 0x0A // client → agent
+	FrameEnvironment     FrameType = 0x0B // agent → client
 )
 
 // Stream kinds: the first byte of every non-control stream (spec.md, "Streams").

@@ -22,6 +22,8 @@ func TestWireConstantsArePinned(t *testing.T) {
 		{"FramePing", uint64(FramePing), 0x07},
 		{"FramePong", uint64(FramePong), 0x08},
 		{"FrameError", uint64(FrameError), 0x09},
+		{"FrameGetEnvironment", uint64(FrameGetEnvironment), 0x0A},
+		{"FrameEnvironment", uint64(FrameEnvironment), 0x0B},
 		{"StreamIntercepted", uint64(StreamIntercepted), 0x01},
 		{"StreamDialPod", uint64(StreamDialPod), 0x02},
 		{"DialOK", uint64(DialOK), 0},

@@ -86,7 +86,7 @@ func noEOF(err error) error {
 	return err
 }
 
-func (t FrameType) valid() bool { return t >= FrameHello && t <= FrameError }
+func (t FrameType) valid() bool { return t >= FrameHello && t <= FrameEnvironment }
 
 func (t FrameType) String() string {
 	switch t {
@@ -108,6 +108,10 @@ func (t FrameType) String() string {
 		return "pong"
 	case FrameError:
 		return "error"
+	case FrameGetEnvironment:
+		return "get-environment"
+	case FrameEnvironment:
+		return "environment"
 	}
 	return fmt.Sprintf("frame(0x%02x)", uint8(t))
 }
@@ -161,6 +165,16 @@ type InterceptInfo struct {
 	Mechanism string `json:"mechanism"`
 	Holder    string `json:"holder"` // user@host of the owning client
 	ClientID  string `json:"clientId"`
+}
+
+// GetEnvironment asks for the app container's environment.
+type GetEnvironment struct{}
+
+// Environment is the app container's environment as the agent sees it:
+// the webhook gives the agent a copy of the app's env and envFrom, so
+// values from ConfigMaps and Secrets arrive resolved by the kubelet.
+type Environment struct {
+	Env map[string]string `json:"env"`
 }
 
 // Ping and Pong carry nothing; the reply's id matches the ping's.

@@ -25,6 +25,8 @@ func TestFrameRoundTrip(t *testing.T) {
 		{FramePing, 5, Ping{}},
 		{FramePong, 5, Pong{}},
 		{FrameError, 6, ErrorPayload{Code: CodeAlreadyIntercepted, Message: "taken"}},
+		{FrameGetEnvironment, 7, GetEnvironment{}},
+		{FrameEnvironment, 7, Environment{Env: map[string]string{"DB_URL": "postgres://db"}}},
 	}
 	for _, c := range cases {
 		t.Run(c.typ.String(), func(t *testing.T) {
