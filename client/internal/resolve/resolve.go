@@ -1,0 +1,286 @@
+package resolve
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// Sentinels for the ways resolution fails; the messages say more.
+var (
+	ErrWorkloadNotFound   = errors.New("workload not found")
+	ErrWorkloadAmbiguous  = errors.New("workload name is ambiguous")
+	ErrNoService          = errors.New("no service selects the workload")
+	ErrServiceAmbiguous   = errors.New("several services select the workload")
+	ErrServiceNotFound    = errors.New("service not found")
+	ErrPortNotFound       = errors.New("service port not found")
+	ErrPortAmbiguous      = errors.New("service has several ports")
+	ErrBadPort            = errors.New("bad --port")
+	ErrContainerPortFound = errors.New("no container serves the service port")
+)
+
+// Kinds of workload detour intercepts.
+const (
+	KindDeployment  = "Deployment"
+	KindReplicaSet  = "ReplicaSet"
+	KindStatefulSet = "StatefulSet"
+)
+
+// Workload is the part of a Deployment, ReplicaSet or StatefulSet detour needs.
+type Workload struct {
+	Kind      string
+	Name      string
+	Namespace string
+	Selector  *metav1.LabelSelector
+	Template  corev1.PodTemplateSpec
+}
+
+// Ref is "Kind/name", as shown to users.
+func (w Workload) Ref() string { return strings.ToLower(w.Kind) + "/" + w.Name }
+
+// Names decides the intercept's name and the workload's name. With -n NS and
+// no --workload, NAME is the workload and the intercept is NAME-NS; with
+// --workload W, NAME is the intercept and W the workload; otherwise both are
+// NAME.
+func Names(name, workloadFlag, namespace string, namespaceGiven bool) (intercept, workload string) {
+	switch {
+	case workloadFlag != "":
+		return name, workloadFlag
+	case namespaceGiven:
+		return name + "-" + namespace, name
+	default:
+		return name, name
+	}
+}
+
+// PortSpec is a parsed --port LOCAL[:SVCPORT].
+type PortSpec struct {
+	Local   uint16
+	Service string // a service port name or number; empty: the only port
+}
+
+// ParsePort parses --port LOCAL[:SVCPORT].
+func ParsePort(s string) (PortSpec, error) {
+	local, svc, _ := strings.Cut(s, ":")
+	n, err := strconv.ParseUint(local, 10, 16)
+	if err != nil || n == 0 {
+		return PortSpec{}, fmt.Errorf("--port %q: LOCAL must be a port number 1..65535, as in --port 8080 or --port 8080:http: %w", s, ErrBadPort)
+	}
+	if strings.Contains(s, ":") && svc == "" {
+		return PortSpec{}, fmt.Errorf("--port %q: nothing after ':'; give the service port's name or number, or leave out the ':': %w", s, ErrBadPort)
+	}
+	return PortSpec{Local: uint16(n), Service: svc}, nil
+}
+
+// Candidates are the workloads of a namespace, by kind.
+type Candidates struct {
+	Deployments  []appsv1.Deployment
+	ReplicaSets  []appsv1.ReplicaSet
+	StatefulSets []appsv1.StatefulSet
+}
+
+// FindWorkload finds name among the candidates. name may be "kind/name"
+// (deployment/hello, rs/hello, sts/hello) to pick a kind. ReplicaSets owned
+// by a Deployment are skipped: their Deployment is the workload.
+func FindWorkload(name, namespace string, c Candidates) (Workload, error) {
+	kindFilter := ""
+	if k, n, ok := strings.Cut(name, "/"); ok {
+		switch strings.ToLower(k) {
+		case "deployment", "deployments", "deploy":
+			kindFilter = KindDeployment
+		case "replicaset", "replicasets", "rs":
+			kindFilter = KindReplicaSet
+		case "statefulset", "statefulsets", "sts":
+			kindFilter = KindStatefulSet
+		default:
+			return Workload{}, fmt.Errorf("%q: unknown kind %q; use deployment/, replicaset/ or statefulset/: %w", name, k, ErrWorkloadNotFound)
+		}
+		name = n
+	}
+	var found []Workload
+	if kindFilter == "" || kindFilter == KindDeployment {
+		for _, d := range c.Deployments {
+			if d.Name == name {
+				found = append(found, Workload{KindDeployment, d.Name, d.Namespace, d.Spec.Selector, d.Spec.Template})
+			}
+		}
+	}
+	if kindFilter == "" || kindFilter == KindReplicaSet {
+		for _, rs := range c.ReplicaSets {
+			if rs.Name == name && metav1.GetControllerOf(&rs) == nil {
+				found = append(found, Workload{KindReplicaSet, rs.Name, rs.Namespace, rs.Spec.Selector, rs.Spec.Template})
+			}
+		}
+	}
+	if kindFilter == "" || kindFilter == KindStatefulSet {
+		for _, s := range c.StatefulSets {
+			if s.Name == name {
+				found = append(found, Workload{KindStatefulSet, s.Name, s.Namespace, s.Spec.Selector, s.Spec.Template})
+			}
+		}
+	}
+	switch len(found) {
+	case 1:
+		return found[0], nil
+	case 0:
+		var names []string
+		for _, d := range c.Deployments {
+			names = append(names, "deployment/"+d.Name)
+		}
+		for _, rs := range c.ReplicaSets {
+			if metav1.GetControllerOf(&rs) == nil {
+				names = append(names, "replicaset/"+rs.Name)
+			}
+		}
+		for _, s := range c.StatefulSets {
+			names = append(names, "statefulset/"+s.Name)
+		}
+		hint := "it has no Deployments, ReplicaSets or StatefulSets"
+		if len(names) > 0 {
+			slices.Sort(names)
+			hint = "it has: " + strings.Join(names, ", ")
+		}
+		return Workload{}, fmt.Errorf("no Deployment, ReplicaSet or StatefulSet named %q in namespace %q (%s): %w", name, namespace, hint, ErrWorkloadNotFound)
+	default:
+		refs := make([]string, len(found))
+		for i, w := range found {
+			refs[i] = w.Ref()
+		}
+		return Workload{}, fmt.Errorf("%q names %s in namespace %q: say which, e.g. --workload %s: %w", name, strings.Join(refs, " and "), namespace, refs[0], ErrWorkloadAmbiguous)
+	}
+}
+
+// FindService picks the Service whose selector matches the workload's pods.
+// With pick set, it must be one of them. Services without a selector are
+// ignored (their endpoints are not the workload's pods).
+func FindService(w Workload, services []corev1.Service, pick string) (corev1.Service, error) {
+	podLabels := labels.Set(w.Template.Labels)
+	var matching []corev1.Service
+	for _, s := range services {
+		if len(s.Spec.Selector) == 0 {
+			continue
+		}
+		if labels.SelectorFromSet(s.Spec.Selector).Matches(podLabels) {
+			matching = append(matching, s)
+		}
+	}
+	names := make([]string, len(matching))
+	for i, s := range matching {
+		names[i] = s.Name
+	}
+	slices.Sort(names)
+	if pick != "" {
+		for _, s := range matching {
+			if s.Name == pick {
+				return s, nil
+			}
+		}
+		for _, s := range services {
+			if s.Name == pick {
+				return corev1.Service{}, fmt.Errorf("service %q does not select the pods of %s (services that do: %s): %w", pick, w.Ref(), listOrNone(names), ErrServiceNotFound)
+			}
+		}
+		return corev1.Service{}, fmt.Errorf("no service %q in namespace %q (services that select %s: %s): %w", pick, w.Namespace, w.Ref(), listOrNone(names), ErrServiceNotFound)
+	}
+	switch len(matching) {
+	case 0:
+		return corev1.Service{}, fmt.Errorf("no service in namespace %q selects the pods of %s (labels %s): create one, or check its selector: %w", w.Namespace, w.Ref(), podLabels, ErrNoService)
+	case 1:
+		return matching[0], nil
+	}
+	return corev1.Service{}, fmt.Errorf("%d services select the pods of %s: %s; pick one with --service: %w", len(matching), w.Ref(), strings.Join(names, ", "), ErrServiceAmbiguous)
+}
+
+func listOrNone(names []string) string {
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ", ")
+}
+
+// FindServicePort picks the service port named or numbered by want, or the
+// only port when want is empty.
+func FindServicePort(svc corev1.Service, want string) (corev1.ServicePort, error) {
+	describe := func() string {
+		s := make([]string, len(svc.Spec.Ports))
+		for i, p := range svc.Spec.Ports {
+			if p.Name != "" {
+				s[i] = fmt.Sprintf("%s (%d)", p.Name, p.Port)
+			} else {
+				s[i] = fmt.Sprint(p.Port)
+			}
+		}
+		return strings.Join(s, ", ")
+	}
+	if want == "" {
+		switch len(svc.Spec.Ports) {
+		case 1:
+			return svc.Spec.Ports[0], nil
+		case 0:
+			return corev1.ServicePort{}, fmt.Errorf("service %q has no ports: %w", svc.Name, ErrPortNotFound)
+		}
+		return corev1.ServicePort{}, fmt.Errorf("service %q has ports %s: say which with --port LOCAL:NAME-OR-NUMBER: %w", svc.Name, describe(), ErrPortAmbiguous)
+	}
+	for _, p := range svc.Spec.Ports {
+		if p.Name == want {
+			return p, nil
+		}
+	}
+	if n, err := strconv.ParseInt(want, 10, 32); err == nil {
+		for _, p := range svc.Spec.Ports {
+			if int64(p.Port) == n {
+				return p, nil
+			}
+		}
+	}
+	return corev1.ServicePort{}, fmt.Errorf("service %q has no port %q (it has %s): %w", svc.Name, want, describe(), ErrPortNotFound)
+}
+
+// ContainerPort resolves a service port's targetPort in the pod template: a
+// name is looked up among the containers' ports, a number is taken as is
+// (and attributed to the container that declares it, if any). For headless
+// services without a targetPort, the port itself is the container port.
+func ContainerPort(w Workload, sp corev1.ServicePort) (port uint16, container string, err error) {
+	tp := sp.TargetPort
+	if tp.Type == intstr.String && tp.StrVal != "" {
+		for _, c := range w.Template.Spec.Containers {
+			for _, cp := range c.Ports {
+				if cp.Name == tp.StrVal {
+					return uint16(cp.ContainerPort), c.Name, nil
+				}
+			}
+		}
+		return 0, "", fmt.Errorf("service port %s targets the port named %q, which no container of %s declares: %w", portName(sp), tp.StrVal, w.Ref(), ErrContainerPortFound)
+	}
+	n := tp.IntValue()
+	if n == 0 {
+		n = int(sp.Port)
+	}
+	for _, c := range w.Template.Spec.Containers {
+		for _, cp := range c.Ports {
+			if int(cp.ContainerPort) == n {
+				return uint16(n), c.Name, nil
+			}
+		}
+	}
+	container = ""
+	if len(w.Template.Spec.Containers) > 0 {
+		container = w.Template.Spec.Containers[0].Name
+	}
+	return uint16(n), container, nil
+}
+
+func portName(sp corev1.ServicePort) string {
+	if sp.Name != "" {
+		return fmt.Sprintf("%q (%d)", sp.Name, sp.Port)
+	}
+	return fmt.Sprint(sp.Port)
+}

@@ -1,0 +1,167 @@
+package resolve
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+func TestNames(t *testing.T) {
+	cases := []struct {
+		name, workload, ns string
+		nsGiven            bool
+		wantIntercept      string
+		wantWorkload       string
+	}{
+		{"hello", "", "default", false, "hello", "hello"},
+		{"hello", "", "myns", true, "hello-myns", "hello"},
+		{"mine", "hello", "myns", true, "mine", "hello"},
+		{"mine", "hello", "default", false, "mine", "hello"},
+	}
+	for _, c := range cases {
+		ic, wl := Names(c.name, c.workload, c.ns, c.nsGiven)
+		if ic != c.wantIntercept || wl != c.wantWorkload {
+			t.Errorf("Names(%q, %q, %q, %v) = %q, %q; want %q, %q", c.name, c.workload, c.ns, c.nsGiven, ic, wl, c.wantIntercept, c.wantWorkload)
+		}
+	}
+}
+
+func TestParsePort(t *testing.T) {
+	good := map[string]PortSpec{"8080": {8080, ""}, "8080:http": {8080, "http"}, "3000:80": {3000, "80"}}
+	for in, want := range good {
+		got, err := ParsePort(in)
+		if err != nil || got != want {
+			t.Errorf("ParsePort(%q) = %+v, %v; want %+v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "0", "http", "70000", "8080:", ":http"} {
+		if _, err := ParsePort(bad); !errors.Is(err, ErrBadPort) {
+			t.Errorf("ParsePort(%q) err = %v, want ErrBadPort", bad, err)
+		}
+	}
+}
+
+func template(labels map[string]string, containers ...corev1.Container) corev1.PodTemplateSpec {
+	return corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{Containers: containers}}
+}
+
+func deploy(name string, labels map[string]string) appsv1.Deployment {
+	return appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns"},
+		Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: template(labels)}}
+}
+
+func TestFindWorkload(t *testing.T) {
+	owned := appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Name: "web-5d8f", Namespace: "ns",
+		OwnerReferences: []metav1.OwnerReference{{Kind: "Deployment", Name: "web", Controller: ptr(true)}}}}
+	c := Candidates{
+		Deployments:  []appsv1.Deployment{deploy("web", map[string]string{"app": "web"}), deploy("db", nil)},
+		ReplicaSets:  []appsv1.ReplicaSet{owned, {ObjectMeta: metav1.ObjectMeta{Name: "bare", Namespace: "ns"}}},
+		StatefulSets: []appsv1.StatefulSet{{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: "ns"}}, {ObjectMeta: metav1.ObjectMeta{Name: "kv", Namespace: "ns"}}},
+	}
+	cases := []struct {
+		in       string
+		wantKind string
+		wantErr  error
+		inMsg    string
+	}{
+		{"web", KindDeployment, nil, ""},
+		{"bare", KindReplicaSet, nil, ""},
+		{"kv", KindStatefulSet, nil, ""},
+		{"sts/db", KindStatefulSet, nil, ""},
+		{"deployment/db", KindDeployment, nil, ""},
+		{"db", "", ErrWorkloadAmbiguous, "deployment/db and statefulset/db"},
+		{"web-5d8f", "", ErrWorkloadNotFound, "deployment/web"},
+		{"nope", "", ErrWorkloadNotFound, `no Deployment, ReplicaSet or StatefulSet named "nope" in namespace "ns"`},
+		{"job/x", "", ErrWorkloadNotFound, "unknown kind"},
+	}
+	for _, tc := range cases {
+		w, err := FindWorkload(tc.in, "ns", c)
+		if tc.wantErr != nil {
+			if !errors.Is(err, tc.wantErr) || !strings.Contains(err.Error(), tc.inMsg) {
+				t.Errorf("%s: err = %v; want %v containing %q", tc.in, err, tc.wantErr, tc.inMsg)
+			}
+			continue
+		}
+		if err != nil || w.Kind != tc.wantKind {
+			t.Errorf("%s: got %s, %v; want kind %s", tc.in, w.Kind, err, tc.wantKind)
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func svc(name string, selector map[string]string, ports ...corev1.ServicePort) corev1.Service {
+	return corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns"}, Spec: corev1.ServiceSpec{Selector: selector, Ports: ports}}
+}
+
+func TestFindService(t *testing.T) {
+	w := Workload{Kind: KindDeployment, Name: "web", Namespace: "ns", Template: template(map[string]string{"app": "web", "track": "stable"})}
+	all := []corev1.Service{
+		svc("web-stable", map[string]string{"app": "web", "track": "stable"}),
+		svc("web-canary", map[string]string{"app": "web", "track": "canary"}),
+		svc("web", map[string]string{"app": "web"}),
+		svc("external", nil),
+		svc("other", map[string]string{"app": "other"}),
+	}
+	if _, err := FindService(w, all, ""); !errors.Is(err, ErrServiceAmbiguous) || !strings.Contains(err.Error(), "web, web-stable") {
+		t.Fatalf("ambiguous: %v", err)
+	}
+	if s, err := FindService(w, all, "web-stable"); err != nil || s.Name != "web-stable" {
+		t.Fatalf("--service web-stable: %v", err)
+	}
+	if _, err := FindService(w, all, "web-canary"); !errors.Is(err, ErrServiceNotFound) || !strings.Contains(err.Error(), "does not select") {
+		t.Fatalf("--service of another track: %v", err)
+	}
+	if _, err := FindService(w, all, "nope"); !errors.Is(err, ErrServiceNotFound) {
+		t.Fatalf("--service nope: %v", err)
+	}
+	if s, err := FindService(w, all[2:], ""); err != nil || s.Name != "web" {
+		t.Fatalf("single match: %v %v", s.Name, err)
+	}
+	if _, err := FindService(w, all[3:], ""); !errors.Is(err, ErrNoService) {
+		t.Fatalf("none: %v", err)
+	}
+}
+
+func TestFindServicePortAndContainerPort(t *testing.T) {
+	s := svc("web", nil,
+		corev1.ServicePort{Name: "http", Port: 80, TargetPort: intstr.FromString("web")},
+		corev1.ServicePort{Name: "admin", Port: 9000, TargetPort: intstr.FromInt32(9001)})
+	w := Workload{Kind: KindDeployment, Name: "web", Template: template(nil,
+		corev1.Container{Name: "app", Ports: []corev1.ContainerPort{{Name: "web", ContainerPort: 8080}}},
+		corev1.Container{Name: "admin", Ports: []corev1.ContainerPort{{ContainerPort: 9001}}})}
+
+	if _, err := FindServicePort(s, ""); !errors.Is(err, ErrPortAmbiguous) || !strings.Contains(err.Error(), "http (80), admin (9000)") {
+		t.Fatalf("no port given: %v", err)
+	}
+	if _, err := FindServicePort(s, "grpc"); !errors.Is(err, ErrPortNotFound) {
+		t.Fatalf("unknown port: %v", err)
+	}
+	for want, port := range map[string]int32{"http": 80, "80": 80, "9000": 9000, "admin": 9000} {
+		p, err := FindServicePort(s, want)
+		if err != nil || p.Port != port {
+			t.Fatalf("%s: %v %v", want, p.Port, err)
+		}
+	}
+	cp, c, err := ContainerPort(w, s.Spec.Ports[0])
+	if err != nil || cp != 8080 || c != "app" {
+		t.Fatalf("named targetPort: %d %s %v", cp, c, err)
+	}
+	cp, c, err = ContainerPort(w, s.Spec.Ports[1])
+	if err != nil || cp != 9001 || c != "admin" {
+		t.Fatalf("numbered targetPort: %d %s %v", cp, c, err)
+	}
+	// Headless service port without targetPort: the port itself.
+	cp, _, err = ContainerPort(w, corev1.ServicePort{Port: 8080})
+	if err != nil || cp != 8080 {
+		t.Fatalf("no targetPort: %d %v", cp, err)
+	}
+	if _, _, err := ContainerPort(w, corev1.ServicePort{Name: "x", Port: 1, TargetPort: intstr.FromString("missing")}); !errors.Is(err, ErrContainerPortFound) {
+		t.Fatalf("missing named port: %v", err)
+	}
+}
