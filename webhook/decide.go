@@ -1,0 +1,58 @@
+package webhook
+
+import (
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/detour-dev/detour/internal/annotations"
+)
+
+// excludedNamespaces never get an agent, whatever their pods say: the
+// control plane's own and detour's. The MutatingWebhookConfiguration excludes
+// them too; this is the second line.
+var excludedNamespaces = map[string]bool{
+	"kube-system":     true,
+	"kube-public":     true,
+	"kube-node-lease": true,
+	"detour-system":   true,
+}
+
+// Reasons shouldInject gives, logged and counted.
+const (
+	reasonInject            = "injection requested"
+	reasonNotAnnotated      = "not annotated " + annotations.Inject + "=" + annotations.InjectEnabled
+	reasonExcludedNamespace = "namespace excluded"
+	reasonHostNetwork       = "hostNetwork pod"
+	reasonAlreadyInjected   = "already injected"
+)
+
+// shouldInject decides whether pod, created in namespace, gets the agent,
+// and says why. It is pure: everything it needs is in its arguments.
+func shouldInject(pod *corev1.Pod, namespace string) (bool, string) {
+	switch {
+	case excludedNamespaces[namespace]:
+		return false, reasonExcludedNamespace
+	case pod.Annotations[annotations.Inject] != annotations.InjectEnabled:
+		return false, reasonNotAnnotated
+	case pod.Annotations[annotations.Injected] != "" || hasContainer(pod, annotations.AgentContainerName):
+		return false, reasonAlreadyInjected
+	case pod.Spec.HostNetwork:
+		// The agent's ports and nftables rules would land in the node's
+		// network namespace.
+		return false, reasonHostNetwork
+	}
+	return true, reasonInject
+}
+
+func hasContainer(pod *corev1.Pod, name string) bool {
+	for _, c := range pod.Spec.Containers {
+		if c.Name == name {
+			return true
+		}
+	}
+	for _, c := range pod.Spec.InitContainers {
+		if c.Name == name {
+			return true
+		}
+	}
+	return false
+}
