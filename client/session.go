@@ -64,9 +64,10 @@ func DefaultUser() string {
 	return name + "@" + host
 }
 
-// Open starts a session over conn and says hello. The session owns conn from
+// Open starts a session over conn (a port-forward stream, or any net.Conn)
+// and says hello. The session owns conn from
 // then on; Close releases both.
-func Open(ctx context.Context, conn net.Conn, opts Options) (*Session, error) {
+func Open(ctx context.Context, conn io.ReadWriteCloser, opts Options) (*Session, error) {
 	if opts.Log == nil {
 		opts.Log = zap.NewNop()
 	}

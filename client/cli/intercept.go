@@ -1,0 +1,296 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/detour-dev/detour/client"
+	"github.com/detour-dev/detour/client/internal/daemon"
+	"github.com/detour-dev/detour/client/internal/kube"
+	"github.com/detour-dev/detour/client/internal/resolve"
+	"github.com/detour-dev/detour/tunnel"
+)
+
+type interceptFlags struct {
+	port       string
+	workload   string
+	service    string
+	mechanism  string
+	envFile    string
+	envJSON    string
+	toPod      []uint
+	agentImage string
+}
+
+func (a *app) interceptCommand() *cobra.Command {
+	var f interceptFlags
+	cmd := &cobra.Command{
+		Use:   "intercept NAME --port LOCAL[:SVCPORT] [flags] [-- CMD ARGS...]",
+		Short: "Send a workload's traffic to a port on your workstation",
+		Long: `Intercept the traffic of a Deployment, ReplicaSet or StatefulSet.
+
+NAME is the workload. With -n NS (and no --workload) the intercept is named
+NAME-NS; with --workload W, NAME is the intercept's name and W the workload.
+The Service is the one whose selector matches the workload's pods (--service
+picks one when several do); --port LOCAL:SVCPORT picks the Service port by
+name or number (LOCAL alone when the Service has one port).
+
+If the workload does not run the detour agent yet, detour adds the
+detour.dev/inject annotation to its pod template and waits for the rollout.
+The intercept then holds on every pod of the workload, follows new pods, and
+lasts until 'detour leave NAME' (or, with -- CMD, until CMD exits).`,
+		Example: `  detour intercept hello --port 8080
+  detour intercept hello -n shop --port 8080:http        # intercept named hello-shop
+  detour intercept mine --workload hello --port 3000:80 --service hello-stable
+  detour intercept hello --port 8080 --env-file hello.env --to-pod 5432
+  detour intercept hello --port 8080 -- ./run-tests.sh   # exits with the tests' status`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			n := len(args)
+			if d := cmd.ArgsLenAtDash(); d >= 0 {
+				n = d
+			}
+			if n != 1 {
+				return fmt.Errorf("detour intercept needs exactly one NAME before any -- CMD, got %d (see --help)", n)
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var command []string
+			if d := cmd.ArgsLenAtDash(); d >= 0 {
+				command = args[d:]
+			}
+			return a.intercept(cmd.Context(), args[0], f, command)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVarP(&f.port, "port", "p", "", "LOCAL[:SVCPORT]: the local port to send traffic to, and the Service port (name or number) to take it from (required)")
+	fl.StringVar(&f.workload, "workload", "", "the workload to intercept, when NAME is only the intercept's name (kind/name picks a kind)")
+	fl.StringVar(&f.service, "service", "", "the Service to intercept when several select the workload")
+	fl.StringVar(&f.mechanism, "mechanism", "", "tcp: every connection to the port (default from config, tcp)")
+	fl.StringVar(&f.envFile, "env-file", "", "write the app container's environment here (KEY=value lines, for docker --env-file and shells)")
+	fl.StringVar(&f.envJSON, "env-json", "", "write the app container's environment here as a JSON object")
+	fl.UintSliceVar(&f.toPod, "to-pod", nil, "forward localhost:PORT here to localhost:PORT in the pod (repeatable), e.g. for sidecars")
+	fl.StringVar(&f.agentImage, "agent-image", "", "agent image to inject (default from config images.agentImage, else the webhook's)")
+	_ = cmd.MarkFlagRequired("port")
+	return cmd
+}
+
+func (a *app) intercept(ctx context.Context, name string, f interceptFlags, command []string) error {
+	cfg, err := a.config()
+	if err != nil {
+		return err
+	}
+	mechanism := f.mechanism
+	if mechanism == "" {
+		mechanism = cfg.Intercept.DefaultMechanism
+	}
+	if mechanism != tunnel.MechanismTCP {
+		return fmt.Errorf("--mechanism %q: this release's agents support only tcp", mechanism)
+	}
+	spec, err := resolve.ParsePort(f.port)
+	if err != nil {
+		return err
+	}
+	var toPod []uint16
+	for _, p := range f.toPod {
+		if p == 0 || p > 65535 {
+			return fmt.Errorf("--to-pod %d is not a port (1..65535)", p)
+		}
+		toPod = append(toPod, uint16(p))
+	}
+	ns, nsGiven, err := a.namespace()
+	if err != nil {
+		return err
+	}
+	interceptName, workloadName := resolve.Names(name, f.workload, ns, nsGiven)
+	if err := tunnel.ValidateName(interceptName); err != nil {
+		return err
+	}
+
+	rc, cs, err := a.clients(ctx)
+	_ = rc
+	if err != nil {
+		return err
+	}
+	cands, err := kube.Candidates(ctx, cs, ns)
+	if err != nil {
+		return err
+	}
+	w, err := resolve.FindWorkload(workloadName, ns, cands)
+	if err != nil {
+		return err
+	}
+	svcs, err := kube.Services(ctx, cs, ns)
+	if err != nil {
+		return err
+	}
+	svc, err := resolve.FindService(w, svcs, f.service)
+	if err != nil {
+		return err
+	}
+	sp, err := resolve.FindServicePort(svc, spec.Service)
+	if err != nil {
+		return err
+	}
+	appPort, _, err := resolve.ContainerPort(w, sp)
+	if err != nil {
+		return err
+	}
+	image := f.agentImage
+	if image == "" {
+		image = cfg.Images.AgentImage
+	}
+	if !kube.Injected(w) {
+		fmt.Fprintf(a.errOut, "Adding the detour agent to %s (annotation detour.dev/inject=enabled); waiting for its pods to roll…\n", w.Ref())
+		if err := kube.SetInjection(ctx, cs, w, true, image); err != nil {
+			return err
+		}
+	}
+	pods, err := kube.WaitForAgents(ctx, cs, w, cfg.Timeouts.Rollout, a.errOut)
+	if err != nil {
+		return err
+	}
+	sel, err := metav1.LabelSelectorAsSelector(w.Selector)
+	if err != nil {
+		return err
+	}
+	kubeconfig, kubeContext, err := a.kubeTarget()
+	if err != nil {
+		return err
+	}
+	dc, err := a.ensureDaemon(ctx)
+	if err != nil {
+		return err
+	}
+	req := daemon.InterceptRequest{
+		Name: interceptName, Kubeconfig: kubeconfig, Context: kubeContext, Namespace: ns,
+		Workload: w.Ref(), Selector: sel.String(), Service: svc.Name, PortName: sp.Name, Port: sp.Port,
+		AppPort: appPort, Mechanism: mechanism, LocalAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(int(spec.Local))),
+		ToPod: toPod, User: client.DefaultUser(), WantEnv: f.envFile != "" || f.envJSON != "" || len(command) > 0,
+		TimeoutSec: int(cfg.Timeouts.AgentArrival.Seconds()),
+	}
+	st, err := dc.Create(ctx, req)
+	if err != nil {
+		return fmt.Errorf("intercept %q: %w", interceptName, err)
+	}
+	var written []string
+	if f.envFile != "" {
+		if err := writeEnvFile(f.envFile, st.Env); err != nil {
+			return err
+		}
+		written = append(written, f.envFile)
+	}
+	if f.envJSON != "" {
+		b, _ := json.MarshalIndent(st.Env, "", "  ")
+		if err := os.WriteFile(f.envJSON, append(b, '\n'), 0o600); err != nil {
+			return fmt.Errorf("--env-json: %w", err)
+		}
+		written = append(written, f.envJSON)
+	}
+	a.printSummary(st, len(pods), written)
+	if len(command) == 0 {
+		return nil
+	}
+	code, runErr := runCommand(ctx, command, st.Env)
+	leaveCtx := context.WithoutCancel(ctx)
+	if err := dc.Leave(leaveCtx, interceptName); err != nil {
+		fmt.Fprintf(a.errOut, "warning: leave %q: %v\n", interceptName, err)
+	} else {
+		fmt.Fprintf(a.errOut, "Left %q.\n", interceptName)
+	}
+	if runErr != nil {
+		return runErr
+	}
+	if code != 0 {
+		return ExitCode(code)
+	}
+	return nil
+}
+
+func (a *app) printSummary(st daemon.InterceptStatus, pods int, envFiles []string) {
+	port := fmt.Sprint(st.Port)
+	if st.PortName != "" {
+		port = fmt.Sprintf("%s (%d)", st.PortName, st.Port)
+	}
+	fmt.Fprintf(a.out, "Intercept %q is active.\n", st.Name)
+	fmt.Fprintf(a.out, "  workload:   %s in namespace %s (%d pods)\n", st.Workload, st.Namespace, pods)
+	fmt.Fprintf(a.out, "  service:    %s, port %s → container port %d\n", st.Service, port, st.AppPort)
+	fmt.Fprintf(a.out, "  mechanism:  %s (every connection)\n", st.Mechanism)
+	fmt.Fprintf(a.out, "  local:      %s\n", st.LocalAddr)
+	for _, p := range st.ToPod {
+		fmt.Fprintf(a.out, "  to pod:     127.0.0.1:%d → pod's 127.0.0.1:%d\n", p, p)
+	}
+	if len(envFiles) > 0 {
+		fmt.Fprintf(a.out, "  env files:  %s\n", strings.Join(envFiles, ", "))
+	}
+	fmt.Fprintf(a.out, "Leave with: detour leave %s\n", st.Name)
+}
+
+// writeEnvFile writes KEY=value lines that docker --env-file reads as is
+// and that a shell can source: values are single-quoted only when needed.
+func writeEnvFile(path string, env map[string]string) error {
+	keys := make([]string, 0, len(env))
+	for k := range env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		v := env[k]
+		if strings.ContainsAny(v, "\n") {
+			return fmt.Errorf("--env-file: %s has a multi-line value, which docker --env-file cannot hold: use --env-json", k)
+		}
+		fmt.Fprintf(&b, "%s=%s\n", k, v)
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		return fmt.Errorf("--env-file: %w", err)
+	}
+	return nil
+}
+
+// runCommand runs CMD with the app's environment over ours, forwarding
+// interrupts, and returns its exit code.
+func runCommand(ctx context.Context, command []string, env map[string]string) (int, error) {
+	cmd := exec.Command(command[0], command[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Env = os.Environ()
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	if err := cmd.Start(); err != nil {
+		return 0, fmt.Errorf("run %q: %w", command[0], err)
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	for {
+		select {
+		case s := <-sigs:
+			_ = cmd.Process.Signal(s)
+		case err := <-done:
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				return ee.ExitCode(), nil
+			}
+			if err != nil {
+				return 0, err
+			}
+			return 0, nil
+		}
+	}
+}

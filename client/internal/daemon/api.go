@@ -1,0 +1,82 @@
+package daemon
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// InterceptRequest is what the CLI resolved and asks the daemon to hold.
+type InterceptRequest struct {
+	Name       string   `json:"name"`
+	Kubeconfig string   `json:"kubeconfig,omitempty"`
+	Context    string   `json:"context,omitempty"`
+	Namespace  string   `json:"namespace"`
+	Workload   string   `json:"workload"` // kind/name
+	Selector   string   `json:"selector"` // label selector of its pods
+	Service    string   `json:"service"`
+	PortName   string   `json:"portName,omitempty"`
+	Port       int32    `json:"servicePort"`
+	AppPort    uint16   `json:"appPort"`
+	Mechanism  string   `json:"mechanism"`
+	LocalAddr  string   `json:"localAddr"`
+	ToPod      []uint16 `json:"toPod,omitempty"`
+	User       string   `json:"user"`
+	WantEnv    bool     `json:"wantEnv,omitempty"`
+	TimeoutSec int      `json:"timeoutSeconds,omitempty"`
+}
+
+// PodState is one pod's connection state for an intercept.
+type PodState struct {
+	Pod          string    `json:"pod"`
+	State        string    `json:"state"` // connecting, active, reconnecting
+	Since        time.Time `json:"since"`
+	LastError    string    `json:"lastError,omitempty"`
+	Reconnects   int       `json:"reconnects"`
+	AgentVersion string    `json:"agentVersion,omitempty"`
+}
+
+// InterceptStatus is an intercept as status shows it.
+type InterceptStatus struct {
+	InterceptRequest
+	Created time.Time         `json:"created"`
+	Pods    []PodState        `json:"pods"`
+	Env     map[string]string `json:"env,omitempty"` // only in the reply to create, when asked
+}
+
+// Status is the daemon's whole state.
+type Status struct {
+	Version    string            `json:"version"`
+	PID        int               `json:"pid"`
+	Started    time.Time         `json:"started"`
+	Intercepts []InterceptStatus `json:"intercepts"`
+}
+
+// ErrorReply is the body of every non-2xx answer.
+type ErrorReply struct {
+	Error string `json:"error"`
+	Code  string `json:"code,omitempty"`
+}
+
+// Dir is where the daemon keeps its socket and log: $DETOUR_HOME, else the
+// user's cache directory (~/.cache/detour).
+func Dir() (string, error) {
+	if d := os.Getenv("DETOUR_HOME"); d != "" {
+		return d, nil
+	}
+	base, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("find a directory for the daemon's socket (set DETOUR_HOME): %w", err)
+	}
+	return filepath.Join(base, "detour"), nil
+}
+
+// SocketPath is the daemon's unix socket.
+func SocketPath() (string, error) {
+	d, err := Dir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(d, "daemon.sock"), nil
+}

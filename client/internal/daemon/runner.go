@@ -1,0 +1,382 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/detour-dev/detour/client"
+	"github.com/detour-dev/detour/client/internal/kube"
+	"github.com/detour-dev/detour/internal/annotations"
+	"github.com/detour-dev/detour/tunnel"
+	"go.uber.org/zap"
+)
+
+// pollInterval is how often a runner lists the workload's pods to notice
+// new and gone ones.
+const pollInterval = time.Second
+
+// errFatal marks an agent's refusal that retrying cannot fix (the port is
+// held by someone else, the agent does not serve it): the intercept ends.
+var errFatal = errors.New("intercept refused")
+
+type runner struct {
+	req      InterceptRequest
+	clientID string
+	created  time.Time
+	log      *zap.Logger
+	cfg      *rest.Config
+	cs       kubernetes.Interface
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	pods   map[string]*podConn
+	fatal  error
+	change chan struct{} // signalled when a pod's state changes
+	toPod  []net.Listener
+}
+
+type podConn struct {
+	state   PodState
+	cancel  context.CancelFunc
+	session *client.Session
+}
+
+func newRunner(parent context.Context, req InterceptRequest, clientID string, cfg *rest.Config, cs kubernetes.Interface, log *zap.Logger) *runner {
+	ctx, cancel := context.WithCancel(parent)
+	return &runner{
+		req: req, clientID: clientID, created: time.Now(), cfg: cfg, cs: cs,
+		log:  log.With(zap.String("intercept", req.Name), zap.String("workload", req.Workload)),
+		ctx:  ctx, cancel: cancel,
+		pods: map[string]*podConn{}, change: make(chan struct{}, 1),
+	}
+}
+
+func (r *runner) notify() {
+	select {
+	case r.change <- struct{}{}:
+	default:
+	}
+}
+
+// start begins following the workload's pods and waits until every pod
+// that has a ready agent now holds the intercept, or the agent refuses it.
+func (r *runner) start(timeout time.Duration) error {
+	pods, err := r.listPods()
+	if err != nil {
+		return err
+	}
+	if len(pods) == 0 {
+		return fmt.Errorf("%s has no pod with a ready agent", r.req.Workload)
+	}
+	for _, p := range pods {
+		r.ensurePod(p.Name)
+	}
+	r.wg.Add(1)
+	go r.follow()
+	for _, port := range r.req.ToPod {
+		if err := r.forwardToPod(port); err != nil {
+			return err
+		}
+	}
+	deadline := time.After(timeout)
+	for {
+		r.mu.Lock()
+		fatal, active, total := r.fatal, 0, len(r.pods)
+		for _, pc := range r.pods {
+			if pc.state.State == "active" {
+				active++
+			}
+		}
+		r.mu.Unlock()
+		if fatal != nil {
+			return fatal
+		}
+		if active == total && total > 0 {
+			return nil
+		}
+		select {
+		case <-r.change:
+		case <-deadline:
+			return fmt.Errorf("intercept %q: %d of %d pods active after %s (last errors: %s)", r.req.Name, active, total, timeout, r.lastErrors())
+		}
+	}
+}
+
+func (r *runner) lastErrors() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := ""
+	for name, pc := range r.pods {
+		if pc.state.LastError != "" {
+			s += name + ": " + pc.state.LastError + "; "
+		}
+	}
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+func (r *runner) listPods() ([]corev1.Pod, error) {
+	ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
+	defer cancel()
+	pods, err := r.cs.CoreV1().Pods(r.req.Namespace).List(ctx, metav1.ListOptions{LabelSelector: r.req.Selector})
+	if err != nil {
+		return nil, fmt.Errorf("list pods of %s: %w", r.req.Workload, err)
+	}
+	var ready []corev1.Pod
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
+			continue
+		}
+		for _, c := range p.Status.ContainerStatuses {
+			if c.Name == annotations.AgentContainerName && c.Ready {
+				ready = append(ready, p)
+			}
+		}
+	}
+	return ready, nil
+}
+
+// follow keeps one connection per ready pod until the runner stops.
+func (r *runner) follow() {
+	defer r.wg.Done()
+	t := time.NewTicker(pollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-t.C:
+		}
+		pods, err := r.listPods()
+		if err != nil {
+			r.log.Warn("cannot list pods; keeping current connections", zap.Error(err))
+			continue
+		}
+		seen := map[string]bool{}
+		for _, p := range pods {
+			seen[p.Name] = true
+			r.ensurePod(p.Name)
+		}
+		r.mu.Lock()
+		for name, pc := range r.pods {
+			if !seen[name] {
+				r.log.Info("pod gone; dropping its connection", zap.String("pod", name))
+				pc.cancel()
+				delete(r.pods, name)
+			}
+		}
+		r.mu.Unlock()
+		r.notify()
+	}
+}
+
+func (r *runner) ensurePod(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.pods[name]; ok {
+		return
+	}
+	ctx, cancel := context.WithCancel(r.ctx)
+	pc := &podConn{state: PodState{Pod: name, State: "connecting", Since: time.Now()}, cancel: cancel}
+	r.pods[name] = pc
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.holdPod(ctx, name, pc)
+	}()
+}
+
+func (r *runner) setState(pc *podConn, state string, err error, sess *client.Session) {
+	r.mu.Lock()
+	if pc.state.State != state {
+		pc.state.Since = time.Now()
+	}
+	pc.state.State = state
+	if err != nil {
+		pc.state.LastError = err.Error()
+	}
+	if state == "reconnecting" {
+		pc.state.Reconnects++
+	}
+	pc.session = sess
+	if sess != nil {
+		pc.state.AgentVersion = sess.Agent().AgentVersion
+	}
+	r.mu.Unlock()
+	r.notify()
+}
+
+// holdPod keeps the intercept alive on one pod: dial, hello, create; on a
+// lost session, retry with backoff; on stop, remove and close.
+func (r *runner) holdPod(ctx context.Context, pod string, pc *podConn) {
+	log := r.log.With(zap.String("pod", pod))
+	backoff := 200 * time.Millisecond
+	for {
+		sess, err := r.connect(ctx, pod)
+		if err == nil {
+			backoff = 200 * time.Millisecond
+			r.setState(pc, "active", nil, sess)
+			log.Info("intercept active on pod")
+			select {
+			case <-ctx.Done():
+				rmCtx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+				if _, err := sess.RemoveIntercept(rmCtx, r.req.Name); err != nil {
+					log.Warn("remove intercept", zap.Error(err))
+				}
+				cancel()
+				sess.Close()
+				return
+			case <-sess.Done():
+				err = fmt.Errorf("tunnel session to pod %s lost", pod)
+				log.Warn("session lost; reconnecting", zap.Duration("backoff", backoff))
+			}
+		}
+		if errors.Is(err, errFatal) {
+			r.mu.Lock()
+			if r.fatal == nil {
+				r.fatal = err
+			}
+			r.mu.Unlock()
+			r.setState(pc, "refused", err, nil)
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		r.setState(pc, "reconnecting", err, nil)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (r *runner) connect(ctx context.Context, pod string) (*client.Session, error) {
+	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	conn, err := kube.DialPod(dctx, r.cfg, r.cs, r.req.Namespace, pod, annotations.TunnelPort)
+	if err != nil {
+		return nil, err
+	}
+	sess, err := client.Open(dctx, conn, client.Options{ClientID: r.clientID, User: r.req.User, Log: r.log})
+	if err != nil {
+		if errors.Is(err, tunnel.ErrVersionMismatch) {
+			return nil, fmt.Errorf("%w: pod %s: %w", errFatal, pod, err)
+		}
+		return nil, err
+	}
+	_, err = sess.CreateIntercept(dctx, client.InterceptSpec{Name: r.req.Name, Port: r.req.AppPort, Mechanism: r.req.Mechanism, LocalAddr: r.req.LocalAddr})
+	if err != nil {
+		sess.Close()
+		if errors.Is(err, tunnel.ErrAlreadyIntercepted) || errors.Is(err, tunnel.ErrPortNotServed) || errors.Is(err, tunnel.ErrUnsupportedMechanism) || errors.Is(err, tunnel.ErrBadRequest) {
+			return nil, fmt.Errorf("%w: pod %s: %w", errFatal, pod, err)
+		}
+		return nil, err
+	}
+	return sess, nil
+}
+
+// anySession returns a session on some active pod (the alphabetically
+// first, so --to-pod keeps to one pod while it lasts).
+func (r *runner) anySession() *client.Session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	names := make([]string, 0, len(r.pods))
+	for n, pc := range r.pods {
+		if pc.session != nil {
+			names = append(names, n)
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	sort.Strings(names)
+	return r.pods[names[0]].session
+}
+
+// forwardToPod listens on 127.0.0.1:port and sends each connection to
+// 127.0.0.1:port inside a pod, through the tunnel.
+func (r *runner) forwardToPod(port uint16) error {
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))))
+	if err != nil {
+		return fmt.Errorf("--to-pod %d: cannot listen on 127.0.0.1:%d: %w", port, port, err)
+	}
+	r.mu.Lock()
+	r.toPod = append(r.toPod, ln)
+	r.mu.Unlock()
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			r.wg.Add(1)
+			go func() {
+				defer r.wg.Done()
+				defer c.Close()
+				s := r.anySession()
+				if s == nil {
+					r.log.Warn("--to-pod: no active pod session", zap.Uint16("port", port))
+					return
+				}
+				pc, err := s.DialPod(r.ctx, port)
+				if err != nil {
+					r.log.Warn("--to-pod", zap.Error(err))
+					return
+				}
+				tunnel.Join(c, pc)
+			}()
+		}
+	}()
+	return nil
+}
+
+func (r *runner) env(ctx context.Context) (map[string]string, error) {
+	s := r.anySession()
+	if s == nil {
+		return nil, fmt.Errorf("no active pod session to read the environment from")
+	}
+	return s.Environment(ctx)
+}
+
+// stop removes the intercept from every pod and waits for the connections.
+func (r *runner) stop() {
+	r.mu.Lock()
+	for _, ln := range r.toPod {
+		ln.Close()
+	}
+	r.mu.Unlock()
+	r.cancel()
+	r.wg.Wait()
+}
+
+func (r *runner) status() InterceptStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := InterceptStatus{InterceptRequest: r.req, Created: r.created}
+	for _, pc := range r.pods {
+		st.Pods = append(st.Pods, pc.state)
+	}
+	sort.Slice(st.Pods, func(i, j int) bool { return st.Pods[i].Pod < st.Pods[j].Pod })
+	return st
+}

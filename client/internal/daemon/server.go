@@ -1,0 +1,224 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/detour-dev/detour/internal/version"
+	"go.uber.org/zap"
+)
+
+// Daemon holds the intercepts of one user.
+type Daemon struct {
+	log      *zap.Logger
+	clientID string
+	started  time.Time
+
+	mu         sync.Mutex
+	intercepts map[string]*runner
+	quit       chan struct{}
+	quitOnce   sync.Once
+}
+
+// New prepares a daemon.
+func New(log *zap.Logger) *Daemon {
+	host, _ := os.Hostname()
+	return &Daemon{
+		log:        log,
+		clientID:   fmt.Sprintf("%s-%d-%d", host, os.Getpid(), time.Now().UnixNano()),
+		started:    time.Now(),
+		intercepts: map[string]*runner{},
+		quit:       make(chan struct{}),
+	}
+}
+
+// Listen creates the unix socket, readable by its user only. A stale
+// socket from a daemon that died is replaced; a live one is an error.
+func Listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create %s: %w", filepath.Dir(path), err)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("a detour daemon is already running on %s", path)
+	}
+	_ = os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
+
+// Run serves the API on ln until ctx is cancelled or a client asks it to
+// quit; either way every intercept is left cleanly first.
+func (d *Daemon) Run(ctx context.Context, ln net.Listener) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/intercepts", d.handleCreate)
+	mux.HandleFunc("DELETE /v1/intercepts/{name}", d.handleLeave)
+	mux.HandleFunc("GET /v1/status", d.handleStatus)
+	mux.HandleFunc("POST /v1/quit", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"result": "quitting"})
+		d.quitOnce.Do(func() { close(d.quit) })
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	d.log.Info("daemon serving", zap.String("socket", ln.Addr().String()), zap.String("version", version.Version))
+	var err error
+	select {
+	case <-ctx.Done():
+	case <-d.quit:
+	case err = <-errc:
+	}
+	d.leaveAll()
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(shutdownCtx)
+	d.log.Info("daemon stopped")
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+func (d *Daemon) leaveAll() {
+	d.mu.Lock()
+	runners := make([]*runner, 0, len(d.intercepts))
+	for name, r := range d.intercepts {
+		runners = append(runners, r)
+		delete(d.intercepts, name)
+	}
+	d.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, r := range runners {
+		wg.Add(1)
+		go func() { defer wg.Done(); r.stop() }()
+	}
+	wg.Wait()
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, err error) {
+	writeJSON(w, code, ErrorReply{Error: err.Error()})
+}
+
+func kubeClients(kubeconfig, kubeContext string) (*rest.Config, kubernetes.Interface, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	if kubeconfig != "" {
+		rules.ExplicitPath = kubeconfig
+	}
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: kubeContext}).ClientConfig()
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubeconfig: %w", err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, cs, nil
+}
+
+func (d *Daemon) handleCreate(w http.ResponseWriter, r *http.Request) {
+	var req InterceptRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("decode request: %w", err))
+		return
+	}
+	d.mu.Lock()
+	old := d.intercepts[req.Name]
+	delete(d.intercepts, req.Name)
+	d.mu.Unlock()
+	if old != nil {
+		// Re-creating an intercept (e.g. on another port of the workload)
+		// replaces it: the old one is left first.
+		old.stop()
+	}
+	cfg, cs, err := kubeClients(req.Kubeconfig, req.Context)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	timeout := time.Duration(req.TimeoutSec) * time.Second
+	if timeout <= 0 {
+		timeout = 60 * time.Second
+	}
+	run := newRunner(context.Background(), req, d.clientID, cfg, cs, d.log)
+	if err := run.start(timeout); err != nil {
+		run.stop()
+		writeError(w, http.StatusConflict, err)
+		return
+	}
+	st := run.status()
+	if req.WantEnv {
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		env, err := run.env(ctx)
+		cancel()
+		if err != nil {
+			run.stop()
+			writeError(w, http.StatusBadGateway, err)
+			return
+		}
+		st.Env = env
+	}
+	d.mu.Lock()
+	d.intercepts[req.Name] = run
+	d.mu.Unlock()
+	writeJSON(w, http.StatusOK, st)
+}
+
+func (d *Daemon) handleLeave(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	d.mu.Lock()
+	run := d.intercepts[name]
+	delete(d.intercepts, name)
+	names := make([]string, 0, len(d.intercepts))
+	for n := range d.intercepts {
+		names = append(names, n)
+	}
+	d.mu.Unlock()
+	if run == nil {
+		sort.Strings(names)
+		msg := "there are no active intercepts"
+		if len(names) > 0 {
+			msg = fmt.Sprintf("active intercepts: %v", names)
+		}
+		writeError(w, http.StatusNotFound, fmt.Errorf("no intercept named %q (%s)", name, msg))
+		return
+	}
+	run.stop()
+	writeJSON(w, http.StatusOK, map[string]string{"left": name})
+}
+
+func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
+	d.mu.Lock()
+	st := Status{Version: version.Version, PID: os.Getpid(), Started: d.started, Intercepts: []InterceptStatus{}}
+	for _, run := range d.intercepts {
+		st.Intercepts = append(st.Intercepts, run.status())
+	}
+	d.mu.Unlock()
+	sort.Slice(st.Intercepts, func(i, j int) bool { return st.Intercepts[i].Name < st.Intercepts[j].Name })
+	writeJSON(w, http.StatusOK, st)
+}

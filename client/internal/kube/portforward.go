@@ -1,0 +1,147 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/httpstream"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/portforward"
+	"k8s.io/client-go/transport/spdy"
+)
+
+// ErrLostConnectionToPod is returned by reads and writes once the
+// port-forward to the pod is gone.
+var ErrLostConnectionToPod = errors.New("lost connection to pod")
+
+var requestIDs atomic.Int64
+
+// DialPod opens one port-forward stream to port inside the pod: the same
+// path `kubectl port-forward` uses (WebSocket, falling back to SPDY), but
+// without a local listener, so nothing else on the workstation can use it.
+// The result is the pod-side connection to 127.0.0.1:port.
+func DialPod(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, namespace, pod string, port uint16) (io.ReadWriteCloser, error) {
+	req := cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(namespace).Name(pod).SubResource("portforward")
+	transport, upgrader, err := spdy.RoundTripperFor(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("port-forward to pod %s/%s: %w", namespace, pod, err)
+	}
+	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, req.URL())
+	if ws, err := portforward.NewSPDYOverWebsocketDialer(req.URL(), cfg); err == nil {
+		dialer = portforward.NewFallbackDialer(ws, dialer, func(err error) bool {
+			return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
+		})
+	}
+	type result struct {
+		conn httpstream.Connection
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		conn, _, err := dialer.Dial(portforward.PortForwardProtocolV1Name)
+		done <- result{conn, err}
+	}()
+	var conn httpstream.Connection
+	select {
+	case r := <-done:
+		if r.err != nil {
+			return nil, fmt.Errorf("port-forward to pod %s/%s (needs pods/portforward permission in namespace %s): %w", namespace, pod, namespace, r.err)
+		}
+		conn = r.conn
+	case <-ctx.Done():
+		go func() {
+			if r := <-done; r.conn != nil {
+				r.conn.Close()
+			}
+		}()
+		return nil, fmt.Errorf("port-forward to pod %s/%s: %w", namespace, pod, ctx.Err())
+	}
+
+	id := strconv.FormatInt(requestIDs.Add(1), 10)
+	headers := http.Header{}
+	headers.Set(corev1.StreamType, corev1.StreamTypeError)
+	headers.Set(corev1.PortHeader, strconv.Itoa(int(port)))
+	headers.Set(corev1.PortForwardRequestIDHeader, id)
+	errorStream, err := conn.CreateStream(headers)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("port-forward to pod %s/%s: create error stream: %w", namespace, pod, err)
+	}
+	// We never write to the error stream; the kubelet writes a message on it
+	// if its dial to the port fails.
+	errorStream.Close()
+	headers.Set(corev1.StreamType, corev1.StreamTypeData)
+	dataStream, err := conn.CreateStream(headers)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("port-forward to pod %s/%s: create data stream: %w", namespace, pod, err)
+	}
+	s := &podStream{conn: conn, data: dataStream, where: fmt.Sprintf("%s/%s:%d", namespace, pod, port)}
+	go func() {
+		msg, _ := io.ReadAll(errorStream)
+		if len(msg) > 0 {
+			s.fail(fmt.Errorf("%w %s: %s", ErrLostConnectionToPod, s.where, msg))
+		}
+	}()
+	go func() {
+		<-conn.CloseChan()
+		s.fail(fmt.Errorf("%w %s: port-forward connection closed", ErrLostConnectionToPod, s.where))
+	}()
+	return s, nil
+}
+
+// podStream is the data stream of one port-forward; closing it closes the
+// whole port-forward connection.
+type podStream struct {
+	conn  httpstream.Connection
+	data  httpstream.Stream
+	where string
+
+	mu   sync.Mutex
+	err  error
+	once sync.Once
+}
+
+func (s *podStream) fail(err error) {
+	s.mu.Lock()
+	if s.err == nil {
+		s.err = err
+	}
+	s.mu.Unlock()
+	_ = s.Close()
+}
+
+func (s *podStream) wrap(err error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil && err != nil && !errors.Is(err, io.EOF) {
+		return s.err
+	}
+	return err
+}
+
+func (s *podStream) Read(p []byte) (int, error) {
+	n, err := s.data.Read(p)
+	return n, s.wrap(err)
+}
+
+func (s *podStream) Write(p []byte) (int, error) {
+	n, err := s.data.Write(p)
+	return n, s.wrap(err)
+}
+
+func (s *podStream) Close() error {
+	s.once.Do(func() {
+		_ = s.data.Reset()
+		_ = s.conn.Close()
+	})
+	return nil
+}

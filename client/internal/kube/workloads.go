@@ -1,0 +1,192 @@
+package kube
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/detour-dev/detour/client/internal/resolve"
+	"github.com/detour-dev/detour/internal/annotations"
+)
+
+// Candidates lists the namespace's workloads. A namespace that does not
+// exist is an error that says so.
+func Candidates(ctx context.Context, cs kubernetes.Interface, namespace string) (resolve.Candidates, error) {
+	var c resolve.Candidates
+	if _, err := cs.CoreV1().Namespaces().Get(ctx, namespace, metav1.GetOptions{}); err != nil {
+		return c, fmt.Errorf("namespace %q: %w", namespace, err)
+	}
+	d, err := cs.AppsV1().Deployments(namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return c, fmt.Errorf("list deployments in %q: %w", namespace, err)
+	}
+	rs, err := cs.AppsV1().ReplicaSets(namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return c, fmt.Errorf("list replicasets in %q: %w", namespace, err)
+	}
+	sts, err := cs.AppsV1().StatefulSets(namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return c, fmt.Errorf("list statefulsets in %q: %w", namespace, err)
+	}
+	c.Deployments, c.ReplicaSets, c.StatefulSets = d.Items, rs.Items, sts.Items
+	return c, nil
+}
+
+// Services lists the namespace's Services.
+func Services(ctx context.Context, cs kubernetes.Interface, namespace string) ([]corev1.Service, error) {
+	l, err := cs.CoreV1().Services(namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list services in %q: %w", namespace, err)
+	}
+	return l.Items, nil
+}
+
+// Injected says whether the workload's pod template opts in to the agent.
+func Injected(w resolve.Workload) bool {
+	return w.Template.Annotations[annotations.Inject] == annotations.InjectEnabled
+}
+
+// SetInjection adds (or removes) the opt-in annotation on the workload's
+// pod template, with the agent image when given. Deployments and
+// StatefulSets then roll their pods; a bare ReplicaSet does not, so its pods
+// are deleted for the ReplicaSet to recreate them.
+func SetInjection(ctx context.Context, cs kubernetes.Interface, w resolve.Workload, enable bool, image string) error {
+	var ann map[string]any
+	if enable {
+		ann = map[string]any{annotations.Inject: annotations.InjectEnabled}
+		if image != "" {
+			ann[annotations.AgentImage] = image
+		}
+	} else {
+		ann = map[string]any{annotations.Inject: nil, annotations.AgentImage: nil}
+	}
+	patch, _ := json.Marshal(map[string]any{"spec": map[string]any{"template": map[string]any{"metadata": map[string]any{"annotations": ann}}}})
+	var err error
+	switch w.Kind {
+	case resolve.KindDeployment:
+		_, err = cs.AppsV1().Deployments(w.Namespace).Patch(ctx, w.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "detour"})
+	case resolve.KindStatefulSet:
+		_, err = cs.AppsV1().StatefulSets(w.Namespace).Patch(ctx, w.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "detour"})
+	case resolve.KindReplicaSet:
+		_, err = cs.AppsV1().ReplicaSets(w.Namespace).Patch(ctx, w.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "detour"})
+		if err == nil {
+			err = deletePods(ctx, cs, w)
+		}
+	default:
+		return fmt.Errorf("%s: unsupported kind", w.Ref())
+	}
+	if err != nil {
+		return fmt.Errorf("annotate %s in %s: %w", w.Ref(), w.Namespace, err)
+	}
+	return nil
+}
+
+func deletePods(ctx context.Context, cs kubernetes.Interface, w resolve.Workload) error {
+	sel, err := metav1.LabelSelectorAsSelector(w.Selector)
+	if err != nil {
+		return err
+	}
+	return cs.CoreV1().Pods(w.Namespace).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: sel.String()})
+}
+
+// AgentPods returns the workload's pods that are running with a ready
+// agent, and how many pods it has in all.
+func AgentPods(ctx context.Context, cs kubernetes.Interface, w resolve.Workload) (ready []corev1.Pod, total int, err error) {
+	sel, err := metav1.LabelSelectorAsSelector(w.Selector)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s selector: %w", w.Ref(), err)
+	}
+	pods, err := cs.CoreV1().Pods(w.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+	if err != nil {
+		return nil, 0, fmt.Errorf("list pods of %s: %w", w.Ref(), err)
+	}
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		total++
+		if p.Status.Phase == corev1.PodRunning && agentReady(p) {
+			ready = append(ready, p)
+		}
+	}
+	return ready, total, nil
+}
+
+func agentReady(p corev1.Pod) bool {
+	for _, cs := range p.Status.ContainerStatuses {
+		if cs.Name == annotations.AgentContainerName {
+			return cs.Ready
+		}
+	}
+	return false
+}
+
+// Replicas is the workload's desired pod count, read fresh.
+func Replicas(ctx context.Context, cs kubernetes.Interface, w resolve.Workload) (int, error) {
+	var r *int32
+	switch w.Kind {
+	case resolve.KindDeployment:
+		d, err := cs.AppsV1().Deployments(w.Namespace).Get(ctx, w.Name, metav1.GetOptions{})
+		if err != nil {
+			return 0, err
+		}
+		r = d.Spec.Replicas
+	case resolve.KindStatefulSet:
+		s, err := cs.AppsV1().StatefulSets(w.Namespace).Get(ctx, w.Name, metav1.GetOptions{})
+		if err != nil {
+			return 0, err
+		}
+		r = s.Spec.Replicas
+	case resolve.KindReplicaSet:
+		s, err := cs.AppsV1().ReplicaSets(w.Namespace).Get(ctx, w.Name, metav1.GetOptions{})
+		if err != nil {
+			return 0, err
+		}
+		r = s.Spec.Replicas
+	}
+	if r == nil {
+		return 1, nil
+	}
+	return int(*r), nil
+}
+
+// WaitForAgents waits until every desired replica runs a ready agent and no
+// pod without one is left, reporting progress on out.
+func WaitForAgents(ctx context.Context, cs kubernetes.Interface, w resolve.Workload, timeout time.Duration, out io.Writer) ([]corev1.Pod, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	last := ""
+	for {
+		want, err := Replicas(ctx, cs, w)
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", w.Ref(), err)
+		}
+		ready, total, err := AgentPods(ctx, cs, w)
+		if err != nil {
+			return nil, err
+		}
+		if len(ready) >= want && total == len(ready) && want > 0 {
+			return ready, nil
+		}
+		if msg := fmt.Sprintf("waiting for %s: %d of %d pods have a ready agent (%d pods in all)", w.Ref(), len(ready), want, total); msg != last {
+			fmt.Fprintln(out, msg)
+			last = msg
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%s: agents not ready after %s (%s): check `kubectl -n %s get pods` and that detour is installed (`detour install`): %w",
+				w.Ref(), timeout, last, w.Namespace, ctx.Err())
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+var _ = appsv1.Deployment{}
