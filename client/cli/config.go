@@ -69,4 +69,3 @@ func loadConfig(path string) (Config, error) {
 	}
 	return c, nil
 }
-

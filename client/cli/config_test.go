@@ -29,8 +29,8 @@ func TestLoadConfig(t *testing.T) {
 		t.Fatalf("empty file: %v", err)
 	}
 	for body, want := range map[string]string{
-		"images:\n  agentImge: x\n":                "line 2",
-		"timeouts:\n  rollout: soon\n":             "line 2",
+		"images:\n  agentImge: x\n":               "line 2",
+		"timeouts:\n  rollout: soon\n":            "line 2",
 		"intercept:\n  defaultMechanism: magic\n": "defaultMechanism",
 		"images: [\n":                             "config.yml",
 	} {

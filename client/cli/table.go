@@ -18,7 +18,7 @@ func newTable(w io.Writer, header ...string) *table {
 }
 
 func (t *table) row(cols ...string) { io.WriteString(t.tw, strings.Join(cols, "\t")+"\n") }
-func (t *table) flush() error     { return t.tw.Flush() }
+func (t *table) flush() error       { return t.tw.Flush() }
 
 func newDaemonLogger(w io.Writer) (*zap.Logger, error) {
 	enc := zap.NewProductionEncoderConfig()

@@ -59,8 +59,8 @@ func newRunner(parent context.Context, req InterceptRequest, clientID string, cf
 	ctx, cancel := context.WithCancel(parent)
 	return &runner{
 		req: req, clientID: clientID, created: time.Now(), cfg: cfg, cs: cs,
-		log:  log.With(zap.String("intercept", req.Name), zap.String("workload", req.Workload)),
-		ctx:  ctx, cancel: cancel,
+		log: log.With(zap.String("intercept", req.Name), zap.String("workload", req.Workload)),
+		ctx: ctx, cancel: cancel,
 		pods: map[string]*podConn{}, change: make(chan struct{}, 1),
 	}
 }
