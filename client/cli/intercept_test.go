@@ -1,0 +1,48 @@
+package cli
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestWriteEnvFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "app.env")
+	env := map[string]string{"DB_URL": "postgres://u:p@db:5432/x?sslmode=disable", "EMPTY": "", "A": "1 2"}
+	if err := writeEnvFile(p, env); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(p)
+	want := "A=1 2\nDB_URL=postgres://u:p@db:5432/x?sslmode=disable\nEMPTY=\n"
+	if string(b) != want {
+		t.Fatalf("env file:\n%s\nwant:\n%s", b, want)
+	}
+	if err := writeEnvFile(p, map[string]string{"CERT": "a\nb"}); err == nil || !strings.Contains(err.Error(), "--env-json") {
+		t.Fatalf("multi-line value: %v", err)
+	}
+}
+
+func TestCommandLineErrors(t *testing.T) {
+	cases := map[string][]string{
+		"needs exactly one NAME":  {"intercept", "--port", "8080"},
+		`required flag(s) "port"`: {"intercept", "hello"},
+		"LOCAL must be a port":    {"intercept", "hello", "--port", "http"},
+		"only tcp":                {"intercept", "hello", "--port", "8080", "--mechanism", "udp"},
+		"needs the intercept's":   {"leave"},
+		"takes no arguments":      {"status", "extra"},
+		"use json or yaml":        {"status", "-o", "xml"},
+	}
+	for want, args := range cases {
+		var out, errOut bytes.Buffer
+		t.Setenv("DETOUR_HOME", t.TempDir())
+		t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+		root := NewRootCommand(strings.NewReader(""), &out, &errOut)
+		root.SetArgs(args)
+		err := root.Execute()
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("detour %s: err = %v, want it to contain %q", strings.Join(args, " "), err, want)
+		}
+	}
+}
