@@ -45,7 +45,7 @@ func ensureK8s(ctx context.Context, log *zap.Logger, cfg Config) error {
 	}
 	start := time.Now()
 	src := filepath.Join(cfg.CacheDir, "src", "k8s-"+KubernetesVersion)
-	log.Info("building kubernetes from source (cold build: ~17 min on 2 cores)",
+	log.Info("building kubernetes from source (cold build: ~15 min on 2 cores)",
 		zap.String("version", KubernetesVersion), zap.Strings("binaries", K8sBinaries), zap.String("module", src))
 	staging, err := stagingModules(ctx, src)
 	if err != nil {
@@ -92,7 +92,7 @@ func ensureEtcd(ctx context.Context, log *zap.Logger, cfg Config) error {
 	}
 	start := time.Now()
 	src := filepath.Join(cfg.CacheDir, "src", "etcd-"+EtcdVersion)
-	log.Info("building etcd from source (cold build: ~4 min on 2 cores)", zap.String("version", EtcdVersion), zap.String("module", src))
+	log.Info("building etcd from source (cold build: ~2 min on 2 cores)", zap.String("version", EtcdVersion), zap.String("module", src))
 	gomod := fmt.Sprintf("module detour.local/etcd-build\n\ngo 1.26\n\nrequire go.etcd.io/etcd/server/v3 %s\n\ntool go.etcd.io/etcd/server/v3\n", EtcdVersion)
 	if err := writeScratchModule(ctx, src, gomod); err != nil {
 		return err
@@ -192,7 +192,27 @@ func goCmd(ctx context.Context, log *zap.Logger, dir string, args ...string) err
 	cmd.Stdout = os.Stderr
 	cmd.Stderr = os.Stderr
 	log.Debug("go", zap.Strings("args", args), zap.String("dir", dir))
-	if err := cmd.Run(); err != nil {
+	// A cold build is silent for minutes: say that it is still going.
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		start := time.Now()
+		t := time.NewTicker(time.Minute)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				log.Info("still building", zap.String("module", filepath.Base(dir)), zap.Duration("elapsed", time.Since(start).Round(time.Second)))
+			}
+		}
+	}()
+	err := cmd.Run()
+	close(done)
+	<-finished
+	if err != nil {
 		return fmt.Errorf("go %s: %w", args[0], err)
 	}
 	return nil
