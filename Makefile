@@ -12,8 +12,11 @@ BENCHTIME ?= 3s
 
 all: build
 
+# build also installs the CLI as kubectl-detour, which makes `kubectl detour`
+# work once bin/ is on PATH.
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/...
+	cp $(BIN)/detour $(BIN)/kubectl-detour
 
 # deps installs the Debian packages that the tests and the local cluster use.
 deps:

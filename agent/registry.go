@@ -52,6 +52,9 @@ func (r *registry) create(o *owner, req tunnel.CreateIntercept) error {
 	if err := req.Validate(); err != nil {
 		return err
 	}
+	if req.Mechanism != tunnel.MechanismTCP {
+		return fmt.Errorf("intercept %q: this agent supports the %q mechanism, not %q: inject an agent image that does (an extension's image, --agent-image): %w", req.Name, tunnel.MechanismTCP, req.Mechanism, tunnel.ErrUnsupportedMechanism)
+	}
 	if _, ok := slices.BinarySearch(r.served, req.Port); !ok {
 		return fmt.Errorf("port %d is not served by this agent (it serves %s): %w", req.Port, portList(r.served), tunnel.ErrPortNotServed)
 	}

@@ -177,6 +177,7 @@ type InterceptSpec struct {
 	Port      uint16 // app port in the pod
 	Mechanism string // tunnel.MechanismTCP when empty
 	LocalAddr string // where intercepted connections go, e.g. 127.0.0.1:8080
+	Args      map[string][]string
 }
 
 // CreateIntercept asks the agent for spec.Port's traffic and relays every
@@ -189,7 +190,7 @@ func (s *Session) CreateIntercept(ctx context.Context, spec InterceptSpec) ([]tu
 	if _, _, err := net.SplitHostPort(spec.LocalAddr); err != nil {
 		return nil, fmt.Errorf("intercept %q: local address %q: want host:port: %w", spec.Name, spec.LocalAddr, err)
 	}
-	req := tunnel.CreateIntercept{Name: spec.Name, Port: spec.Port, Mechanism: spec.Mechanism}
+	req := tunnel.CreateIntercept{Name: spec.Name, Port: spec.Port, Mechanism: spec.Mechanism, Args: spec.Args}
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}

@@ -143,6 +143,9 @@ type CreateIntercept struct {
 	Name      string `json:"name"`
 	Port      uint16 `json:"port"`
 	Mechanism string `json:"mechanism"`
+	// Args are the mechanism's settings, from an extension's CLI flags
+	// (--http-match x=y becomes {"match": ["x=y"]}); tcp takes none.
+	Args map[string][]string `json:"args,omitempty"`
 }
 
 // RemoveIntercept gives an intercept back.
@@ -187,6 +190,8 @@ type ErrorPayload struct {
 	Message string    `json:"message"`
 }
 
+var mechanismPattern = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
+
 var namePattern = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$`)
 
 // Validate checks the fields a hello must have.
@@ -208,8 +213,8 @@ func (c CreateIntercept) Validate() error {
 	if c.Port == 0 {
 		return fmt.Errorf("intercept %q: port must be 1..65535: %w", c.Name, ErrBadRequest)
 	}
-	if c.Mechanism != MechanismTCP {
-		return fmt.Errorf("intercept %q: mechanism %q (this agent supports %q): %w", c.Name, c.Mechanism, MechanismTCP, ErrUnsupportedMechanism)
+	if !mechanismPattern.MatchString(c.Mechanism) {
+		return fmt.Errorf("intercept %q: mechanism %q: use lower-case letters, digits and '-': %w", c.Name, c.Mechanism, ErrBadRequest)
 	}
 	return nil
 }

@@ -115,7 +115,8 @@ func TestValidate(t *testing.T) {
 		{"name with slash", CreateIntercept{Name: "a/b", Port: 80, Mechanism: "tcp"}.Validate(), ErrBadRequest},
 		{"name too long", CreateIntercept{Name: strings.Repeat("a", MaxNameLen+1), Port: 80, Mechanism: "tcp"}.Validate(), ErrBadRequest},
 		{"port zero", CreateIntercept{Name: "a", Mechanism: "tcp"}.Validate(), ErrBadRequest},
-		{"http not here yet", CreateIntercept{Name: "a", Port: 80, Mechanism: "http"}.Validate(), ErrUnsupportedMechanism},
+		{"extension mechanism is the agent's call", CreateIntercept{Name: "a", Port: 80, Mechanism: "http"}.Validate(), nil},
+		{"no mechanism", CreateIntercept{Name: "a", Port: 80}.Validate(), ErrBadRequest},
 		{"good stream header", InterceptedHeader{Intercept: "a", Port: 80, Source: "10.1.2.3:5555"}.Validate(), nil},
 		{"bad source", InterceptedHeader{Intercept: "a", Port: 80, Source: "nope"}.Validate(), ErrBadRequest},
 	}

@@ -30,17 +30,23 @@ func (e ExitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) 
 
 // app carries what every command needs; nothing here is global.
 type app struct {
-	kube   *genericclioptions.ConfigFlags
-	out    io.Writer
-	errOut io.Writer
-	in     io.Reader
-	cfg    Config
-	cfgErr error
+	kube    *genericclioptions.ConfigFlags
+	out     io.Writer
+	errOut  io.Writer
+	in      io.Reader
+	cfg     Config
+	cfgErr  error
+	exts    []Extension
+	extsErr error
 }
 
 // NewRootCommand builds the `detour` command tree.
 func NewRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	a := &app{kube: genericclioptions.NewConfigFlags(true), out: stdout, errOut: stderr, in: stdin}
+	// Extensions add flags, so they are read before the command line is parsed.
+	if dir, err := os.UserConfigDir(); err == nil {
+		a.exts, a.extsErr = loadExtensions(filepath.Join(dir, "detour", "extensions"))
+	}
 	root := &cobra.Command{
 		Use:   "detour",
 		Short: "Send a Kubernetes workload's traffic to your workstation, and give it back",

@@ -33,6 +33,8 @@ type interceptFlags struct {
 	envJSON    string
 	toPod      []uint
 	agentImage string
+	// mechanismFlags reports the extension flags (--MECH-NAME) that were set.
+	mechanismFlags func() map[string]map[string][]string
 }
 
 func (a *app) interceptCommand() *cobra.Command {
@@ -79,12 +81,13 @@ lasts until 'detour leave NAME' (or, with -- CMD, until CMD exits).`,
 	fl.StringVarP(&f.port, "port", "p", "", "LOCAL[:SVCPORT]: the local port to send traffic to, and the Service port (name or number) to take it from (required)")
 	fl.StringVar(&f.workload, "workload", "", "the workload to intercept, when NAME is only the intercept's name (kind/name picks a kind)")
 	fl.StringVar(&f.service, "service", "", "the Service to intercept when several select the workload")
-	fl.StringVar(&f.mechanism, "mechanism", "", "tcp: every connection to the port (default from config, tcp)")
+	fl.StringVar(&f.mechanism, "mechanism", "", "tcp: every connection to the port (default from config, tcp); extensions add others")
 	fl.StringVar(&f.envFile, "env-file", "", "write the app container's environment here (KEY=value lines, for docker --env-file and shells)")
 	fl.StringVar(&f.envJSON, "env-json", "", "write the app container's environment here as a JSON object")
 	fl.UintSliceVar(&f.toPod, "to-pod", nil, "forward localhost:PORT here to localhost:PORT in the pod (repeatable), e.g. for sidecars")
 	fl.StringVar(&f.agentImage, "agent-image", "", "agent image to inject (default from config images.agentImage, else the webhook's)")
 	_ = cmd.MarkFlagRequired("port")
+	f.mechanismFlags = mechanismFlags(fl, a.exts)
 	return cmd
 }
 
@@ -93,12 +96,13 @@ func (a *app) intercept(ctx context.Context, name string, f interceptFlags, comm
 	if err != nil {
 		return err
 	}
-	mechanism := f.mechanism
-	if mechanism == "" {
-		mechanism = cfg.Intercept.DefaultMechanism
+	if a.extsErr != nil {
+		return a.extsErr
 	}
-	if mechanism != tunnel.MechanismTCP {
-		return fmt.Errorf("--mechanism %q: this release's agents support only tcp", mechanism)
+	mechFlags := f.mechanismFlags()
+	mechanism, extImage, err := chooseMechanism(f.mechanism, cfg.Intercept.DefaultMechanism, mechFlags, a.exts)
+	if err != nil {
+		return err
 	}
 	spec, err := resolve.ParsePort(f.port)
 	if err != nil {
@@ -151,6 +155,9 @@ func (a *app) intercept(ctx context.Context, name string, f interceptFlags, comm
 	}
 	image := f.agentImage
 	if image == "" {
+		image = extImage
+	}
+	if image == "" {
 		image = cfg.Images.AgentImage
 	}
 	if !kube.Injected(w) {
@@ -178,7 +185,7 @@ func (a *app) intercept(ctx context.Context, name string, f interceptFlags, comm
 	req := daemon.InterceptRequest{
 		Name: interceptName, Kubeconfig: kubeconfig, Context: kubeContext, Namespace: ns,
 		Workload: w.Ref(), Selector: sel.String(), Service: svc.Name, PortName: sp.Name, Port: sp.Port,
-		AppPort: appPort, Mechanism: mechanism, LocalAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(int(spec.Local))),
+		AppPort: appPort, Mechanism: mechanism, MechanismArgs: mechFlags[mechanism], LocalAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(int(spec.Local))),
 		ToPod: toPod, User: client.DefaultUser(), WantEnv: f.envFile != "" || f.envJSON != "" || len(command) > 0,
 		TimeoutSec: int(cfg.Timeouts.AgentArrival.Seconds()),
 	}

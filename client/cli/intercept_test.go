@@ -26,13 +26,13 @@ func TestWriteEnvFile(t *testing.T) {
 
 func TestCommandLineErrors(t *testing.T) {
 	cases := map[string][]string{
-		"needs exactly one NAME":  {"intercept", "--port", "8080"},
-		`required flag(s) "port"`: {"intercept", "hello"},
-		"LOCAL must be a port":    {"intercept", "hello", "--port", "http"},
-		"only tcp":                {"intercept", "hello", "--port", "8080", "--mechanism", "udp"},
-		"needs the intercept's":   {"leave"},
-		"takes no arguments":      {"status", "extra"},
-		"use json or yaml":        {"status", "-o", "xml"},
+		"needs exactly one NAME":           {"intercept", "--port", "8080"},
+		`required flag(s) "port"`:          {"intercept", "hello"},
+		"LOCAL must be a port":             {"intercept", "hello", "--port", "http"},
+		"not supported by any known agent": {"intercept", "hello", "--port", "8080", "--mechanism", "udp"},
+		"needs the intercept's":            {"leave"},
+		"takes no arguments":               {"status", "extra"},
+		"use json or yaml":                 {"status", "-o", "xml"},
 	}
 	for want, args := range cases {
 		var out, errOut bytes.Buffer

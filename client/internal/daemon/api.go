@@ -9,22 +9,23 @@ import (
 
 // InterceptRequest is what the CLI resolved and asks the daemon to hold.
 type InterceptRequest struct {
-	Name       string   `json:"name"`
-	Kubeconfig string   `json:"kubeconfig,omitempty"`
-	Context    string   `json:"context,omitempty"`
-	Namespace  string   `json:"namespace"`
-	Workload   string   `json:"workload"` // kind/name
-	Selector   string   `json:"selector"` // label selector of its pods
-	Service    string   `json:"service"`
-	PortName   string   `json:"portName,omitempty"`
-	Port       int32    `json:"servicePort"`
-	AppPort    uint16   `json:"appPort"`
-	Mechanism  string   `json:"mechanism"`
-	LocalAddr  string   `json:"localAddr"`
-	ToPod      []uint16 `json:"toPod,omitempty"`
-	User       string   `json:"user"`
-	WantEnv    bool     `json:"wantEnv,omitempty"`
-	TimeoutSec int      `json:"timeoutSeconds,omitempty"`
+	Name          string              `json:"name"`
+	Kubeconfig    string              `json:"kubeconfig,omitempty"`
+	Context       string              `json:"context,omitempty"`
+	Namespace     string              `json:"namespace"`
+	Workload      string              `json:"workload"` // kind/name
+	Selector      string              `json:"selector"` // label selector of its pods
+	Service       string              `json:"service"`
+	PortName      string              `json:"portName,omitempty"`
+	Port          int32               `json:"servicePort"`
+	AppPort       uint16              `json:"appPort"`
+	Mechanism     string              `json:"mechanism"`
+	MechanismArgs map[string][]string `json:"mechanismArgs,omitempty"`
+	LocalAddr     string              `json:"localAddr"`
+	ToPod         []uint16            `json:"toPod,omitempty"`
+	User          string              `json:"user"`
+	WantEnv       bool                `json:"wantEnv,omitempty"`
+	TimeoutSec    int                 `json:"timeoutSeconds,omitempty"`
 }
 
 // PodState is one pod's connection state for an intercept.

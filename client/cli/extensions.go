@@ -1,0 +1,188 @@
+package cli
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/spf13/pflag"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/detour-dev/detour/tunnel"
+)
+
+// Extension is one ~/.config/detour/extensions/NAME.yml: an agent image,
+// the mechanisms it supports, and the CLI flags of each mechanism.
+//
+//	image: registry.example/detour-http-agent:1.2
+//	mechanisms:
+//	  http:
+//	    flags:
+//	      match: {type: stringArray, usage: "NAME=VALUE header to match"}
+//	      plaintext: {type: bool, usage: "send plaintext to the local process"}
+//
+// Setting --http-match then implies --mechanism=http and the extension's image.
+type Extension struct {
+	Name       string               `yaml:"-"`
+	File       string               `yaml:"-"`
+	Image      string               `yaml:"image"`
+	Mechanisms map[string]Mechanism `yaml:"mechanisms"`
+}
+
+// Mechanism is one mechanism an extension's agent supports.
+type Mechanism struct {
+	Flags map[string]FlagSpec `yaml:"flags"`
+}
+
+// FlagSpec declares --MECHANISM-NAME.
+type FlagSpec struct {
+	Type  string `yaml:"type"` // string, stringArray or bool
+	Usage string `yaml:"usage"`
+}
+
+var identifier = regexp.MustCompile(`^[a-z][a-z0-9-]*$`)
+
+// loadExtensions reads every *.yml in dir. A missing dir means none.
+func loadExtensions(dir string) ([]Extension, error) {
+	paths, err := filepath.Glob(filepath.Join(dir, "*.yml"))
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(paths)
+	var exts []Extension
+	owner := map[string]string{tunnel.MechanismTCP: "the built-in agent"}
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("extension %s: %w", p, err)
+		}
+		var e Extension
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true)
+		if err := dec.Decode(&e); err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("extension %s: %w", p, err)
+		}
+		e.File = p
+		e.Name = strings.TrimSuffix(filepath.Base(p), ".yml")
+		if e.Image == "" {
+			return nil, fmt.Errorf("extension %s: no image: say which agent image supports its mechanisms", p)
+		}
+		if len(e.Mechanisms) == 0 {
+			return nil, fmt.Errorf("extension %s: no mechanisms", p)
+		}
+		for m, spec := range e.Mechanisms {
+			if !identifier.MatchString(m) {
+				return nil, fmt.Errorf("extension %s: mechanism %q: use lower-case letters, digits and '-'", p, m)
+			}
+			if prev, ok := owner[m]; ok {
+				return nil, fmt.Errorf("extension %s: mechanism %q is already provided by %s", p, m, prev)
+			}
+			owner[m] = p
+			for f, fs := range spec.Flags {
+				if !identifier.MatchString(f) {
+					return nil, fmt.Errorf("extension %s: flag %q of %s: use lower-case letters, digits and '-'", p, f, m)
+				}
+				switch fs.Type {
+				case "string", "stringArray", "bool":
+				default:
+					return nil, fmt.Errorf("extension %s: flag --%s-%s: type %q: use string, stringArray or bool", p, m, f, fs.Type)
+				}
+			}
+		}
+		exts = append(exts, e)
+	}
+	return exts, nil
+}
+
+// mechanismFlags registers every extension's --MECH-FLAG on fs and returns
+// a function that, after parsing, tells which mechanisms had flags set and
+// their values.
+func mechanismFlags(fs *pflag.FlagSet, exts []Extension) func() map[string]map[string][]string {
+	type reg struct{ mech, name, typ string }
+	var regs []reg
+	for _, e := range exts {
+		for m, spec := range e.Mechanisms {
+			for f, s := range spec.Flags {
+				full := m + "-" + f
+				if fs.Lookup(full) != nil {
+					continue // a built-in flag wins; loadExtensions keeps names unique per mechanism
+				}
+				usage := fmt.Sprintf("%s (implies --mechanism=%s; from %s)", s.Usage, m, filepath.Base(e.File))
+				switch s.Type {
+				case "bool":
+					fs.Bool(full, false, usage)
+				case "stringArray":
+					fs.StringArray(full, nil, usage)
+				default:
+					fs.String(full, "", usage)
+				}
+				regs = append(regs, reg{m, f, s.Type})
+			}
+		}
+	}
+	return func() map[string]map[string][]string {
+		set := map[string]map[string][]string{}
+		for _, r := range regs {
+			fl := fs.Lookup(r.mech + "-" + r.name)
+			if fl == nil || !fl.Changed {
+				continue
+			}
+			var vals []string
+			if r.typ == "stringArray" {
+				vals, _ = fs.GetStringArray(fl.Name)
+			} else {
+				vals = []string{fl.Value.String()}
+			}
+			if set[r.mech] == nil {
+				set[r.mech] = map[string][]string{}
+			}
+			set[r.mech][r.name] = vals
+		}
+		return set
+	}
+}
+
+// chooseMechanism applies the rules: --mechanism picks explicitly; else a
+// set --MECH-FLAG implies MECH; else the configured default. Flags of two
+// mechanisms, or of one other than --mechanism, are an error; so is a
+// mechanism no known agent supports. It returns the mechanism and the
+// extension image that provides it ("" for the built-in agent).
+func chooseMechanism(explicit, def string, flagsSet map[string]map[string][]string, exts []Extension) (string, string, error) {
+	implied := make([]string, 0, len(flagsSet))
+	for m := range flagsSet {
+		implied = append(implied, m)
+	}
+	sort.Strings(implied)
+	if len(implied) > 1 {
+		return "", "", fmt.Errorf("flags of mechanisms %s given together: an intercept uses one mechanism", strings.Join(implied, " and "))
+	}
+	m := def
+	switch {
+	case explicit != "" && len(implied) == 1 && implied[0] != explicit:
+		return "", "", fmt.Errorf("--mechanism=%s conflicts with --%s-* flags, which imply --mechanism=%s", explicit, implied[0], implied[0])
+	case explicit != "":
+		m = explicit
+	case len(implied) == 1:
+		m = implied[0]
+	}
+	if m == tunnel.MechanismTCP {
+		return m, "", nil
+	}
+	known := []string{tunnel.MechanismTCP}
+	for _, e := range exts {
+		if _, ok := e.Mechanisms[m]; ok {
+			return m, e.Image, nil
+		}
+		for k := range e.Mechanisms {
+			known = append(known, k)
+		}
+	}
+	sort.Strings(known)
+	return "", "", fmt.Errorf("mechanism %q is not supported by any known agent (known: %s); an extension in ~/.config/detour/extensions/ can add it", m, strings.Join(known, ", "))
+}

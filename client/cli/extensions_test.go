@@ -1,0 +1,85 @@
+package cli
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/spf13/pflag"
+)
+
+const httpExtension = `image: reg/detour-http:1
+mechanisms:
+  http:
+    flags:
+      match: {type: stringArray, usage: "header to match"}
+      plaintext: {type: bool, usage: "plaintext to the local process"}
+`
+
+func writeExt(t *testing.T, dir, name, body string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLoadExtensionsErrorsNameFileAndLine(t *testing.T) {
+	cases := map[string]string{
+		"image: x\nmechanisms:\n  http:\n    flgs: {}\n":                     "line 4",
+		"mechanisms:\n  http: {}\n":                                          "no image",
+		"image: x\n":                                                         "no mechanisms",
+		"image: x\nmechanisms:\n  tcp: {}\n":                                 "already provided by the built-in agent",
+		"image: x\nmechanisms:\n  http:\n    flags:\n      m: {type: int}\n": "type \"int\"",
+		"image: x\nmechanisms:\n  Bad_Name: {}\n":                            "lower-case",
+		"image: [\n": "bad.yml",
+	}
+	for body, want := range cases {
+		dir := t.TempDir()
+		writeExt(t, dir, "bad.yml", body)
+		_, err := loadExtensions(dir)
+		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "bad.yml") {
+			t.Errorf("%q: err = %v, want the file name and %q", body, err, want)
+		}
+	}
+	if exts, err := loadExtensions(filepath.Join(t.TempDir(), "missing")); err != nil || len(exts) != 0 {
+		t.Fatalf("missing dir: %v %v", exts, err)
+	}
+}
+
+func TestMechanismSelection(t *testing.T) {
+	dir := t.TempDir()
+	writeExt(t, dir, "http.yml", httpExtension)
+	exts, err := loadExtensions(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parse := func(args ...string) map[string]map[string][]string {
+		fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
+		get := mechanismFlags(fs, exts)
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		return get()
+	}
+	set := parse("--http-match", "x-user=alice", "--http-match", "x-env=dev")
+	if got := set["http"]["match"]; len(got) != 2 || got[1] != "x-env=dev" {
+		t.Fatalf("flag values: %v", set)
+	}
+	m, img, err := chooseMechanism("", "tcp", set, exts)
+	if err != nil || m != "http" || img != "reg/detour-http:1" {
+		t.Fatalf("--http-match implies http: %s %s %v", m, img, err)
+	}
+	if m, img, err := chooseMechanism("", "tcp", parse(), exts); err != nil || m != "tcp" || img != "" {
+		t.Fatalf("default: %s %s %v", m, img, err)
+	}
+	if m, _, err := chooseMechanism("http", "tcp", parse(), exts); err != nil || m != "http" {
+		t.Fatalf("explicit: %s %v", m, err)
+	}
+	if _, _, err := chooseMechanism("tcp", "tcp", set, exts); err == nil || !strings.Contains(err.Error(), "conflicts") {
+		t.Fatalf("conflict: %v", err)
+	}
+	if _, _, err := chooseMechanism("grpc", "tcp", parse(), exts); err == nil || !strings.Contains(err.Error(), "known: http, tcp") {
+		t.Fatalf("unknown mechanism: %v", err)
+	}
+}
