@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -22,9 +23,10 @@ import (
 	"go.uber.org/zap"
 )
 
-// pollInterval is how often a runner lists the workload's pods to notice
-// new and gone ones.
-const pollInterval = time.Second
+// resyncInterval is how often a runner re-lists the workload's pods even
+// when its watch reports nothing: a safety net for a watch that silently
+// stalls. Watch events trigger a re-list at once.
+const resyncInterval = 10 * time.Second
 
 // errFatal marks an agent's refusal that retrying cannot fix (the port is
 // held by someone else, the agent does not serve it): the intercept ends.
@@ -152,38 +154,70 @@ func (r *runner) listPods() ([]corev1.Pod, error) {
 	return ready, nil
 }
 
-// follow keeps one connection per ready pod until the runner stops.
+// follow keeps one connection per ready pod until the runner stops: it
+// watches the workload's pods and reconciles on every event (a pod became
+// ready, was replaced, the workload scaled), and every resyncInterval.
 func (r *runner) follow() {
 	defer r.wg.Done()
-	t := time.NewTicker(pollInterval)
-	defer t.Stop()
+	resync := time.NewTicker(resyncInterval)
+	defer resync.Stop()
+	events := r.watchPods()
 	for {
 		select {
 		case <-r.ctx.Done():
 			return
-		case <-t.C:
-		}
-		pods, err := r.listPods()
-		if err != nil {
-			r.log.Warn("cannot list pods; keeping current connections", zap.Error(err))
-			continue
-		}
-		seen := map[string]bool{}
-		for _, p := range pods {
-			seen[p.Name] = true
-			r.ensurePod(p.Name)
-		}
-		r.mu.Lock()
-		for name, pc := range r.pods {
-			if !seen[name] {
-				r.log.Info("pod gone; dropping its connection", zap.String("pod", name))
-				pc.cancel()
-				delete(r.pods, name)
+		case _, ok := <-events:
+			if !ok {
+				// The watch ended (apiserver restart, timeout): start another.
+				select {
+				case <-r.ctx.Done():
+					return
+				case <-time.After(time.Second):
+				}
+				events = r.watchPods()
+				continue
 			}
+		case <-resync.C:
 		}
-		r.mu.Unlock()
-		r.notify()
+		r.reconcile()
 	}
+}
+
+// watchPods returns the events of a watch on the workload's pods, or a
+// closed channel if the watch cannot start (follow retries).
+func (r *runner) watchPods() <-chan watch.Event {
+	w, err := r.cs.CoreV1().Pods(r.req.Namespace).Watch(r.ctx, metav1.ListOptions{LabelSelector: r.req.Selector})
+	if err != nil {
+		r.log.Warn("cannot watch pods; retrying", zap.Error(err))
+		closed := make(chan watch.Event)
+		close(closed)
+		return closed
+	}
+	context.AfterFunc(r.ctx, w.Stop)
+	return w.ResultChan()
+}
+
+func (r *runner) reconcile() {
+	pods, err := r.listPods()
+	if err != nil {
+		r.log.Warn("cannot list pods; keeping current connections", zap.Error(err))
+		return
+	}
+	seen := map[string]bool{}
+	for _, p := range pods {
+		seen[p.Name] = true
+		r.ensurePod(p.Name)
+	}
+	r.mu.Lock()
+	for name, pc := range r.pods {
+		if !seen[name] {
+			r.log.Info("pod gone or not ready; dropping its connection", zap.String("pod", name))
+			pc.cancel()
+			delete(r.pods, name)
+		}
+	}
+	r.mu.Unlock()
+	r.notify()
 }
 
 func (r *runner) ensurePod(name string) {
