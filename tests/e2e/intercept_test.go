@@ -177,9 +177,9 @@ func deployWeb(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns, n
 							{Name: "SECRET_VALUE", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
 								LocalObjectReference: corev1.LocalObjectReference{Name: name + "-sec"}, Key: "password"}}},
 						},
-						EnvFrom: []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: name + "-cfg"}}}},
-						Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: echoHTTPPort}, {Name: "tcp-echo", ContainerPort: echoTCPPort}},
-						ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intstr.FromString("http")}}, PeriodSeconds: 1},
+						EnvFrom:         []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: name + "-cfg"}}}},
+						Ports:           []corev1.ContainerPort{{Name: "http", ContainerPort: echoHTTPPort}, {Name: "tcp-echo", ContainerPort: echoTCPPort}},
+						ReadinessProbe:  &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intstr.FromString("http")}}, PeriodSeconds: 1},
 						SecurityContext: &corev1.SecurityContext{RunAsNonRoot: &nonRoot, RunAsUser: &uid, AllowPrivilegeEscalation: new(bool)},
 					}},
 				},
