@@ -1,0 +1,113 @@
+package kube
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/detour-dev/detour/client/internal/resolve"
+	"github.com/detour-dev/detour/internal/annotations"
+)
+
+func pod(name string, phase corev1.PodPhase, agentReady bool, deleting bool) *corev1.Pod {
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", Labels: map[string]string{"app": "web"}},
+		Status: corev1.PodStatus{Phase: phase, ContainerStatuses: []corev1.ContainerStatus{
+			{Name: "app", Ready: true}, {Name: annotations.AgentContainerName, Ready: agentReady}}}}
+	if deleting {
+		now := metav1.Now()
+		p.DeletionTimestamp = &now
+		p.Finalizers = []string{"x"}
+	}
+	return p
+}
+
+func webDeployment(replicas int32, annotated bool) (*appsv1.Deployment, resolve.Workload) {
+	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "ns"},
+		Spec: appsv1.DeploymentSpec{Replicas: &replicas, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}}}}}
+	if annotated {
+		d.Spec.Template.Annotations = map[string]string{annotations.Inject: annotations.InjectEnabled}
+	}
+	return d, resolve.Workload{Kind: resolve.KindDeployment, Name: "web", Namespace: "ns", Selector: d.Spec.Selector, Template: d.Spec.Template}
+}
+
+func TestAgentPodsCountsOnlyRunningPodsWithAReadyAgent(t *testing.T) {
+	d, w := webDeployment(3, true)
+	cs := fake.NewSimpleClientset(d,
+		pod("ready", corev1.PodRunning, true, false),
+		pod("agent-starting", corev1.PodRunning, false, false),
+		pod("pending", corev1.PodPending, false, false),
+		pod("terminating", corev1.PodRunning, true, true),
+		pod("done", corev1.PodSucceeded, false, false))
+	ready, total, err := AgentPods(context.Background(), cs, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ready) != 1 || ready[0].Name != "ready" || total != 3 {
+		t.Fatalf("ready=%v total=%d, want [ready] and 3 live pods", names(ready), total)
+	}
+}
+
+func names(pods []corev1.Pod) []string {
+	var n []string
+	for _, p := range pods {
+		n = append(n, p.Name)
+	}
+	return n
+}
+
+func TestSetInjectionAnnotatesTheTemplate(t *testing.T) {
+	d, w := webDeployment(1, false)
+	cs := fake.NewSimpleClientset(d)
+	ctx := context.Background()
+	if Injected(w) {
+		t.Fatal("fresh workload reported as injected")
+	}
+	if err := SetInjection(ctx, cs, w, true, "reg/agent:2"); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := cs.AppsV1().Deployments("ns").Get(ctx, "web", metav1.GetOptions{})
+	a := got.Spec.Template.Annotations
+	if a[annotations.Inject] != annotations.InjectEnabled || a[annotations.AgentImage] != "reg/agent:2" {
+		t.Fatalf("annotations after enable: %v", a)
+	}
+	if err := SetInjection(ctx, cs, w, false, ""); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = cs.AppsV1().Deployments("ns").Get(ctx, "web", metav1.GetOptions{})
+	if _, ok := got.Spec.Template.Annotations[annotations.Inject]; ok {
+		t.Fatalf("annotation left after disable: %v", got.Spec.Template.Annotations)
+	}
+}
+
+func TestWaitForAgentsReportsProgressAndTimesOut(t *testing.T) {
+	d, w := webDeployment(2, true)
+	cs := fake.NewSimpleClientset(d, pod("a", corev1.PodRunning, true, false), pod("b", corev1.PodRunning, false, false))
+	var out bytes.Buffer
+	_, err := WaitForAgents(context.Background(), cs, w, 700*time.Millisecond, &out)
+	if err == nil || !strings.Contains(err.Error(), "agents not ready") || !strings.Contains(err.Error(), "detour install") {
+		t.Fatalf("err = %v", err)
+	}
+	if !strings.Contains(out.String(), "1 of 2 pods have a ready agent") {
+		t.Fatalf("progress: %q", out.String())
+	}
+	cs = fake.NewSimpleClientset(d, pod("a", corev1.PodRunning, true, false), pod("b", corev1.PodRunning, true, false))
+	ready, err := WaitForAgents(context.Background(), cs, w, time.Second, &out)
+	if err != nil || len(ready) != 2 {
+		t.Fatalf("all ready: %v %v", names(ready), err)
+	}
+}
+
+func TestCandidatesNamesAMissingNamespace(t *testing.T) {
+	_, err := Candidates(context.Background(), fake.NewSimpleClientset(), "ghost")
+	if err == nil || !strings.Contains(err.Error(), `namespace "ghost"`) {
+		t.Fatalf("err = %v", err)
+	}
+}
