@@ -1,0 +1,178 @@
+// Command detour-webhook is detour's mutating admission webhook: it injects
+// the detour-agent sidecar into pods annotated detour.dev/inject=enabled.
+// It runs in the cluster (deploy/base), two replicas behind a Service.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/detour-dev/detour/internal/version"
+	"github.com/detour-dev/detour/webhook"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+	case errors.Is(err, errUsage):
+		fmt.Fprintln(os.Stderr, "detour-webhook:", err)
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "detour-webhook:", err)
+		os.Exit(1)
+	}
+}
+
+var errUsage = errors.New("usage error")
+
+type options struct {
+	addr, opsAddr     string
+	kubeconfig        string
+	logLevel          string
+	inject            webhook.InjectConfig
+	pullPolicy        string
+	certs             webhook.CertConfig
+	certCheckInterval time.Duration
+	shutdownTimeout   time.Duration
+	showVersion       bool
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	o := options{inject: webhook.DefaultInjectConfig(), certs: webhook.DefaultCertConfig()}
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		o.certs.Namespace = ns
+	}
+	fs := flag.NewFlagSet("detour-webhook", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.addr, "addr", ":8443", "serve admission reviews (TLS) here")
+	fs.StringVar(&o.opsAddr, "ops-addr", ":8081", "serve /healthz, /readyz and /metrics (plain HTTP) here")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig to use outside a cluster (default: in-cluster config)")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&o.inject.AgentImage, "agent-image", o.inject.AgentImage, "agent image for pods without a detour.dev/agent-image annotation")
+	fs.StringVar(&o.pullPolicy, "agent-pull-policy", string(o.inject.PullPolicy), "imagePullPolicy of the injected containers: Always, IfNotPresent or Never")
+	fs.StringVar(&o.certs.Namespace, "namespace", o.certs.Namespace, "namespace of the webhook's Service and certificate Secret (default $POD_NAMESPACE)")
+	fs.StringVar(&o.certs.ServiceName, "service-name", o.certs.ServiceName, "the webhook's Service; the certificate covers its DNS names")
+	fs.StringVar(&o.certs.SecretName, "cert-secret", o.certs.SecretName, "Secret holding the serving certificate")
+	fs.StringVar(&o.certs.WebhookConfigName, "webhook-config", o.certs.WebhookConfigName, "MutatingWebhookConfiguration whose caBundle the webhook keeps current")
+	fs.BoolVar(&o.certs.SelfManaged, "self-managed-certs", o.certs.SelfManaged, "create and rotate the CA and certificate; false reads the Secret as it is (cert-manager)")
+	fs.DurationVar(&o.certs.CAValidity, "ca-validity", o.certs.CAValidity, "lifetime of a self-managed CA; renewed with a third left")
+	fs.DurationVar(&o.certs.CertValidity, "cert-validity", o.certs.CertValidity, "lifetime of a self-managed serving certificate; renewed with a third left")
+	fs.DurationVar(&o.certCheckInterval, "cert-check-interval", 10*time.Second, "how often to re-read the certificate Secret and rotate what is due")
+	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGTERM, how long in-flight reviews may take")
+	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return o, err
+		}
+		return o, fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	switch p := corev1.PullPolicy(o.pullPolicy); p {
+	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
+		o.inject.PullPolicy = p
+	default:
+		return o, fmt.Errorf("%w: --agent-pull-policy %q: want Always, IfNotPresent or Never", errUsage, o.pullPolicy)
+	}
+	if o.inject.AgentImage == "" {
+		return o, fmt.Errorf("%w: --agent-image is empty", errUsage)
+	}
+	if o.certs.CertValidity <= 0 || o.certs.CAValidity < o.certs.CertValidity {
+		return o, fmt.Errorf("%w: want 0 < --cert-validity ≤ --ca-validity", errUsage)
+	}
+	return o, nil
+}
+
+func newLogger(level string, w io.Writer) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --log-level %q: want debug, info, warn or error", errUsage, level)
+	}
+	enc := zap.NewProductionEncoderConfig()
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	return zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.AddSync(w), lvl)), nil
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		return clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	return rest.InClusterConfig()
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	if o.showVersion {
+		fmt.Fprintln(stdout, version.Version)
+		return nil
+	}
+	log, err := newLogger(o.logLevel, stderr)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+
+	cfg, err := restConfig(o.kubeconfig)
+	if err != nil {
+		return fmt.Errorf("kubernetes client config: %w", err)
+	}
+	cfg.UserAgent = "detour-webhook/" + version.Version
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+
+	factory := informers.NewSharedInformerFactory(client, 10*time.Minute)
+	services := factory.Core().V1().Services()
+	servicesSynced := services.Informer().HasSynced
+	metrics := webhook.NewMetrics()
+	certs := webhook.NewCertManager(log.Named("certs"), client, o.certs, metrics)
+	srv := &webhook.Server{
+		Log:             log,
+		Handler:         webhook.NewInjector(log.Named("inject"), webhook.ListerServices{Lister: services.Lister()}, o.inject),
+		Certs:           certs,
+		Metrics:         metrics,
+		Ready:           func() bool { return certs.Ready() && servicesSynced() },
+		ShutdownTimeout: o.shutdownTimeout,
+	}
+	log.Info("starting", zap.String("version", version.Version), zap.String("agentImage", o.inject.AgentImage),
+		zap.Bool("selfManagedCerts", o.certs.SelfManaged), zap.String("namespace", o.certs.Namespace))
+
+	g, gctx := errgroup.WithContext(ctx)
+	factory.Start(gctx.Done())
+	g.Go(func() error {
+		<-gctx.Done()
+		factory.Shutdown()
+		return nil
+	})
+	g.Go(func() error { return certs.Run(gctx, o.certCheckInterval) })
+	g.Go(func() error { return srv.Run(gctx, o.addr, o.opsAddr) })
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}

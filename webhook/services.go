@@ -1,0 +1,29 @@
+package webhook
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	corelisters "k8s.io/client-go/listers/core/v1"
+)
+
+// ListerServices is a ServiceLister backed by an informer cache: admission
+// never waits on the API server for Services.
+type ListerServices struct {
+	Lister corelisters.ServiceLister
+}
+
+// ListServices returns copies of the cached Services of namespace.
+func (l ListerServices) ListServices(_ context.Context, namespace string) ([]corev1.Service, error) {
+	cached, err := l.Lister.Services(namespace).List(labels.Everything())
+	if err != nil {
+		return nil, fmt.Errorf("list services in %s: %w", namespace, err)
+	}
+	out := make([]corev1.Service, 0, len(cached))
+	for _, s := range cached {
+		out = append(out, *s) // inject only reads them; a shallow copy is enough
+	}
+	return out, nil
+}
