@@ -35,8 +35,8 @@ const (
 )
 
 // TestSmoke deploys the echo image and reaches it through a ClusterIP Service
-// from the host (over the veth into the cluster's netns) and through a
-// client-go port-forward, asserting the echoed bodies.
+// from the host (over the veth into the cluster's netns) and from another
+// pod, and through a client-go port-forward, asserting the echoed bodies.
 func TestSmoke(t *testing.T) {
 	cfg := restConfig(t)
 	cs := clientset(t, cfg)
@@ -52,6 +52,17 @@ func TestSmoke(t *testing.T) {
 		base := fmt.Sprintf("http://%s", net.JoinHostPort(svc.Spec.ClusterIP, "80"))
 		assertHTTPEcho(ctx, t, base, pod.Name, true)
 		assertTCPEcho(ctx, t, net.JoinHostPort(svc.Spec.ClusterIP, fmt.Sprint(echoTCPPort)), true)
+	})
+
+	t.Run("ClusterIPFromPod", func(t *testing.T) {
+		url := fmt.Sprintf("http://%s/from-pod", net.JoinHostPort(svc.Spec.ClusterIP, "80"))
+		body := "from-pod-" + randomSuffix(t)
+		logs := runClientPod(ctx, t, cs, ns, []string{"post", url, body})
+		want := fmt.Sprintf("pod=%s body=%s", pod.Name, body)
+		if !strings.Contains(logs, want) {
+			t.Fatalf("client pod printed %q, want %q", logs, want)
+		}
+		t.Logf("pod -> %s: body echoed by pod %s", url, pod.Name)
 	})
 
 	t.Run("PortForward", func(t *testing.T) {
@@ -343,4 +354,47 @@ func portForward(ctx context.Context, t *testing.T, cfg *rest.Config, cs kuberne
 	}
 	t.Logf("port-forward to %s/%s: %v", pod.Namespace, pod.Name, fwd)
 	return local
+}
+
+// runClientPod runs the echo image in client mode as a one-shot pod and
+// returns its output once it has succeeded.
+func runClientPod(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns string, args []string) string {
+	t.Helper()
+	nonRoot := true
+	uid := int64(images.NonRoot)
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "client-" + randomSuffix(t), Namespace: ns},
+		Spec: corev1.PodSpec{
+			RestartPolicy:                corev1.RestartPolicyNever,
+			AutomountServiceAccountToken: new(bool),
+			Containers: []corev1.Container{{
+				Name:            "client",
+				Image:           images.Echo,
+				ImagePullPolicy: corev1.PullNever,
+				Args:            args,
+				SecurityContext: &corev1.SecurityContext{RunAsNonRoot: &nonRoot, RunAsUser: &uid, AllowPrivilegeEscalation: new(bool)},
+			}},
+		},
+	}
+	if _, err := cs.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create client pod: %v", err)
+	}
+	var phase corev1.PodPhase
+	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		got, err := cs.CoreV1().Pods(ns).Get(ctx, p.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		phase = got.Status.Phase
+		return phase == corev1.PodSucceeded || phase == corev1.PodFailed, nil
+	})
+	raw, lerr := cs.CoreV1().Pods(ns).GetLogs(p.Name, &corev1.PodLogOptions{}).DoRaw(ctx)
+	logs := strings.TrimSpace(string(raw))
+	if err != nil || phase != corev1.PodSucceeded {
+		t.Fatalf("client pod %s: phase %s, wait %v, logs %q (log error %v)\n%s", p.Name, phase, err, logs, lerr, describePods(ctx, cs, ns))
+	}
+	if lerr != nil {
+		t.Fatalf("client pod logs: %v", lerr)
+	}
+	return logs
 }

@@ -4,6 +4,13 @@
 // On a raw TCP port (default :9000) it echoes bytes until the peer half-closes.
 //
 // Environment: POD_NAME (else the hostname), HTTP_ADDR, TCP_ADDR.
+//
+// Client mode, for tests that need a request made from inside a pod:
+//
+//	echo post URL BODY
+//
+// POSTs BODY to URL (retrying for up to 30 s) and prints
+// "pod=<X-Echo-Pod> body=<response>"; the exit code says whether it worked.
 package main
 
 import (
@@ -16,13 +23,43 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 )
 
 func main() {
+	if len(os.Args) == 4 && os.Args[1] == "post" {
+		if err := post(os.Args[2], os.Args[3]); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	if err := run(); err != nil {
 		log.Fatal(err)
+	}
+}
+
+// post is the client mode.
+func post(url, body string) error {
+	c := &http.Client{Timeout: 5 * time.Second}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := c.Post(url, "text/plain", strings.NewReader(body))
+		if err == nil {
+			b, rerr := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+			resp.Body.Close()
+			if rerr == nil && resp.StatusCode == http.StatusOK {
+				fmt.Printf("pod=%s body=%s\n", resp.Header.Get("X-Echo-Pod"), b)
+				return nil
+			}
+			err = fmt.Errorf("status %s, read %v", resp.Status, rerr)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("post %s: %w", url, err)
+		}
+		log.Printf("post %s: %v (retrying)", url, err)
+		time.Sleep(500 * time.Millisecond)
 	}
 }
 
