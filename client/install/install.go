@@ -1,0 +1,522 @@
+package install
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	admissionregistrationv1ac "k8s.io/client-go/applyconfigurations/admissionregistration/v1"
+	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	policyv1ac "k8s.io/client-go/applyconfigurations/policy/v1"
+	rbacv1ac "k8s.io/client-go/applyconfigurations/rbac/v1"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/yaml"
+
+	"github.com/detour-dev/detour/deploy"
+	"github.com/detour-dev/detour/internal/annotations"
+)
+
+// FieldManager is the server-side apply field manager of detour's objects.
+const FieldManager = "detour"
+
+// Names of the installed objects that Install and Uninstall look at.
+const (
+	Namespace         = "detour-system"
+	WebhookDeployment = "detour-webhook"
+	WebhookConfig     = "detour-webhook"
+	DefaultImage      = "detour.local/detour:dev"
+)
+
+// Sentinel errors.
+var (
+	// ErrNotReady: the webhook did not become ready in time.
+	ErrNotReady = errors.New("detour webhook not ready")
+	// ErrManifest: an embedded manifest could not be read (a build defect).
+	ErrManifest = errors.New("bad embedded manifest")
+)
+
+// Options configure Install.
+type Options struct {
+	// Image replaces DefaultImage for the webhook and the agents it injects.
+	Image string
+	// Progress receives one line per step; nil discards them.
+	Progress io.Writer
+	// Timeout bounds the wait for the webhook (default 3 minutes).
+	Timeout time.Duration
+	// PollInterval is how often the wait looks (default 1 second).
+	PollInterval time.Duration
+}
+
+// ObjectRef names a Kubernetes object.
+type ObjectRef struct {
+	Kind, Namespace, Name string
+}
+
+func (r ObjectRef) String() string {
+	if r.Namespace == "" {
+		return r.Kind + "/" + r.Name
+	}
+	return r.Kind + " " + r.Namespace + "/" + r.Name
+}
+
+// Summary says what Install did.
+type Summary struct {
+	Applied       []ObjectRef
+	Image         string
+	ReadyReplicas int32
+	Took          time.Duration
+}
+
+func (s Summary) String() string {
+	return fmt.Sprintf("detour installed: %d objects applied, webhook ready (%d replicas, image %s) in %s",
+		len(s.Applied), s.ReadyReplicas, s.Image, s.Took.Round(100*time.Millisecond))
+}
+
+func (o *Options) defaults() {
+	if o.Image == "" {
+		o.Image = DefaultImage
+	}
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 3 * time.Minute
+	}
+	if o.PollInterval == 0 {
+		o.PollInterval = time.Second
+	}
+}
+
+// object is one parsed manifest document.
+type object struct {
+	ref  ObjectRef
+	json []byte
+}
+
+// objects parses the embedded base, in apply order.
+func objects() ([]object, error) {
+	ms, err := deploy.Manifests()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrManifest, err)
+	}
+	var out []object
+	for _, m := range ms {
+		for _, doc := range strings.Split(string(m.Data), "\n---") {
+			if strings.TrimSpace(doc) == "" {
+				continue
+			}
+			j, err := yaml.YAMLToJSON([]byte(doc))
+			if err != nil {
+				return nil, fmt.Errorf("%w: %s: %w", ErrManifest, m.Name, err)
+			}
+			var meta struct {
+				Kind     string `json:"kind"`
+				Metadata struct {
+					Name      string `json:"name"`
+					Namespace string `json:"namespace"`
+				} `json:"metadata"`
+			}
+			if err := json.Unmarshal(j, &meta); err != nil || meta.Kind == "" {
+				return nil, fmt.Errorf("%w: %s: no kind (%v)", ErrManifest, m.Name, err)
+			}
+			out = append(out, object{ref: ObjectRef{meta.Kind, meta.Metadata.Namespace, meta.Metadata.Name}, json: j})
+		}
+	}
+	return out, nil
+}
+
+// Install applies the embedded manifests and waits for the webhook to be
+// ready and trusted by the API server.
+func Install(ctx context.Context, client kubernetes.Interface, opts Options) (Summary, error) {
+	opts.defaults()
+	start := time.Now()
+	objs, err := objects()
+	if err != nil {
+		return Summary{}, err
+	}
+	sum := Summary{Image: opts.Image}
+	for _, o := range objs {
+		if err := apply(ctx, client, o, opts.Image); err != nil {
+			return sum, fmt.Errorf("apply %s: %w", o.ref, err)
+		}
+		fmt.Fprintf(opts.Progress, "applied %s\n", o.ref)
+		sum.Applied = append(sum.Applied, o.ref)
+	}
+	if sum.ReadyReplicas, err = waitReady(ctx, client, opts); err != nil {
+		return sum, err
+	}
+	sum.Took = time.Since(start)
+	fmt.Fprintln(opts.Progress, sum)
+	return sum, nil
+}
+
+var applyOptions = metav1.ApplyOptions{FieldManager: FieldManager, Force: true}
+
+// apply server-side-applies one object through the typed client of its kind.
+func apply(ctx context.Context, c kubernetes.Interface, o object, image string) error {
+	ns := o.ref.Namespace
+	switch o.ref.Kind {
+	case "Namespace":
+		return applyAs(o, func(ac *corev1ac.NamespaceApplyConfiguration) error {
+			_, err := c.CoreV1().Namespaces().Apply(ctx, ac, applyOptions)
+			return err
+		})
+	case "ServiceAccount":
+		return applyAs(o, func(ac *corev1ac.ServiceAccountApplyConfiguration) error {
+			_, err := c.CoreV1().ServiceAccounts(ns).Apply(ctx, ac, applyOptions)
+			return err
+		})
+	case "Service":
+		return applyAs(o, func(ac *corev1ac.ServiceApplyConfiguration) error {
+			_, err := c.CoreV1().Services(ns).Apply(ctx, ac, applyOptions)
+			return err
+		})
+	case "ClusterRole":
+		return applyAs(o, func(ac *rbacv1ac.ClusterRoleApplyConfiguration) error {
+			_, err := c.RbacV1().ClusterRoles().Apply(ctx, ac, applyOptions)
+			return err
+		})
+	case "ClusterRoleBinding":
+		return applyAs(o, func(ac *rbacv1ac.ClusterRoleBindingApplyConfiguration) error {
+			_, err := c.RbacV1().ClusterRoleBindings().Apply(ctx, ac, applyOptions)
+			return err
+		})
+	case "Role":
+		return applyAs(o, func(ac *rbacv1ac.RoleApplyConfiguration) error {
+			_, err := c.RbacV1().Roles(ns).Apply(ctx, ac, applyOptions)
+			return err
+		})
+	case "RoleBinding":
+		return applyAs(o, func(ac *rbacv1ac.RoleBindingApplyConfiguration) error {
+			_, err := c.RbacV1().RoleBindings(ns).Apply(ctx, ac, applyOptions)
+			return err
+		})
+	case "Deployment":
+		return applyAs(o, func(ac *appsv1ac.DeploymentApplyConfiguration) error {
+			setImage(ac, image)
+			_, err := c.AppsV1().Deployments(ns).Apply(ctx, ac, applyOptions)
+			return err
+		})
+	case "PodDisruptionBudget":
+		return applyAs(o, func(ac *policyv1ac.PodDisruptionBudgetApplyConfiguration) error {
+			_, err := c.PolicyV1().PodDisruptionBudgets(ns).Apply(ctx, ac, applyOptions)
+			return err
+		})
+	case "MutatingWebhookConfiguration":
+		return applyAs(o, func(ac *admissionregistrationv1ac.MutatingWebhookConfigurationApplyConfiguration) error {
+			_, err := c.AdmissionregistrationV1().MutatingWebhookConfigurations().Apply(ctx, ac, applyOptions)
+			return err
+		})
+	}
+	return fmt.Errorf("%w: kind %s has no applier", ErrManifest, o.ref.Kind)
+}
+
+func applyAs[T any](o object, apply func(*T) error) error {
+	ac := new(T)
+	if err := json.Unmarshal(o.json, ac); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrManifest, o.ref, err)
+	}
+	return apply(ac)
+}
+
+// setImage points the webhook container and its --agent-image flag at image.
+func setImage(ac *appsv1ac.DeploymentApplyConfiguration, image string) {
+	if ac.Spec == nil || ac.Spec.Template == nil || ac.Spec.Template.Spec == nil {
+		return
+	}
+	for i := range ac.Spec.Template.Spec.Containers {
+		c := &ac.Spec.Template.Spec.Containers[i]
+		c.Image = &image
+		for j, a := range c.Args {
+			if strings.HasPrefix(a, "--agent-image=") {
+				c.Args[j] = "--agent-image=" + image
+			}
+		}
+	}
+}
+
+// waitReady waits until every webhook replica is updated and available and
+// the webhook configuration carries a caBundle.
+func waitReady(ctx context.Context, c kubernetes.Interface, opts Options) (int32, error) {
+	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+	defer cancel()
+	tick := time.NewTicker(opts.PollInterval)
+	defer tick.Stop()
+	last := ""
+	for {
+		ready, msg, err := webhookReady(ctx, c)
+		if err != nil && !apierrors.IsNotFound(err) {
+			return 0, fmt.Errorf("%w: %w", ErrNotReady, err)
+		}
+		if msg != last {
+			fmt.Fprintf(opts.Progress, "waiting for the webhook: %s\n", msg)
+			last = msg
+		}
+		if ready >= 0 {
+			return ready, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("%w after %s: %s\n%s\nsee: kubectl -n %s describe deployment %s", ErrNotReady, opts.Timeout, msg,
+				podProblems(context.Background(), c), Namespace, WebhookDeployment)
+		case <-tick.C:
+		}
+	}
+}
+
+// webhookReady returns the ready replica count once the webhook is fully
+// rolled out and trusted, else -1 and what it is waiting for.
+func webhookReady(ctx context.Context, c kubernetes.Interface) (int32, string, error) {
+	d, err := c.AppsV1().Deployments(Namespace).Get(ctx, WebhookDeployment, metav1.GetOptions{})
+	if err != nil {
+		return -1, "deployment not found", err
+	}
+	want := int32(1)
+	if d.Spec.Replicas != nil {
+		want = *d.Spec.Replicas
+	}
+	st := d.Status
+	if st.ObservedGeneration < d.Generation || st.UpdatedReplicas < want || st.AvailableReplicas < want || st.Replicas > want {
+		return -1, fmt.Sprintf("%d/%d replicas updated, %d available", st.UpdatedReplicas, want, st.AvailableReplicas), nil
+	}
+	mwc, err := c.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, WebhookConfig, metav1.GetOptions{})
+	if err != nil {
+		return -1, "webhook configuration not found", err
+	}
+	for _, w := range mwc.Webhooks {
+		if len(w.ClientConfig.CABundle) == 0 {
+			return -1, fmt.Sprintf("%d/%d replicas available; waiting for the webhook to publish its CA", st.AvailableReplicas, want), nil
+		}
+	}
+	return st.AvailableReplicas, fmt.Sprintf("%d/%d replicas available, CA published", st.AvailableReplicas, want), nil
+}
+
+// podProblems describes webhook pods that are not ready, for error messages.
+func podProblems(ctx context.Context, c kubernetes.Interface) string {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	pods, err := c.CoreV1().Pods(Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=detour-webhook"})
+	if err != nil {
+		return "list webhook pods: " + err.Error()
+	}
+	if len(pods.Items) == 0 {
+		return "no webhook pod exists (kubectl -n " + Namespace + " get events)"
+	}
+	var b strings.Builder
+	for _, p := range pods.Items {
+		fmt.Fprintf(&b, "pod %s: %s", p.Name, p.Status.Phase)
+		for _, cs := range p.Status.ContainerStatuses {
+			if w := cs.State.Waiting; w != nil {
+				fmt.Fprintf(&b, ", %s waiting: %s %s", cs.Name, w.Reason, w.Message)
+			}
+		}
+		b.WriteString("\n")
+	}
+	return strings.TrimSpace(b.String())
+}
+
+// UninstallOptions configure Uninstall.
+type UninstallOptions struct {
+	// Progress receives one line per step; nil discards them.
+	Progress io.Writer
+}
+
+// UninstallSummary says what Uninstall did.
+type UninstallSummary struct {
+	// Unannotated are the workloads whose pod template lost
+	// detour.dev/inject; they roll out without the agent.
+	Unannotated []ObjectRef
+	// Deleted are the installed objects removed (absent ones are skipped).
+	Deleted []ObjectRef
+}
+
+func (s UninstallSummary) String() string {
+	return fmt.Sprintf("detour uninstalled: %d objects deleted, %d workloads rolling out without the agent", len(s.Deleted), len(s.Unannotated))
+}
+
+// Uninstall stops injection, removes the opt-in annotation from workloads
+// so they roll without the agent, and deletes what Install created (the
+// namespace takes the certificate Secret with it).
+func Uninstall(ctx context.Context, client kubernetes.Interface, opts UninstallOptions) (UninstallSummary, error) {
+	if opts.Progress == nil {
+		opts.Progress = io.Discard
+	}
+	objs, err := objects()
+	if err != nil {
+		return UninstallSummary{}, err
+	}
+	var sum UninstallSummary
+	// First the webhook configuration: pods created from here on get no agent.
+	for i, o := range objs {
+		if o.ref.Kind == "MutatingWebhookConfiguration" {
+			if err := remove(ctx, client, o.ref, opts.Progress, &sum); err != nil {
+				return sum, err
+			}
+			objs = slices.Delete(objs, i, i+1)
+			break
+		}
+	}
+	if err := unannotateWorkloads(ctx, client, opts.Progress, &sum); err != nil {
+		return sum, err
+	}
+	for i := len(objs) - 1; i >= 0; i-- {
+		if err := remove(ctx, client, objs[i].ref, opts.Progress, &sum); err != nil {
+			return sum, err
+		}
+	}
+	fmt.Fprintln(opts.Progress, sum)
+	return sum, nil
+}
+
+func remove(ctx context.Context, c kubernetes.Interface, r ObjectRef, progress io.Writer, sum *UninstallSummary) error {
+	bg := metav1.DeletePropagationBackground
+	del := metav1.DeleteOptions{PropagationPolicy: &bg}
+	var err error
+	switch r.Kind {
+	case "Namespace":
+		err = c.CoreV1().Namespaces().Delete(ctx, r.Name, del)
+	case "ServiceAccount":
+		err = c.CoreV1().ServiceAccounts(r.Namespace).Delete(ctx, r.Name, del)
+	case "Service":
+		err = c.CoreV1().Services(r.Namespace).Delete(ctx, r.Name, del)
+	case "ClusterRole":
+		err = c.RbacV1().ClusterRoles().Delete(ctx, r.Name, del)
+	case "ClusterRoleBinding":
+		err = c.RbacV1().ClusterRoleBindings().Delete(ctx, r.Name, del)
+	case "Role":
+		err = c.RbacV1().Roles(r.Namespace).Delete(ctx, r.Name, del)
+	case "RoleBinding":
+		err = c.RbacV1().RoleBindings(r.Namespace).Delete(ctx, r.Name, del)
+	case "Deployment":
+		err = c.AppsV1().Deployments(r.Namespace).Delete(ctx, r.Name, del)
+	case "PodDisruptionBudget":
+		err = c.PolicyV1().PodDisruptionBudgets(r.Namespace).Delete(ctx, r.Name, del)
+	case "MutatingWebhookConfiguration":
+		err = c.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(ctx, r.Name, del)
+	default:
+		return fmt.Errorf("%w: kind %s has no deleter", ErrManifest, r.Kind)
+	}
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil
+	case err != nil:
+		return fmt.Errorf("delete %s: %w", r, err)
+	}
+	fmt.Fprintf(progress, "deleted %s\n", r)
+	sum.Deleted = append(sum.Deleted, r)
+	return nil
+}
+
+// injectAnnotationPatch removes detour.dev/inject from a pod template.
+var injectAnnotationPatch = []byte(`[{"op":"remove","path":"/spec/template/metadata/annotations/` +
+	strings.ReplaceAll(annotations.Inject, "/", "~1") + `"}]`)
+
+// unannotateWorkloads removes detour.dev/inject from the pod templates of
+// every Deployment, StatefulSet and standalone ReplicaSet carrying it. A
+// ReplicaSet owned by a Deployment is left to the Deployment.
+func unannotateWorkloads(ctx context.Context, c kubernetes.Interface, progress io.Writer, sum *UninstallSummary) error {
+	all := metav1.NamespaceAll
+	deps, err := c.AppsV1().Deployments(all).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("list deployments: %w", err)
+	}
+	for _, d := range deps.Items {
+		if optedIn(d.Spec.Template) {
+			if _, err := c.AppsV1().Deployments(d.Namespace).Patch(ctx, d.Name, types.JSONPatchType, injectAnnotationPatch, metav1.PatchOptions{FieldManager: FieldManager}); err != nil && !apierrors.IsNotFound(err) {
+				return fmt.Errorf("remove %s from deployment %s/%s: %w", annotations.Inject, d.Namespace, d.Name, err)
+			}
+			noted(progress, sum, ObjectRef{"Deployment", d.Namespace, d.Name})
+		}
+	}
+	sets, err := c.AppsV1().StatefulSets(all).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("list statefulsets: %w", err)
+	}
+	for _, s := range sets.Items {
+		if optedIn(s.Spec.Template) {
+			if _, err := c.AppsV1().StatefulSets(s.Namespace).Patch(ctx, s.Name, types.JSONPatchType, injectAnnotationPatch, metav1.PatchOptions{FieldManager: FieldManager}); err != nil && !apierrors.IsNotFound(err) {
+				return fmt.Errorf("remove %s from statefulset %s/%s: %w", annotations.Inject, s.Namespace, s.Name, err)
+			}
+			noted(progress, sum, ObjectRef{"StatefulSet", s.Namespace, s.Name})
+		}
+	}
+	rss, err := c.AppsV1().ReplicaSets(all).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("list replicasets: %w", err)
+	}
+	for _, rs := range rss.Items {
+		if optedIn(rs.Spec.Template) && metav1.GetControllerOf(&rs) == nil {
+			if _, err := c.AppsV1().ReplicaSets(rs.Namespace).Patch(ctx, rs.Name, types.JSONPatchType, injectAnnotationPatch, metav1.PatchOptions{FieldManager: FieldManager}); err != nil && !apierrors.IsNotFound(err) {
+				return fmt.Errorf("remove %s from replicaset %s/%s: %w", annotations.Inject, rs.Namespace, rs.Name, err)
+			}
+			noted(progress, sum, ObjectRef{"ReplicaSet", rs.Namespace, rs.Name})
+		}
+	}
+	return nil
+}
+
+func optedIn(t corev1.PodTemplateSpec) bool {
+	_, ok := t.Annotations[annotations.Inject]
+	return ok
+}
+
+func noted(progress io.Writer, sum *UninstallSummary, r ObjectRef) {
+	msg := "rolls out without the agent"
+	if r.Kind == "ReplicaSet" {
+		msg = "keeps its agent-carrying pods until they are replaced (a bare ReplicaSet does not roll)"
+	}
+	fmt.Fprintf(progress, "removed %s from %s: %s\n", annotations.Inject, r, msg)
+	sum.Unannotated = append(sum.Unannotated, r)
+}
+
+// Check reports why pods may start without the agent: detour not installed,
+// no webhook replica available, no CA published, and (in namespace, or all
+// namespaces when it is "") running pods that opted in but carry no agent.
+// An empty result means injection works.
+func Check(ctx context.Context, client kubernetes.Interface, namespace string) ([]string, error) {
+	var warnings []string
+	d, err := client.AppsV1().Deployments(Namespace).Get(ctx, WebhookDeployment, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		warnings = append(warnings, "detour is not installed (no deployment "+Namespace+"/"+WebhookDeployment+"): run `detour install`")
+	case err != nil:
+		return nil, fmt.Errorf("get webhook deployment: %w", err)
+	case d.Status.AvailableReplicas == 0:
+		warnings = append(warnings, fmt.Sprintf("the detour webhook has no available replica (%s/%s): pods are created without the agent (failurePolicy: Ignore)", Namespace, WebhookDeployment))
+	}
+	if mwc, err := client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, WebhookConfig, metav1.GetOptions{}); err == nil {
+		for _, w := range mwc.Webhooks {
+			if len(w.ClientConfig.CABundle) == 0 {
+				warnings = append(warnings, "webhook "+w.Name+" has no caBundle yet: the API server cannot call it, so pods start without the agent")
+			}
+		}
+	} else if !apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("get webhook configuration: %w", err)
+	}
+	pods, err := client.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list pods: %w", err)
+	}
+	for _, p := range pods.Items {
+		if p.Annotations[annotations.Inject] == annotations.InjectEnabled && p.Annotations[annotations.Injected] == "" &&
+			p.DeletionTimestamp == nil && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed && !excludedNamespace(p.Namespace) {
+			warnings = append(warnings, fmt.Sprintf("pod %s/%s opted in (%s=%s) but has no agent: the webhook was unavailable or refused it when the pod was created; delete the pod to retry",
+				p.Namespace, p.Name, annotations.Inject, annotations.InjectEnabled))
+		}
+	}
+	return warnings, nil
+}
+
+func excludedNamespace(ns string) bool {
+	return ns == "kube-system" || ns == Namespace
+}

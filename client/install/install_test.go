@@ -1,0 +1,175 @@
+package install
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/detour-dev/detour/internal/annotations"
+)
+
+// becomeReady plays the cluster: once the webhook Deployment exists it
+// reports all replicas available, and the webhook publishes its CA.
+func becomeReady(ctx context.Context, t *testing.T, cs *fake.Clientset) {
+	for ctx.Err() == nil {
+		d, err := cs.AppsV1().Deployments(Namespace).Get(ctx, WebhookDeployment, metav1.GetOptions{})
+		_, mErr := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, WebhookConfig, metav1.GetOptions{})
+		if err != nil || mErr != nil {
+			time.Sleep(5 * time.Millisecond)
+			continue
+		}
+		d.Status = appsv1.DeploymentStatus{Replicas: 2, UpdatedReplicas: 2, ReadyReplicas: 2, AvailableReplicas: 2}
+		if _, err := cs.AppsV1().Deployments(Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{}); err != nil {
+			t.Error(err)
+		}
+		patch := []byte(`[{"op":"add","path":"/webhooks/0/clientConfig/caBundle","value":"Y2E="}]`)
+		if _, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Patch(ctx, WebhookConfig, types.JSONPatchType, patch, metav1.PatchOptions{}); err != nil {
+			t.Error(err)
+		}
+		return
+	}
+}
+
+func TestInstall(t *testing.T) {
+	cs := fake.NewClientset()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go becomeReady(ctx, t, cs)
+	var progress bytes.Buffer
+	sum, err := Install(ctx, cs, Options{Image: "registry.example/detour:v1", Progress: &progress, PollInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("Install: %v\n%s", err, progress.String())
+	}
+	if len(sum.Applied) != 10 || sum.ReadyReplicas != 2 || sum.Image != "registry.example/detour:v1" {
+		t.Errorf("summary %+v", sum)
+	}
+	for _, want := range []string{"applied Namespace/detour-system", "applied Deployment detour-system/detour-webhook", "waiting for the webhook", "detour installed"} {
+		if !strings.Contains(progress.String(), want) {
+			t.Errorf("progress lacks %q:\n%s", want, progress.String())
+		}
+	}
+	d, err := cs.AppsV1().Deployments(Namespace).Get(ctx, WebhookDeployment, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := d.Spec.Template.Spec.Containers[0]
+	if c.Image != "registry.example/detour:v1" || !slices.Contains(c.Args, "--agent-image=registry.example/detour:v1") {
+		t.Errorf("image not overridden: %s %v", c.Image, c.Args)
+	}
+	if d.ManagedFields[0].Manager != FieldManager {
+		t.Errorf("field manager %q", d.ManagedFields[0].Manager)
+	}
+	// Applying again (an upgrade) keeps the caBundle the webhook wrote.
+	if _, err := Install(ctx, cs, Options{PollInterval: 10 * time.Millisecond}); err != nil {
+		t.Fatalf("second Install: %v", err)
+	}
+}
+
+func TestInstallTimesOutWithPodProblems(t *testing.T) {
+	cs := fake.NewClientset(&corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "detour-webhook-1", Namespace: Namespace, Labels: map[string]string{"app.kubernetes.io/name": "detour-webhook"}},
+		Status: corev1.PodStatus{Phase: corev1.PodPending, ContainerStatuses: []corev1.ContainerStatus{{
+			Name: "webhook", State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ErrImagePull", Message: "not found"}},
+		}}},
+	})
+	_, err := Install(context.Background(), cs, Options{Timeout: 100 * time.Millisecond, PollInterval: 10 * time.Millisecond})
+	if !errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), "ErrImagePull") {
+		t.Fatalf("err = %v; want ErrNotReady naming the pod's problem", err)
+	}
+}
+
+func deployment(ns, name string, ann map[string]string) *appsv1.Deployment {
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec:       appsv1.DeploymentSpec{Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Annotations: ann}}},
+	}
+}
+
+func TestUninstall(t *testing.T) {
+	opted := map[string]string{annotations.Inject: annotations.InjectEnabled, annotations.Container: "app"}
+	owned := &appsv1.ReplicaSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "web-123", Namespace: "shop", OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: "web", UID: "u", Controller: ptr(true)}}},
+		Spec:       appsv1.ReplicaSetSpec{Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Annotations: opted}}},
+	}
+	bare := owned.DeepCopy()
+	bare.Name, bare.OwnerReferences = "bare", nil
+	sts := &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: "data"},
+		Spec:       appsv1.StatefulSetSpec{Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Annotations: opted}}},
+	}
+	cs := fake.NewClientset(deployment("shop", "web", opted), deployment("shop", "plain", nil), owned, bare, sts)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go becomeReady(ctx, t, cs)
+	if _, err := Install(ctx, cs, Options{PollInterval: 10 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	var progress bytes.Buffer
+	sum, err := Uninstall(ctx, cs, UninstallOptions{Progress: &progress})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sum.Deleted) != 10 {
+		t.Errorf("deleted %v, want the 10 installed objects", sum.Deleted)
+	}
+	if sum.Deleted[0].Kind != "MutatingWebhookConfiguration" {
+		t.Errorf("first deleted %s; injection must stop first", sum.Deleted[0])
+	}
+	want := []ObjectRef{{"Deployment", "shop", "web"}, {"StatefulSet", "data", "db"}, {"ReplicaSet", "shop", "bare"}}
+	if !slices.Equal(sum.Unannotated, want) {
+		t.Errorf("unannotated %v, want %v", sum.Unannotated, want)
+	}
+	web, _ := cs.AppsV1().Deployments("shop").Get(ctx, "web", metav1.GetOptions{})
+	if _, ok := web.Spec.Template.Annotations[annotations.Inject]; ok || web.Spec.Template.Annotations[annotations.Container] != "app" {
+		t.Errorf("web template annotations %v: want inject removed, the rest kept", web.Spec.Template.Annotations)
+	}
+	rs, _ := cs.AppsV1().ReplicaSets("shop").Get(ctx, "web-123", metav1.GetOptions{})
+	if _, ok := rs.Spec.Template.Annotations[annotations.Inject]; !ok {
+		t.Error("a Deployment-owned ReplicaSet was patched")
+	}
+	// Uninstalling twice is harmless.
+	sum, err = Uninstall(ctx, cs, UninstallOptions{})
+	if err != nil || len(sum.Deleted) != 0 || len(sum.Unannotated) != 0 {
+		t.Errorf("second uninstall: %+v %v", sum, err)
+	}
+}
+
+func TestCheck(t *testing.T) {
+	ctx := context.Background()
+	cs := fake.NewClientset()
+	w, err := Check(ctx, cs, "")
+	if err != nil || len(w) != 1 || !strings.Contains(w[0], "not installed") {
+		t.Fatalf("not installed: %v %v", w, err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	go becomeReady(cctx, t, cs)
+	if _, err := Install(cctx, cs, Options{PollInterval: 10 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	if w, err := Check(ctx, cs, ""); err != nil || len(w) != 0 {
+		t.Fatalf("healthy install: %v %v", w, err)
+	}
+	// Scaled to zero, with an opted-in pod that came up without the agent.
+	d, _ := cs.AppsV1().Deployments(Namespace).Get(ctx, WebhookDeployment, metav1.GetOptions{})
+	d.Status.AvailableReplicas = 0
+	_, _ = cs.AppsV1().Deployments(Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{})
+	_, _ = cs.CoreV1().Pods("shop").Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web-1", Namespace: "shop",
+		Annotations: map[string]string{annotations.Inject: annotations.InjectEnabled}}}, metav1.CreateOptions{})
+	w, err = Check(ctx, cs, "shop")
+	if err != nil || len(w) != 2 || !strings.Contains(w[0], "no available replica") || !strings.Contains(w[1], "shop/web-1") {
+		t.Fatalf("warnings %q %v", w, err)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
