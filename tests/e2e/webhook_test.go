@@ -25,6 +25,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/detour-dev/detour/client/install"
 	"github.com/detour-dev/detour/internal/annotations"
@@ -61,7 +62,7 @@ func TestWebhook(t *testing.T) {
 			t.Errorf("rename mode pod has init containers %v", pod.Spec.InitContainers)
 		}
 		assertEndpointPort(ctx, t, cs, ns, "echo", annotations.FirstListenPort)
-		assertTrafficThroughAgent(ctx, t, cs, ns, pod)
+		assertTrafficThroughAgent(ctx, t, cfg, cs, ns, pod)
 	})
 
 	t.Run("RedirectMode", func(t *testing.T) {
@@ -71,7 +72,7 @@ func TestWebhook(t *testing.T) {
 		if len(pod.Spec.InitContainers) != 1 || pod.Spec.InitContainers[0].Name != annotations.InitContainerName {
 			t.Errorf("redirect mode pod init containers %v, want %s", pod.Spec.InitContainers, annotations.InitContainerName)
 		}
-		assertTrafficThroughAgent(ctx, t, cs, ns, pod)
+		assertTrafficThroughAgent(ctx, t, cfg, cs, ns, pod)
 	})
 
 	t.Run("Unannotated", func(t *testing.T) {
@@ -104,11 +105,11 @@ func TestWebhook(t *testing.T) {
 	})
 
 	t.Run("CertRotation", func(t *testing.T) {
-		rotateCertificate(ctx, t, cs)
+		rotateCertificate(ctx, t, cfg, cs)
 		ns := createNamespace(ctx, t, cs, "detour-e2e-rotated")
 		pod := deployOptedInEcho(ctx, t, cs, ns, "echo", intstr.FromString("http"), true)
 		assertInjected(t, pod, annotations.ModeRename)
-		assertTrafficThroughAgent(ctx, t, cs, ns, pod)
+		assertTrafficThroughAgent(ctx, t, cfg, cs, ns, pod)
 	})
 
 	t.Run("Uninstall", func(t *testing.T) {
@@ -281,30 +282,29 @@ func assertEndpointPort(ctx context.Context, t *testing.T, cs kubernetes.Interfa
 
 // assertTrafficThroughAgent sends HTTP through the Service's ClusterIP and
 // checks the app answered and the agent counted the connection as passed to
-// the app.
-func assertTrafficThroughAgent(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns string, pod *corev1.Pod) {
+// the app. The agent's metrics are read through a port-forward: the host
+// has no route back from pod IPs.
+func assertTrafficThroughAgent(ctx context.Context, t *testing.T, cfg *rest.Config, cs kubernetes.Interface, ns string, pod *corev1.Pod) {
 	t.Helper()
 	svc, err := cs.CoreV1().Services(ns).Get(ctx, "echo", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := agentAppConnections(ctx, t, pod.Status.PodIP)
-	assertHTTPEcho(ctx, t, "http://"+net.JoinHostPort(svc.Spec.ClusterIP, "80"), pod.Name, true)
-	after := agentAppConnections(ctx, t, pod.Status.PodIP)
-	if after <= before {
-		t.Errorf("agent app connections %v → %v: the request did not pass through the agent", before, after)
-	}
-}
-
-// agentAppConnections reads detour_agent_connections_total{route="app"}
-// from the agent's metrics port.
-func agentAppConnections(ctx context.Context, t *testing.T, podIP string) float64 {
-	t.Helper()
-	v, err := scrape(ctx, "http://"+net.JoinHostPort(podIP, strconv.Itoa(annotations.MetricsPort))+"/metrics", `detour_agent_connections_total{route="app"}`)
+	metrics := fmt.Sprintf("http://127.0.0.1:%d/metrics", portForward(ctx, t, cfg, cs, pod, annotations.MetricsPort)[0])
+	const series = `detour_agent_connections_total{route="app"}`
+	before, err := scrape(ctx, metrics, series)
 	if err != nil {
 		t.Fatalf("agent metrics: %v", err)
 	}
-	return v
+	assertHTTPEcho(ctx, t, "http://"+net.JoinHostPort(svc.Spec.ClusterIP, "80"), pod.Name, true)
+	after, err := scrape(ctx, metrics, series)
+	if err != nil {
+		t.Fatalf("agent metrics: %v", err)
+	}
+	if after <= before {
+		t.Errorf("agent app connections %v → %v: the request did not pass through the agent", before, after)
+	}
+	t.Logf("agent passed %v connection(s) to the app", after-before)
 }
 
 // scrape returns the value of one sample line of a Prometheus endpoint (0
@@ -349,7 +349,7 @@ func scaleWebhook(ctx context.Context, t *testing.T, cs kubernetes.Interface, re
 // rotateCertificate deletes the webhook's certificate Secret, then waits
 // until a replica has made a new CA and certificate, the caBundle trusts it,
 // and every replica serves it.
-func rotateCertificate(ctx context.Context, t *testing.T, cs kubernetes.Interface) {
+func rotateCertificate(ctx context.Context, t *testing.T, cfg *rest.Config, cs kubernetes.Interface) {
 	t.Helper()
 	secrets := cs.CoreV1().Secrets(install.Namespace)
 	old, err := secrets.Get(ctx, "detour-webhook-tls", metav1.GetOptions{})
@@ -380,14 +380,17 @@ func rotateCertificate(ctx context.Context, t *testing.T, cs kubernetes.Interfac
 		t.Fatalf("no new certificate published after deleting the secret: %v", err)
 	}
 	want := float64(leaf.NotAfter.Unix())
+	pods, err := cs.CoreV1().Pods(install.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=detour-webhook"})
+	if err != nil || len(pods.Items) == 0 {
+		t.Fatalf("webhook pods: %v (%d)", err, len(pods.Items))
+	}
+	var urls []string
+	for i := range pods.Items {
+		urls = append(urls, fmt.Sprintf("http://127.0.0.1:%d/metrics", portForward(ctx, t, cfg, cs, &pods.Items[i], 8081)[0]))
+	}
 	err = wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-		pods, err := cs.CoreV1().Pods(install.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=detour-webhook"})
-		if err != nil || len(pods.Items) == 0 {
-			return false, nil
-		}
-		for _, p := range pods.Items {
-			v, err := scrape(ctx, "http://"+net.JoinHostPort(p.Status.PodIP, "8081")+"/metrics", "detour_webhook_certificate_expiry_timestamp_seconds")
-			if err != nil || v != want {
+		for _, u := range urls {
+			if v, err := scrape(ctx, u, "detour_webhook_certificate_expiry_timestamp_seconds"); err != nil || v != want {
 				return false, nil
 			}
 		}
