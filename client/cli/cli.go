@@ -83,6 +83,7 @@ a kubectl plugin too: kubectl detour ...`,
 		a.listCommand(),
 		a.quitCommand(),
 		a.versionCommand(),
+		a.installCommand(),
 		a.uninstallCommand(),
 		a.daemonCommand(),
 	)

@@ -170,6 +170,9 @@ func (a *app) intercept(ctx context.Context, name string, f interceptFlags, comm
 	if err != nil {
 		return err
 	}
+	if err := kube.WaitForEndpoints(ctx, cs, ns, svc.Name, pods, cfg.Timeouts.AgentArrival, a.errOut); err != nil {
+		return err
+	}
 	sel, err := metav1.LabelSelectorAsSelector(w.Selector)
 	if err != nil {
 		return err

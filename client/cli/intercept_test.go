@@ -33,6 +33,8 @@ func TestCommandLineErrors(t *testing.T) {
 		"needs the intercept's":            {"leave"},
 		"takes no arguments":               {"status", "extra"},
 		"use json or yaml":                 {"status", "-o", "xml"},
+		"--agent WORKLOAD, or --all":       {"uninstall"},
+		"not both":                         {"uninstall", "--all", "--agent", "web"},
 	}
 	for want, args := range cases {
 		var out, errOut bytes.Buffer

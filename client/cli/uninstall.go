@@ -11,14 +11,22 @@ import (
 
 func (a *app) uninstallCommand() *cobra.Command {
 	var agent string
+	var all bool
 	cmd := &cobra.Command{
-		Use:   "uninstall --agent WORKLOAD",
-		Short: "Remove the detour agent from a workload",
-		Long:  "Removes the detour.dev/inject annotation from the workload's pod template; its pods roll without the agent.",
-		Args:  exactArgs(0, ""),
+		Use:   "uninstall --agent WORKLOAD | --all",
+		Short: "Remove the detour agent from a workload, or detour from the cluster",
+		Long: `--agent WORKLOAD removes the detour.dev/inject annotation from the
+workload's pod template; its pods roll without the agent.
+--all removes what detour install created and the agent from every workload.`,
+		Args: exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if agent == "" {
-				return fmt.Errorf("say what to uninstall: --agent WORKLOAD")
+			switch {
+			case all && agent != "":
+				return fmt.Errorf("give --agent WORKLOAD or --all, not both")
+			case all:
+				return a.uninstallAll(cmd)
+			case agent == "":
+				return fmt.Errorf("say what to uninstall: --agent WORKLOAD, or --all")
 			}
 			ctx := cmd.Context()
 			ns, _, err := a.namespace()
@@ -49,5 +57,6 @@ func (a *app) uninstallCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&agent, "agent", "", "the workload to remove the agent from")
+	cmd.Flags().BoolVar(&all, "all", false, "remove detour from the cluster: the webhook and every injected agent")
 	return cmd
 }

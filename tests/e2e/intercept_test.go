@@ -82,8 +82,8 @@ func (u *user) run(args ...string) result {
 	u.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, u.bin, append(args, "--kubeconfig", u.kube)...)
-	cmd.Env = append(os.Environ(), "DETOUR_HOME="+u.home, "XDG_CONFIG_HOME="+filepath.Join(u.home, "config"))
+	cmd := exec.CommandContext(ctx, u.bin, args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+u.kube, "DETOUR_HOME="+u.home, "XDG_CONFIG_HOME="+filepath.Join(u.home, "config"))
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
@@ -273,6 +273,9 @@ func TestInterceptLifecycle(t *testing.T) {
 		if pods := activePods(t, alice, name); len(pods) != 2 {
 			t.Fatalf("active pods = %v, want 2", pods)
 		}
+		// kube-proxy applies endpoint changes a moment after the API shows
+		// them; once one request has reached the workstation, all must.
+		eventually(t, 5*time.Second, "the workstation answers", func() bool { return who(url) == "workstation" })
 		for i := 0; i < 20; i++ {
 			if got := who(url); got != "workstation" {
 				t.Fatalf("request %d answered %q", i, got)

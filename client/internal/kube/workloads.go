@@ -9,6 +9,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
@@ -190,3 +191,46 @@ func WaitForAgents(ctx context.Context, cs kubernetes.Interface, w resolve.Workl
 }
 
 var _ = appsv1.Deployment{}
+
+// WaitForEndpoints waits until every ready endpoint of the Service is a pod
+// with a ready agent, so that traffic sent through the Service right after
+// `detour intercept` returns does not land on a pod of the previous rollout.
+func WaitForEndpoints(ctx context.Context, cs kubernetes.Interface, namespace, service string, agentPods []corev1.Pod, timeout time.Duration, out io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	agents := map[string]bool{}
+	for _, p := range agentPods {
+		agents[p.Name] = true
+	}
+	last := ""
+	for {
+		slices, err := cs.DiscoveryV1().EndpointSlices(namespace).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + service})
+		if err != nil {
+			return fmt.Errorf("list endpoints of service %s: %w", service, err)
+		}
+		stale, ready := 0, 0
+		for _, s := range slices.Items {
+			for _, e := range s.Endpoints {
+				if e.Conditions.Ready != nil && !*e.Conditions.Ready {
+					continue
+				}
+				ready++
+				if e.TargetRef == nil || !agents[e.TargetRef.Name] {
+					stale++
+				}
+			}
+		}
+		if stale == 0 && ready > 0 {
+			return nil
+		}
+		if msg := fmt.Sprintf("waiting for service %s: %d of %d ready endpoints are pods without the agent", service, stale, ready); msg != last && ready > 0 {
+			fmt.Fprintln(out, msg)
+			last = msg
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("service %s still sends traffic to pods without the agent after %s: %w", service, timeout, ctx.Err())
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}

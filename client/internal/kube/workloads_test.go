@@ -9,6 +9,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
@@ -109,5 +110,26 @@ func TestCandidatesNamesAMissingNamespace(t *testing.T) {
 	_, err := Candidates(context.Background(), fake.NewSimpleClientset(), "ghost")
 	if err == nil || !strings.Contains(err.Error(), `namespace "ghost"`) {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestWaitForEndpointsWaitsForStalePodsToLeave(t *testing.T) {
+	ready := true
+	slice := func(pods ...string) *discoveryv1.EndpointSlice {
+		s := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Name: "web-x", Namespace: "ns", Labels: map[string]string{discoveryv1.LabelServiceName: "web"}}}
+		for _, p := range pods {
+			s.Endpoints = append(s.Endpoints, discoveryv1.Endpoint{Addresses: []string{"10.0.0.1"}, Conditions: discoveryv1.EndpointConditions{Ready: &ready},
+				TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: p}})
+		}
+		return s
+	}
+	agents := []corev1.Pod{*pod("new-1", corev1.PodRunning, true, false)}
+	var out bytes.Buffer
+	err := WaitForEndpoints(context.Background(), fake.NewSimpleClientset(slice("new-1", "old-1")), "ns", "web", agents, 600*time.Millisecond, &out)
+	if err == nil || !strings.Contains(err.Error(), "pods without the agent") || !strings.Contains(out.String(), "1 of 2 ready endpoints") {
+		t.Fatalf("stale endpoint: err=%v out=%q", err, out.String())
+	}
+	if err := WaitForEndpoints(context.Background(), fake.NewSimpleClientset(slice("new-1")), "ns", "web", agents, time.Second, &out); err != nil {
+		t.Fatalf("only agent pods: %v", err)
 	}
 }
