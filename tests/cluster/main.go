@@ -57,6 +57,13 @@ func main() {
 }
 
 func run(ctx context.Context, log *zap.Logger, cfg cluster.Config, cmd string) error {
+	if cmd == "up" || cmd == "down" {
+		unlock, err := cluster.Lock(ctx, log, cfg)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
 	switch cmd {
 	case "up":
 		return cluster.Up(ctx, log, cfg)

@@ -36,7 +36,8 @@ const (
 
 // TestSmoke deploys the echo image and reaches it through a ClusterIP Service
 // from the host (over the veth into the cluster's netns) and from another
-// pod, and through a client-go port-forward, asserting the echoed bodies.
+// pod, at its pod IP from the host, and through a client-go port-forward,
+// asserting the echoed bodies.
 func TestSmoke(t *testing.T) {
 	cfg := restConfig(t)
 	cs := clientset(t, cfg)
@@ -52,6 +53,12 @@ func TestSmoke(t *testing.T) {
 		base := fmt.Sprintf("http://%s", net.JoinHostPort(svc.Spec.ClusterIP, "80"))
 		assertHTTPEcho(ctx, t, base, pod.Name, true)
 		assertTCPEcho(ctx, t, net.JoinHostPort(svc.Spec.ClusterIP, fmt.Sprint(echoTCPPort)), true)
+	})
+
+	t.Run("PodIPFromHost", func(t *testing.T) {
+		// The host reaches pod IPs directly (no NAT): pods must route the
+		// replies back over the veth.
+		assertHTTPEcho(ctx, t, fmt.Sprintf("http://%s", net.JoinHostPort(pod.Status.PodIP, fmt.Sprint(echoHTTPPort))), pod.Name, false)
 	})
 
 	t.Run("ClusterIPFromPod", func(t *testing.T) {

@@ -24,8 +24,11 @@ const (
 	SinkLink  = "dk8s-sink" // port-less bridge inside the netns for the service range
 	CNIBridge = "dk8s-cni0"
 
-	NodeIP         = "10.213.0.1" // /32 on the netns' lo; apiserver, kubelet, kube-proxy bind here
-	NodeRange      = "10.213.0.0/24"
+	NodeIP    = "10.213.0.1" // /32 on the netns' lo; apiserver, kubelet, kube-proxy bind here
+	NodeRange = "10.213.0.0/24"
+	// NodeNet covers the node IP and the veth; pods route it so that they
+	// can answer connections the host opens to pod IPs.
+	NodeNet        = "10.213.0.0/16"
 	VethHostIP     = "10.213.255.1"
 	VethNSIP       = "10.213.255.2"
 	VethPrefix     = 30
@@ -45,7 +48,7 @@ const (
 )
 
 // GuardedRanges are the ranges the host guard keeps on the veth.
-var GuardedRanges = []string{"10.213.0.0/16", PodCIDR, ServiceCIDR}
+var GuardedRanges = []string{NodeNet, PodCIDR, ServiceCIDR}
 
 // HostRoutes are the ranges the host routes via the veth into the netns.
 var HostRoutes = []string{NodeRange, PodCIDR, ServiceCIDR}

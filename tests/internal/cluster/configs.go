@@ -67,7 +67,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     {"type": "portmap", "capabilities": {"portMappings": true}}
   ]
 }
-`, CNIBridge, NodePodCIDR, PodGateway, NodeRange, PodCIDR, ServiceCIDR, filepath.Join(cfg.StateDir, "cni", "ipam")),
+`, CNIBridge, NodePodCIDR, PodGateway, NodeNet, PodCIDR, ServiceCIDR, filepath.Join(cfg.StateDir, "cni", "ipam")),
 
 		"kubelet.yaml": fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -113,6 +113,9 @@ conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeou
 	}
 	for name, body := range files {
 		p := cfg.confFile(name)
+		if old, err := os.ReadFile(p); err == nil && string(old) == body {
+			continue // kube-proxy exits when its config file is written to
+		}
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			return fmt.Errorf("create %s: %w", filepath.Dir(p), err)
 		}
