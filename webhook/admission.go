@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 
@@ -54,7 +55,16 @@ func (s ServiceSlice) ListServices(_ context.Context, namespace string) ([]corev
 type Injector struct {
 	log      *zap.Logger
 	services ServiceLister
+	live     ServiceLister
 	cfg      InjectConfig
+}
+
+// WithLiveServices makes the Injector ask live, straight from the API
+// server, when the (cached) ServiceLister finds no port for a pod: a Service
+// created a moment before its Deployment may not be in the cache yet.
+func (i *Injector) WithLiveServices(live ServiceLister) *Injector {
+	i.live = live
+	return i
 }
 
 // NewInjector returns the Handler that injects the agent into pods.
@@ -93,6 +103,11 @@ func (i *Injector) Handle(ctx context.Context, req *admissionv1.AdmissionRequest
 		return allow(fmt.Sprintf("detour: agent not injected: list services: %v", err))
 	}
 	mutated, err := inject(&pod, services, i.cfg)
+	if errors.Is(err, ErrNoPorts) && i.live != nil {
+		if services, lerr := i.live.ListServices(ctx, req.Namespace); lerr == nil {
+			mutated, err = inject(&pod, services, i.cfg)
+		}
+	}
 	if err != nil {
 		log.Warn("not injecting", zap.Error(err))
 		return allow(fmt.Sprintf("detour: agent not injected: %v", err))

@@ -172,3 +172,17 @@ func TestHandlerNilResponse(t *testing.T) {
 		t.Errorf("got %+v", review.Response)
 	}
 }
+
+// TestLiveServicesFallback: a Service missing from the cache (created a
+// moment before the pod) is found by asking live.
+func TestLiveServicesFallback(t *testing.T) {
+	raw, services := loadCase(t, "testdata/named-target-port.yaml")
+	inj := NewInjector(zaptest.NewLogger(t), ServiceSlice(nil), DefaultInjectConfig())
+	if resp := inj.Handle(context.Background(), podRequest(raw)); resp.Patch != nil || len(resp.Warnings) != 1 {
+		t.Fatalf("without services: patch=%v warnings=%q; want a warning and no patch", resp.Patch != nil, resp.Warnings)
+	}
+	inj.WithLiveServices(ServiceSlice(services))
+	if resp := inj.Handle(context.Background(), podRequest(raw)); resp.Patch == nil {
+		t.Fatalf("with live services: no patch; warnings %q", resp.Warnings)
+	}
+}

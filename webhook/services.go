@@ -5,7 +5,9 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 )
 
@@ -26,4 +28,18 @@ func (l ListerServices) ListServices(_ context.Context, namespace string) ([]cor
 		out = append(out, *s) // inject only reads them; a shallow copy is enough
 	}
 	return out, nil
+}
+
+// LiveServices is a ServiceLister that asks the API server.
+type LiveServices struct {
+	Client kubernetes.Interface
+}
+
+// ListServices lists the Services of namespace from the API server.
+func (l LiveServices) ListServices(ctx context.Context, namespace string) ([]corev1.Service, error) {
+	list, err := l.Client.CoreV1().Services(namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list services in %s: %w", namespace, err)
+	}
+	return list.Items, nil
 }

@@ -155,6 +155,9 @@ func Install(ctx context.Context, client kubernetes.Interface, opts Options) (Su
 	if sum.ReadyReplicas, err = waitReady(ctx, client, opts); err != nil {
 		return sum, err
 	}
+	if err := waitInjecting(ctx, client, opts); err != nil {
+		return sum, err
+	}
 	sum.Took = time.Since(start)
 	fmt.Fprintln(opts.Progress, sum)
 	return sum, nil
@@ -299,6 +302,60 @@ func webhookReady(ctx context.Context, c kubernetes.Interface) (int32, string, e
 		}
 	}
 	return st.AvailableReplicas, fmt.Sprintf("%d/%d replicas available, CA published", st.AvailableReplicas, want), nil
+}
+
+// waitInjecting waits until the API server actually calls the webhook with
+// the published CA: a dry-run pod comes back injected. The API server picks
+// up a new caBundle a moment after it is written; until then pods would
+// start without the agent.
+func waitInjecting(ctx context.Context, c kubernetes.Interface, opts Options) error {
+	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+	defer cancel()
+	tick := time.NewTicker(opts.PollInterval)
+	defer tick.Stop()
+	for {
+		ok, err := VerifyInjection(ctx, c, metav1.NamespaceDefault)
+		switch {
+		case errors.Is(err, ErrCannotVerify):
+			fmt.Fprintf(opts.Progress, "skipping the injection check: %v\n", err)
+			return nil
+		case ok:
+			fmt.Fprintln(opts.Progress, "webhook answering: a dry-run pod was injected")
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: a dry-run pod in namespace %s was not injected after %s (last error: %v); see kubectl -n %s logs deployment/%s",
+				ErrNotReady, metav1.NamespaceDefault, opts.Timeout, err, Namespace, WebhookDeployment)
+		case <-tick.C:
+		}
+	}
+}
+
+// ErrCannotVerify: the dry-run pod could not be submitted (no permission to
+// create pods, or a policy refused it), so injection was not verified.
+var ErrCannotVerify = errors.New("cannot verify injection")
+
+// VerifyInjection submits an opted-in pod to namespace as a server-side dry
+// run (nothing is created; webhooks with sideEffects None are called) and
+// reports whether it came back with the agent.
+func VerifyInjection(ctx context.Context, c kubernetes.Interface, namespace string) (bool, error) {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			GenerateName: "detour-injection-check-",
+			Namespace:    namespace,
+			Annotations:  map[string]string{annotations.Inject: annotations.InjectEnabled, annotations.Ports: "8080"},
+		},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "detour.local/injection-check", Ports: []corev1.ContainerPort{{ContainerPort: 8080}}}}},
+	}
+	out, err := c.CoreV1().Pods(namespace).Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	switch {
+	case apierrors.IsForbidden(err) || apierrors.IsInvalid(err) || apierrors.IsNotFound(err):
+		return false, fmt.Errorf("%w: dry-run pod in %s: %w", ErrCannotVerify, namespace, err)
+	case err != nil:
+		return false, fmt.Errorf("dry-run pod in %s: %w", namespace, err)
+	}
+	return out.Annotations[annotations.Injected] != "", nil
 }
 
 // podProblems describes webhook pods that are not ready, for error messages.

@@ -12,8 +12,10 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/detour-dev/detour/internal/annotations"
 )
@@ -41,7 +43,7 @@ func becomeReady(ctx context.Context, t *testing.T, cs *fake.Clientset) {
 }
 
 func TestInstall(t *testing.T) {
-	cs := fake.NewClientset()
+	cs := newClientset()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	go becomeReady(ctx, t, cs)
@@ -53,7 +55,7 @@ func TestInstall(t *testing.T) {
 	if len(sum.Applied) != 10 || sum.ReadyReplicas != 2 || sum.Image != "registry.example/detour:v1" {
 		t.Errorf("summary %+v", sum)
 	}
-	for _, want := range []string{"applied Namespace/detour-system", "applied Deployment detour-system/detour-webhook", "waiting for the webhook", "detour installed"} {
+	for _, want := range []string{"applied Namespace/detour-system", "applied Deployment detour-system/detour-webhook", "waiting for the webhook", "webhook answering", "detour installed"} {
 		if !strings.Contains(progress.String(), want) {
 			t.Errorf("progress lacks %q:\n%s", want, progress.String())
 		}
@@ -76,7 +78,7 @@ func TestInstall(t *testing.T) {
 }
 
 func TestInstallTimesOutWithPodProblems(t *testing.T) {
-	cs := fake.NewClientset(&corev1.Pod{
+	cs := newClientset(&corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "detour-webhook-1", Namespace: Namespace, Labels: map[string]string{"app.kubernetes.io/name": "detour-webhook"}},
 		Status: corev1.PodStatus{Phase: corev1.PodPending, ContainerStatuses: []corev1.ContainerStatus{{
 			Name: "webhook", State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ErrImagePull", Message: "not found"}},
@@ -107,7 +109,7 @@ func TestUninstall(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: "data"},
 		Spec:       appsv1.StatefulSetSpec{Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Annotations: opted}}},
 	}
-	cs := fake.NewClientset(deployment("shop", "web", opted), deployment("shop", "plain", nil), owned, bare, sts)
+	cs := newClientset(deployment("shop", "web", opted), deployment("shop", "plain", nil), owned, bare, sts)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	go becomeReady(ctx, t, cs)
@@ -146,7 +148,7 @@ func TestUninstall(t *testing.T) {
 
 func TestCheck(t *testing.T) {
 	ctx := context.Background()
-	cs := fake.NewClientset()
+	cs := newClientset()
 	w, err := Check(ctx, cs, "")
 	if err != nil || len(w) != 1 || !strings.Contains(w[0], "not installed") {
 		t.Fatalf("not installed: %v %v", w, err)
@@ -170,6 +172,26 @@ func TestCheck(t *testing.T) {
 	if err != nil || len(w) != 2 || !strings.Contains(w[0], "no available replica") || !strings.Contains(w[1], "shop/web-1") {
 		t.Fatalf("warnings %q %v", w, err)
 	}
+}
+
+// newClientset is a fake clientset whose API server calls a working webhook
+// on dry-run pod creation.
+func newClientset(objs ...runtime.Object) *fake.Clientset {
+	cs := fake.NewClientset(objs...)
+	cs.PrependReactor("create", "pods", injectingWebhook)
+	return cs
+}
+
+// injectingWebhook plays the API server calling a working webhook: a
+// dry-run pod comes back with the status annotation.
+func injectingWebhook(action k8stesting.Action) (bool, runtime.Object, error) {
+	create, ok := action.(k8stesting.CreateActionImpl)
+	if !ok || !slices.Contains(create.GetCreateOptions().DryRun, metav1.DryRunAll) {
+		return false, nil, nil
+	}
+	pod := create.GetObject().(*corev1.Pod).DeepCopy()
+	pod.Annotations[annotations.Injected] = `{"mode":"redirect"}`
+	return true, pod, nil
 }
 
 func ptr[T any](v T) *T { return &v }

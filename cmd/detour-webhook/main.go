@@ -151,8 +151,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	metrics := webhook.NewMetrics()
 	certs := webhook.NewCertManager(log.Named("certs"), client, o.certs, metrics)
 	srv := &webhook.Server{
-		Log:             log,
-		Handler:         webhook.NewInjector(log.Named("inject"), webhook.ListerServices{Lister: services.Lister()}, o.inject),
+		Log: log,
+		Handler: webhook.NewInjector(log.Named("inject"), webhook.ListerServices{Lister: services.Lister()}, o.inject).
+			WithLiveServices(webhook.LiveServices{Client: client}),
 		Certs:           certs,
 		Metrics:         metrics,
 		Ready:           func() bool { return certs.Ready() && servicesSynced() },

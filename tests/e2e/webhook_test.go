@@ -106,6 +106,18 @@ func TestWebhook(t *testing.T) {
 
 	t.Run("CertRotation", func(t *testing.T) {
 		rotateCertificate(ctx, t, cfg, cs)
+		// The API server picks up the new caBundle a moment after it is
+		// written (a forced rotation, unlike a scheduled one, replaces the
+		// CA at once): wait until a dry-run pod is injected again.
+		start := time.Now()
+		err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+			ok, err := install.VerifyInjection(ctx, cs, metav1.NamespaceDefault)
+			return ok, err
+		})
+		if err != nil {
+			t.Fatalf("admissions not injecting after rotation: %v", err)
+		}
+		t.Logf("admissions injecting again %s after every replica served the new certificate", time.Since(start).Round(time.Millisecond))
 		ns := createNamespace(ctx, t, cs, "detour-e2e-rotated")
 		pod := deployOptedInEcho(ctx, t, cs, ns, "echo", intstr.FromString("http"), true)
 		assertInjected(t, pod, annotations.ModeRename)
@@ -209,9 +221,8 @@ func deployOptedInEcho(ctx context.Context, t *testing.T, cs kubernetes.Interfac
 			},
 		},
 	}
-	if _, err := cs.AppsV1().Deployments(ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create deployment: %v", err)
-	}
+	// The Service first, as `kubectl apply` of a directory usually does: the
+	// webhook picks ports from the Services that select the pod.
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: corev1.ServiceSpec{
@@ -221,6 +232,9 @@ func deployOptedInEcho(ctx context.Context, t *testing.T, cs kubernetes.Interfac
 	}
 	if _, err := cs.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create service: %v", err)
+	}
+	if _, err := cs.AppsV1().Deployments(ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create deployment: %v", err)
 	}
 	var pod *corev1.Pod
 	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
