@@ -124,6 +124,27 @@ func TestWebhook(t *testing.T) {
 		assertTrafficThroughAgent(ctx, t, cfg, cs, ns, pod)
 	})
 
+	t.Run("Footprint", func(t *testing.T) {
+		// Resident memory of each webhook replica after the admissions
+		// above; the target is 40 MiB.
+		pods, err := cs.CoreV1().Pods(install.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=detour-webhook"})
+		if err != nil || len(pods.Items) == 0 {
+			t.Fatalf("webhook pods: %v", err)
+		}
+		for i := range pods.Items {
+			p := &pods.Items[i]
+			url := fmt.Sprintf("http://127.0.0.1:%d/metrics", portForward(ctx, t, cfg, cs, p, 8081)[0])
+			rss, err := scrape(ctx, url, "process_resident_memory_bytes")
+			if err != nil || rss == 0 {
+				t.Fatalf("%s: no process_resident_memory_bytes: %v", p.Name, err)
+			}
+			t.Logf("webhook %s RSS %.1f MiB", p.Name, rss/(1<<20))
+			if rss > 40<<20 {
+				t.Errorf("webhook %s RSS %.1f MiB, over the 40 MiB target", p.Name, rss/(1<<20))
+			}
+		}
+	})
+
 	t.Run("Uninstall", func(t *testing.T) {
 		ns := createNamespace(ctx, t, cs, "detour-e2e-uninstall")
 		deployOptedInEcho(ctx, t, cs, ns, "echo", intstr.FromString("http"), true)
