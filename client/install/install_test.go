@@ -11,6 +11,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -195,3 +196,24 @@ func injectingWebhook(action k8stesting.Action) (bool, runtime.Object, error) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestVerifyInjection: a pod that comes back without the agent is reported,
+// and a refused dry run is ErrCannotVerify (Install then skips the check).
+func TestVerifyInjection(t *testing.T) {
+	ctx := context.Background()
+	ok, err := VerifyInjection(ctx, newClientset(), "default")
+	if err != nil || !ok {
+		t.Errorf("working webhook: ok=%v err=%v", ok, err)
+	}
+	ok, err = VerifyInjection(ctx, fake.NewClientset(), "default")
+	if err != nil || ok {
+		t.Errorf("no webhook: ok=%v err=%v, want false without error", ok, err)
+	}
+	forbidden := fake.NewClientset()
+	forbidden.PrependReactor("create", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(corev1.Resource("pods"), "", errors.New("no"))
+	})
+	if _, err := VerifyInjection(ctx, forbidden, "default"); !errors.Is(err, ErrCannotVerify) {
+		t.Errorf("forbidden: %v, want ErrCannotVerify", err)
+	}
+}
