@@ -8,7 +8,7 @@ PKGS      ?= ./...
 FUZZTIME  ?= 20s
 BENCHTIME ?= 3s
 
-.PHONY: all build test unit fuzz bench lint demo deps e2e cluster-up cluster-down cluster-status images clean
+.PHONY: all build test unit fuzz bench lint demo deps e2e e2e-locked cluster-up cluster-down cluster-status images clean
 
 all: build
 
@@ -32,6 +32,7 @@ unit:
 fuzz:
 	$(GO) test ./tunnel -run '^$$' -fuzz '^FuzzReadControlFrame$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./tunnel -run '^$$' -fuzz '^FuzzReadStreamHeader$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./webhook -run '^$$' -fuzz '^FuzzAdmission$$' -fuzztime $(FUZZTIME)
 
 # bench prints each detour path beside its baseline, measured in the same
 # run (docs/benchmarks.md explains every figure). Needs root for the netns.
@@ -50,9 +51,18 @@ test: deps lint unit fuzz e2e
 demo: deps build
 	$(GO) run ./tests/netns/demo -agent $(BIN)/detour-agent
 
-e2e: deps
-	$(GO) run ./tests/cluster up
-	$(GO) test -count=1 -tags e2e -timeout 30m ./tests/e2e/... ; rc=$$?; $(GO) run ./tests/cluster down; exit $$rc
+# e2e runs the cluster suite: the local cluster comes up (binaries cached
+# under /var/cache/detour by version), the tests run, the egress guard's drop
+# counters are checked (they must be zero), and the cluster goes down. A lock
+# keeps two suites from sharing, or tearing down, one cluster.
+e2e: deps build
+	flock /tmp/detour-e2e.lock $(MAKE) --no-print-directory e2e-locked
+
+e2e-locked:
+	$(GO) run ./tests/cluster up || { $(GO) run ./tests/cluster down; exit 1; }
+	$(GO) test -count=1 -tags e2e -timeout 30m ./tests/e2e/... ; rc=$$?; \
+	$(GO) run ./tests/cluster check-guard || rc=1; \
+	$(GO) run ./tests/cluster down; exit $$rc
 
 cluster-up: deps
 	$(GO) run ./tests/cluster up

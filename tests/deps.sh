@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   iproute2 nftables iptables conntrack          # netns worlds, guard, kube-proxy
   containerd runc containernetworking-plugins   # the local cluster's runtime
-  curl ca-certificates libcap2-bin              # readiness checks; capsh for the NET_ADMIN test
+  curl ca-certificates libcap2-bin util-linux   # readiness checks; capsh for the NET_ADMIN test; flock, nsenter
 )
 
 missing=()
