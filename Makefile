@@ -8,7 +8,7 @@ PKGS      ?= ./...
 FUZZTIME  ?= 20s
 BENCHTIME ?= 3s
 
-.PHONY: all build test unit fuzz bench lint demo deps e2e e2e-locked cluster-up cluster-down cluster-status images clean
+.PHONY: all build test unit fuzz bench lint demo deps e2e e2e-locked bench-cluster bench-cluster-locked cluster-up cluster-down cluster-status images clean
 
 all: build
 
@@ -40,6 +40,17 @@ bench: build
 	$(GO) test -run '^$$' -bench 'StreamThroughput' -benchtime 1s -count=1 ./tunnel/
 	$(GO) test -run '^$$' -bench 'Passthrough|InterceptedBulk' -benchtime $(BENCHTIME) -count=1 ./tests/netns/
 	$(GO) test -run '^$$' -bench 'AgentRSS' -benchtime 1x -count=1 ./tests/netns/
+	flock /tmp/detour-e2e.lock $(MAKE) --no-print-directory bench-cluster-locked
+
+# bench-cluster measures intercepts on the local cluster against a raw
+# port-forward to the same pod (BenchmarkClusterIntercept).
+bench-cluster: deps build
+	flock /tmp/detour-e2e.lock $(MAKE) --no-print-directory bench-cluster-locked
+
+bench-cluster-locked:
+	$(GO) run ./tests/cluster up || { $(GO) run ./tests/cluster down; exit 1; }
+	$(GO) test -tags e2e -run '^$$' -bench 'ClusterIntercept' -benchtime 1x -count=1 -timeout 20m ./tests/e2e/ ; rc=$$?; \
+	$(GO) run ./tests/cluster down; exit $$rc
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

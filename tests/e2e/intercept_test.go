@@ -35,7 +35,7 @@ var (
 )
 
 // detourBinary builds cmd/detour once per run.
-func detourBinary(t *testing.T) string {
+func detourBinary(t testing.TB) string {
 	t.Helper()
 	detourOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "detour-e2e-bin-")
@@ -57,13 +57,13 @@ func detourBinary(t *testing.T) string {
 
 // user is one developer: their own daemon (DETOUR_HOME) and config dir.
 type user struct {
-	t    *testing.T
+	t    testing.TB
 	bin  string
 	home string
 	kube string
 }
 
-func newUser(t *testing.T) *user {
+func newUser(t testing.TB) *user {
 	u := &user{t: t, bin: detourBinary(t), home: t.TempDir(), kube: kubeconfigPath()}
 	t.Cleanup(func() { u.run("quit") })
 	return u
@@ -107,7 +107,7 @@ func (u *user) must(args ...string) result {
 }
 
 // localServer answers every request with name, on 127.0.0.1.
-func localServer(t *testing.T, name string) int {
+func localServer(t testing.TB, name string) int {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -134,7 +134,7 @@ func who(url string) string {
 	return strings.TrimSpace(string(b))
 }
 
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for !cond() {
@@ -147,7 +147,7 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 
 // deployWeb creates a 2-replica echo Deployment whose env comes partly from
 // a ConfigMap and a Secret, and a Service with a named targetPort.
-func deployWeb(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns, name string, replicas int32) *corev1.Service {
+func deployWeb(ctx context.Context, t testing.TB, cs kubernetes.Interface, ns, name string, replicas int32) *corev1.Service {
 	t.Helper()
 	if _, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name + "-cfg"},
 		Data: map[string]string{"CONFIG_VALUE": "from-configmap"}}, metav1.CreateOptions{}); err != nil {
@@ -212,7 +212,7 @@ type statusJSON struct {
 	} `json:"intercepts"`
 }
 
-func activePods(t *testing.T, u *user, name string) map[string]bool {
+func activePods(t testing.TB, u *user, name string) map[string]bool {
 	r := u.must("status", "-o", "json")
 	var st statusJSON
 	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {

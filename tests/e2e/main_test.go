@@ -39,7 +39,7 @@ func kubeconfigPath() string {
 	return cluster.DefaultConfig().AdminKubeconfig()
 }
 
-func restConfig(t *testing.T) *rest.Config {
+func restConfig(t testing.TB) *rest.Config {
 	t.Helper()
 	p := kubeconfigPath()
 	if _, err := os.Stat(p); err != nil {
@@ -53,7 +53,7 @@ func restConfig(t *testing.T) *rest.Config {
 	return cfg
 }
 
-func clientset(t *testing.T, cfg *rest.Config) *kubernetes.Clientset {
+func clientset(t testing.TB, cfg *rest.Config) *kubernetes.Clientset {
 	t.Helper()
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {

@@ -79,7 +79,7 @@ func TestSmoke(t *testing.T) {
 	})
 }
 
-func randomSuffix(t *testing.T) string {
+func randomSuffix(t testing.TB) string {
 	b := make([]byte, 3)
 	if _, err := rand.Read(b); err != nil {
 		t.Fatal(err)
@@ -89,7 +89,7 @@ func randomSuffix(t *testing.T) string {
 
 // createNamespace creates a fresh namespace and deletes it (waiting until it
 // is gone) when the test ends.
-func createNamespace(ctx context.Context, t *testing.T, cs kubernetes.Interface, prefix string) string {
+func createNamespace(ctx context.Context, t testing.TB, cs kubernetes.Interface, prefix string) string {
 	t.Helper()
 	name := prefix + "-" + randomSuffix(t)
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
@@ -317,7 +317,7 @@ func tcpRoundTrip(ctx context.Context, addr string, payload []byte) ([]byte, err
 // portForward forwards local ports (chosen by the kernel) to the pod's
 // ports with client-go's tools/portforward, as the detour client does, and
 // returns the local ports in order.
-func portForward(ctx context.Context, t *testing.T, cfg *rest.Config, cs kubernetes.Interface, pod *corev1.Pod, ports ...int) []uint16 {
+func portForward(ctx context.Context, t testing.TB, cfg *rest.Config, cs kubernetes.Interface, pod *corev1.Pod, ports ...int) []uint16 {
 	t.Helper()
 	transport, upgrader, err := spdy.RoundTripperFor(cfg)
 	if err != nil {

@@ -1,0 +1,174 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/detour-dev/detour/tests/internal/images"
+)
+
+// tcpEchoServer echoes every connection on 127.0.0.1 until the peer
+// half-closes: the workstation's stand-in for the app's TCP echo port.
+func tcpEchoServer(tb testing.TB) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				io.Copy(c, c)
+				c.(*net.TCPConn).CloseWrite()
+			}()
+		}
+	}()
+	tb.Cleanup(func() { ln.Close(); wg.Wait() })
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// echoBulk sends size bytes on a new connection and reads them back.
+func echoBulk(tb testing.TB, addr string, size int64) time.Duration {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Minute))
+	start := time.Now()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := io.CopyN(c, zeroReader{}, size)
+		c.(*net.TCPConn).CloseWrite()
+		errc <- err
+	}()
+	n, err := io.Copy(io.Discard, c)
+	if werr := <-errc; werr != nil || err != nil || n != size {
+		tb.Fatalf("echo of %d bytes via %s: got %d back (%v, %v)", size, addr, n, werr, err)
+	}
+	return time.Since(start)
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// connectRTT opens n new connections one after another, each sending one
+// byte and waiting for it to come back, and returns the durations.
+func connectRTT(tb testing.TB, addr string, n int) []time.Duration {
+	out := make([]time.Duration, 0, n)
+	for i := 0; i < n; i++ {
+		start := time.Now()
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write([]byte{'x'}); err != nil {
+			tb.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			tb.Fatalf("1-byte round trip via %s: %v", addr, err)
+		}
+		out = append(out, time.Since(start))
+		c.Close()
+	}
+	return out
+}
+
+func pct(d []time.Duration, p float64) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[int(float64(len(s)-1)*p)]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// BenchmarkClusterIntercept measures an intercept on the local cluster,
+// each figure beside a raw client-go port-forward (what kubectl
+// port-forward does) to the same pod, in the same run. It measures once,
+// whatever b.N is: run it with -benchtime 1x (make bench does).
+func BenchmarkClusterIntercept(b *testing.B) {
+	ctx := context.Background()
+	cfg := restConfig(b)
+	cs := clientset(b, cfg)
+	u := newUser(b)
+	u.must("install", "--image", images.Detour)
+	ns := createNamespace(ctx, b, cs, "bench")
+	svc := deployWeb(ctx, b, cs, ns, "web", 1)
+	httpURL := fmt.Sprintf("http://%s:80/", svc.Spec.ClusterIP)
+	echoAddr := net.JoinHostPort(svc.Spec.ClusterIP, fmt.Sprint(echoTCPPort))
+	localHTTP := localServer(b, "workstation")
+	localEcho := tcpEchoServer(b)
+
+	// Inject the agent first, so the timings below are of the intercept alone.
+	u.must("intercept", "web", "-n", ns, "--port", fmt.Sprintf("%d:http", localHTTP))
+	u.must("leave", "web-"+ns)
+	eventually(b, 10*time.Second, "app answers", func() bool { return strings.HasPrefix(who(httpURL), "hello from") })
+
+	start := time.Now()
+	u.must("intercept", "web", "-n", ns, "--port", fmt.Sprintf("%d:http", localHTTP))
+	eventually(b, 10*time.Second, "first request at the workstation", func() bool { return who(httpURL) == "workstation" })
+	toFirst := time.Since(start)
+	start = time.Now()
+	u.must("leave", "web-"+ns)
+	eventually(b, 10*time.Second, "app answers after leave", func() bool { return strings.HasPrefix(who(httpURL), "hello from") })
+	toApp := time.Since(start)
+
+	// Bulk and per-connection cost: intercept the TCP echo port to the local
+	// echo server, against a raw port-forward to the pod's own echo port.
+	u.must("intercept", "web", "-n", ns, "--port", fmt.Sprintf("%d:tcp-echo", localEcho))
+	eventually(b, 10*time.Second, "echo intercepted", func() bool { _, err := net.DialTimeout("tcp", echoAddr, time.Second); return err == nil })
+	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+	if err != nil || len(pods.Items) == 0 {
+		b.Fatalf("pods: %v", err)
+	}
+	pod := pods.Items[0]
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp == nil {
+			pod = p
+		}
+	}
+	raw := net.JoinHostPort("127.0.0.1", fmt.Sprint(portForward(ctx, b, cfg, cs, &pod, echoTCPPort)[0]))
+
+	const size = 64 << 20
+	echoBulk(b, echoAddr, 1<<20)
+	echoBulk(b, raw, 1<<20)
+	var viaDetour, viaRaw time.Duration
+	for i := 0; i < 3; i++ {
+		viaRaw += echoBulk(b, raw, size)
+		viaDetour += echoBulk(b, echoAddr, size)
+	}
+	detourRTT := connectRTT(b, echoAddr, 200)
+	rawRTT := connectRTT(b, raw, 200)
+	for i := 0; i < b.N; i++ {
+	}
+	mb := float64(3*2*size) / 1e6 // each echo carries size bytes each way
+	b.ReportMetric(ms(toFirst), "intercept-to-first-request-ms")
+	b.ReportMetric(ms(toApp), "leave-to-app-ms")
+	b.ReportMetric(mb/viaDetour.Seconds(), "intercept-echo-MB/s")
+	b.ReportMetric(mb/viaRaw.Seconds(), "raw-portforward-echo-MB/s")
+	b.ReportMetric(viaRaw.Seconds()/viaDetour.Seconds(), "bulk-ratio")
+	b.ReportMetric(ms(pct(detourRTT, 0.5)), "intercept-conn-p50-ms")
+	b.ReportMetric(ms(pct(detourRTT, 0.99)), "intercept-conn-p99-ms")
+	b.ReportMetric(ms(pct(rawRTT, 0.5)), "raw-conn-p50-ms")
+	b.ReportMetric(ms(pct(rawRTT, 0.99)), "raw-conn-p99-ms")
+}
