@@ -19,6 +19,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/detour-dev/detour/client/internal/daemon"
+	"github.com/detour-dev/detour/client/internal/kube"
+	"github.com/detour-dev/detour/client/internal/resolve"
 	"github.com/detour-dev/detour/internal/version"
 )
 
@@ -113,6 +115,21 @@ func (a *app) clients(ctx context.Context) (*rest.Config, kubernetes.Interface, 
 		return nil, nil, fmt.Errorf("cannot reach the cluster at %s (check --kubeconfig and --context): %w", rc.Host, err)
 	}
 	return rc, cs, nil
+}
+
+// namespaceWorkloads reads the namespace's workloads, for commands that take
+// a workload name.
+func (a *app) namespaceWorkloads(ctx context.Context) (string, kubernetes.Interface, resolve.Candidates, error) {
+	ns, _, err := a.namespace()
+	if err != nil {
+		return "", nil, resolve.Candidates{}, err
+	}
+	_, cs, err := a.clients(ctx)
+	if err != nil {
+		return "", nil, resolve.Candidates{}, err
+	}
+	cands, err := kube.Candidates(ctx, cs, ns)
+	return ns, cs, cands, err
 }
 
 // namespace is -n, else the kubeconfig's namespace; given says whether -n was used.

@@ -33,15 +33,7 @@ func (a *app) listCommand() *cobra.Command {
 		Args:  exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			ns, _, err := a.namespace()
-			if err != nil {
-				return err
-			}
-			_, cs, err := a.clients(ctx)
-			if err != nil {
-				return err
-			}
-			cands, err := kube.Candidates(ctx, cs, ns)
+			ns, cs, cands, err := a.namespaceWorkloads(ctx)
 			if err != nil {
 				return err
 			}

@@ -29,15 +29,7 @@ workload's pod template; its pods roll without the agent.
 				return fmt.Errorf("say what to uninstall: --agent WORKLOAD, or --all")
 			}
 			ctx := cmd.Context()
-			ns, _, err := a.namespace()
-			if err != nil {
-				return err
-			}
-			_, cs, err := a.clients(ctx)
-			if err != nil {
-				return err
-			}
-			cands, err := kube.Candidates(ctx, cs, ns)
+			ns, cs, cands, err := a.namespaceWorkloads(ctx)
 			if err != nil {
 				return err
 			}
