@@ -3,6 +3,7 @@ package deploy
 import (
 	"bytes"
 	"io/fs"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -105,5 +106,45 @@ func TestDeploymentHardened(t *testing.T) {
 	}
 	if c.Image != "detour.local/detour:dev" || c.ImagePullPolicy != "IfNotPresent" {
 		t.Errorf("image %s %s", c.Image, c.ImagePullPolicy)
+	}
+}
+
+// TestCertManagerOverlay checks the overlay parses, builds on the base,
+// patches objects the base has, and issues the Secret the webhook reads.
+func TestCertManagerOverlay(t *testing.T) {
+	k, err := os.ReadFile("cert-manager/kustomization.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kustomization struct {
+		APIVersion string   `json:"apiVersion"`
+		Kind       string   `json:"kind"`
+		Resources  []string `json:"resources"`
+		Patches    []struct {
+			Target struct{ Group, Version, Kind, Name string } `json:"target"`
+			Patch  string                                      `json:"patch"`
+		} `json:"patches"`
+	}
+	if err := yaml.UnmarshalStrict(k, &kustomization); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(kustomization.Resources, "../base") {
+		t.Errorf("overlay resources %v lack ../base", kustomization.Resources)
+	}
+	for _, p := range kustomization.Patches {
+		if len(docs(t, p.Target.Kind)) == 0 {
+			t.Errorf("patch targets %s %s, which the base lacks", p.Target.Kind, p.Target.Name)
+		}
+		var ops []map[string]any
+		if err := yaml.Unmarshal([]byte(p.Patch), &ops); err != nil || len(ops) == 0 {
+			t.Errorf("patch of %s does not parse as a JSON patch: %v", p.Target.Kind, err)
+		}
+	}
+	certs, err := os.ReadFile("cert-manager/certificate.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(certs, []byte("secretName: detour-webhook-tls")) {
+		t.Error("the Certificate does not issue detour-webhook-tls, the Secret the webhook reads")
 	}
 }
