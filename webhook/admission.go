@@ -94,7 +94,13 @@ func (i *Injector) Handle(ctx context.Context, req *admissionv1.AdmissionRequest
 	log := i.log.With(zap.String("namespace", req.Namespace), zap.String("pod", podName(&pod)), zap.String("uid", string(req.UID)))
 	ok, reason := shouldInject(&pod, req.Namespace)
 	if !ok {
-		log.Debug("not injecting", zap.String("reason", reason))
+		// Most pods never opted in: that is only worth a debug line. An
+		// opted-in pod that is skipped deserves an explanation.
+		lvl := zap.InfoLevel
+		if reason == reasonNotAnnotated || reason == reasonExcludedNamespace {
+			lvl = zap.DebugLevel
+		}
+		log.Log(lvl, "not injecting", zap.String("reason", reason))
 		return allow()
 	}
 	services, err := i.services.ListServices(ctx, req.Namespace)
