@@ -133,15 +133,21 @@ func (a *Agent) Run(ctx context.Context) error {
 	serveCtx, stopServing := context.WithCancel(ctx)
 	defer stopServing()
 	g, gctx := errgroup.WithContext(serveCtx)
-	// Closing the listeners is what ends the accept loops.
-	stopListeners := context.AfterFunc(gctx, func() {
-		a.ready.Store(false)
-		_ = tunnelLn.Close()
+	// Closing a listener is what ends its accept loop. At shutdown the
+	// tunnel closes at once; the app's listeners stay open through the
+	// grace period (below), so traffic that still arrives before the
+	// endpoints are updated reaches the app instead of a refused port.
+	closeInbound := func() {
 		for _, l := range inbound {
 			_ = l.ln.Close()
 		}
+	}
+	stopTunnel := context.AfterFunc(gctx, func() {
+		a.ready.Store(false)
+		_ = tunnelLn.Close()
 	})
-	defer stopListeners()
+	defer stopTunnel()
+	defer closeInbound()
 	for _, l := range inbound {
 		g.Go(func() error { return a.acceptInbound(l) })
 	}
@@ -160,9 +166,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("agent shutting down", zap.Duration("grace", a.cfg.ShutdownGrace),
 		zap.Int("openConnections", a.conns.len()))
 	a.ready.Store(false)
-	if !a.conns.waitIdle(a.cfg.ShutdownGrace) {
+	if given := a.reg.clear(); len(given) > 0 {
+		a.updateInterceptGauge()
+		a.log.Info("intercepts given back to the app for shutdown", zap.Strings("intercepts", given))
+	}
+	if !a.drain(a.cfg.ShutdownGrace) {
 		a.log.Warn("grace period over: closing connections still open", zap.Int("connections", a.conns.len()))
 	}
+	closeInbound()
 	a.conns.closeAll()
 	a.sessions.closeAll()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -287,17 +298,30 @@ func (t *tracker) closeAll() {
 	}
 }
 
+// wait waits for every tracked item; call it only after closeAll, when add
+// no longer succeeds (a WaitGroup must not grow while it is waited on).
 func (t *tracker) wait() { t.wg.Wait() }
 
-// waitIdle waits up to d for every tracked item to finish.
-func (t *tracker) waitIdle(d time.Duration) bool {
-	idle := make(chan struct{})
-	go func() { t.wg.Wait(); close(idle) }()
-	select {
-	case <-idle:
-		return true
-	case <-time.After(d):
-		return false
+// drainQuiet is how long the app's listeners must have had no open
+// connection before shutdown closes them early.
+const drainQuiet = 500 * time.Millisecond
+
+// drain keeps passing traffic to the app until no connection has been open
+// for drainQuiet, or grace runs out (false).
+func (a *Agent) drain(grace time.Duration) bool {
+	deadline := time.Now().Add(grace)
+	quietSince := time.Now()
+	for {
+		now := time.Now()
+		if a.conns.len() > 0 {
+			quietSince = now
+		} else if now.Sub(quietSince) >= min(drainQuiet, grace) {
+			return true
+		}
+		if now.After(deadline) {
+			return a.conns.len() == 0
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

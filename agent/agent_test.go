@@ -447,10 +447,13 @@ func TestHealthAndMetrics(t *testing.T) {
 	}
 }
 
-// TestShutdownLetsInFlightConnectionsFinish: a connection open when shutdown
-// starts keeps working during the grace period.
-func TestShutdownLetsInFlightConnectionsFinish(t *testing.T) {
+// TestShutdownFailsOpenAndLetsInFlightConnectionsFinish: once shutdown
+// starts, intercepts are given back and the tunnel closes, but the app's
+// port keeps answering (traffic may arrive until the endpoints update) and
+// connections already open keep working; the agent stops once they end.
+func TestShutdownFailsOpenAndLetsInFlightConnectionsFinish(t *testing.T) {
 	app := lineServer(t, "127.0.0.1:0", "app")
+	laptop := lineServer(t, "127.0.0.1:0", "workstation")
 	appPort := uint16(app.Addr().(*net.TCPAddr).Port)
 	cfg := agent.DefaultConfig()
 	cfg.TunnelAddr, cfg.HealthAddr, cfg.MetricsAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
@@ -464,18 +467,29 @@ func TestShutdownLetsInFlightConnectionsFinish(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
 	<-a.Ready()
-	front := a.Addrs().Listeners[appPort].String()
-	c, err := net.Dial("tcp", front)
+	w := &world{agent: a, appPort: appPort, front: a.Addrs().Listeners[appPort].String(), tunnel: a.Addrs().Tunnel.String()}
+	s, _ := openClient(t, w, "alice@laptop", tunnel.Config{})
+	if _, err := s.CreateIntercept(context.Background(), client.InterceptSpec{Name: "hello", Port: appPort, LocalAddr: laptop.Addr().String()}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", w.front)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	r := bufio.NewReader(c)
-	r.ReadString('\n')
+	if line, _ := r.ReadString('\n'); line != "workstation\n" {
+		t.Fatalf("before shutdown: %q", line)
+	}
+
 	cancel()
-	time.Sleep(200 * time.Millisecond)
-	if _, err := net.DialTimeout("tcp", front, 200*time.Millisecond); err == nil {
-		t.Fatal("new connections still accepted after shutdown began")
+	time.Sleep(100 * time.Millisecond)
+	if got := whoAnswers(t, w.front); got != "app" {
+		t.Fatalf("a new connection during shutdown got %q, want the app (fail open)", got)
+	}
+	if tc, err := net.DialTimeout("tcp", w.tunnel, 200*time.Millisecond); err == nil {
+		tc.Close()
+		t.Fatal("tunnel still accepts clients after shutdown began")
 	}
 	fmt.Fprintf(c, "still here\n")
 	line, err := r.ReadString('\n')
@@ -533,5 +547,35 @@ func TestEnvironmentReportsTheAppsVariablesOnly(t *testing.T) {
 		if _, ok := env[own]; ok {
 			t.Errorf("agent's own variable %s reported as the app's", own)
 		}
+	}
+}
+
+// TestReconnectingClientTakesItsInterceptBack: a client whose port-forward
+// dropped reconnects before the agent noticed the old session died; the
+// same client (id and user) gets its intercept back, anyone else does not.
+func TestReconnectingClientTakesItsInterceptBack(t *testing.T) {
+	w := startAgent(t, nil)
+	first := lineServer(t, "127.0.0.1:0", "first-session")
+	second := lineServer(t, "127.0.0.1:0", "second-session")
+	ctx := context.Background()
+	old, _ := openClient(t, w, "alice@laptop", tunnel.Config{})
+	if _, err := old.CreateIntercept(ctx, client.InterceptSpec{Name: "hello", Port: w.appPort, LocalAddr: first.Addr().String()}); err != nil {
+		t.Fatal(err)
+	}
+	again, _ := openClient(t, w, "alice@laptop", tunnel.Config{}) // same client id and user
+	if _, err := again.CreateIntercept(ctx, client.InterceptSpec{Name: "hello", Port: w.appPort, LocalAddr: second.Addr().String()}); err != nil {
+		t.Fatalf("the same client reconnecting was refused: %v", err)
+	}
+	if got := whoAnswers(t, w.front); got != "second-session" {
+		t.Fatalf("got %q, want the new session", got)
+	}
+	old.Close() // the old session ending must not take the intercept with it
+	time.Sleep(100 * time.Millisecond)
+	if got := whoAnswers(t, w.front); got != "second-session" {
+		t.Fatalf("after the old session ended: %q", got)
+	}
+	other, _ := openClient(t, w, "mallory@elsewhere", tunnel.Config{})
+	if _, err := other.CreateIntercept(ctx, client.InterceptSpec{Name: "hello", Port: w.appPort, LocalAddr: first.Addr().String()}); !errors.Is(err, tunnel.ErrAlreadyIntercepted) {
+		t.Fatalf("another client with the same intercept name: %v", err)
 	}
 }

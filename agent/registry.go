@@ -64,6 +64,12 @@ func (r *registry) create(o *owner, req tunnel.CreateIntercept) error {
 		if held.owner == o && held.name == req.Name {
 			return nil
 		}
+		if held.name == req.Name && held.owner.clientID == o.clientID && held.owner.user == o.user {
+			// The same client reconnected (a dropped port-forward) before
+			// this agent noticed its old session died: hand it over.
+			held.owner = o
+			return nil
+		}
 		if held.owner == o {
 			return fmt.Errorf("port %d is already intercepted by your intercept %q: leave it first: %w", req.Port, held.name, tunnel.ErrAlreadyIntercepted)
 		}
@@ -100,6 +106,19 @@ func (r *registry) removeOwner(o *owner) []string {
 			names = append(names, ic.name)
 			delete(r.byPort, port)
 		}
+	}
+	sort.Strings(names)
+	return names
+}
+
+// clear drops every intercept (agent shutdown) and returns their names.
+func (r *registry) clear() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	names := make([]string, 0, len(r.byPort))
+	for port, ic := range r.byPort {
+		names = append(names, ic.name)
+		delete(r.byPort, port)
 	}
 	sort.Strings(names)
 	return names

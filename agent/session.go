@@ -70,13 +70,14 @@ func (a *Agent) serveSession(conn net.Conn) {
 
 // hello accepts the control stream and checks the client's hello.
 func (a *Agent) hello(sess *yamux.Session) (*owner, *yamux.Stream, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.HelloTimeout)
+	deadline := time.Now().Add(a.cfg.HelloTimeout)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	ctrl, err := sess.AcceptStreamWithContext(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("no control stream within %s: %w", a.cfg.HelloTimeout, err)
 	}
-	_ = ctrl.SetReadDeadline(time.Now().Add(a.cfg.HelloTimeout))
+	_ = ctrl.SetReadDeadline(deadline)
 	f, err := tunnel.ReadFrame(ctrl)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read hello: %w", err)

@@ -128,7 +128,13 @@ func (s *Session) hello(ctx context.Context, h tunnel.Hello) error {
 		defer ctrl.SetDeadline(time.Time{})
 	}
 	stop := context.AfterFunc(ctx, func() { _ = ctrl.SetDeadline(time.Now()) })
-	defer stop()
+	defer func() {
+		// If the context ended after the reply came, the AfterFunc may
+		// have left an expired deadline: clear it for the read loop.
+		if !stop() {
+			_ = ctrl.SetDeadline(time.Time{})
+		}
+	}()
 	if err := tunnel.WriteFrame(ctrl, f); err != nil {
 		return fmt.Errorf("say hello to agent: %w", err)
 	}
@@ -260,7 +266,11 @@ func (s *Session) DialPod(ctx context.Context, port uint16) (net.Conn, error) {
 		return nil, fmt.Errorf("dial pod port %d: %w", port, s.sessionErr(err))
 	}
 	stop := context.AfterFunc(ctx, func() { _ = st.SetReadDeadline(time.Now()) })
-	defer stop()
+	defer func() {
+		if !stop() {
+			_ = st.SetReadDeadline(time.Time{})
+		}
+	}()
 	if err := tunnel.WriteStreamHeader(st, tunnel.StreamDialPod, tunnel.DialPodHeader{Port: port}); err != nil {
 		_ = st.Close()
 		return nil, fmt.Errorf("dial pod port %d: %w", port, err)
@@ -346,6 +356,17 @@ func (s *Session) readLoop() {
 		s.mu.Unlock()
 		if ch != nil {
 			ch <- f
+			continue
+		}
+		if f.Type == tunnel.FramePing {
+			pong, _ := tunnel.NewFrame(tunnel.FramePong, f.ID, tunnel.Pong{})
+			s.writeMu.Lock()
+			err := tunnel.WriteFrame(s.ctrl, pong)
+			s.writeMu.Unlock()
+			if err != nil {
+				_ = s.sess.Close()
+				return
+			}
 			continue
 		}
 		if f.Type == tunnel.FrameError {

@@ -27,8 +27,9 @@ func CodeOf(err error) ErrorCode {
 	if errors.As(err, &re) {
 		return re.Code
 	}
-	for code, sentinel := range codeErrors {
-		if errors.Is(err, sentinel) {
+	// In code order, so an error wrapping two sentinels always gets the same code.
+	for code := CodeBadRequest; code <= CodeInterceptNameConflicts; code++ {
+		if errors.Is(err, codeErrors[code]) {
 			return code
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/yamux"
 )
@@ -12,18 +13,28 @@ import (
 //
 // When one direction reaches EOF it half-closes the other side's write end,
 // so a peer that sends a request and then shuts down its write side still
-// gets its full answer. An error in either direction (reset, timeout) closes
-// both connections at once, which ends the other copy too.
+// gets its full answer. An error in either direction (reset, timeout)
+// aborts both connections: their deadlines expire at once, which unblocks
+// the other copy (a yamux stream's Close alone would only send FIN), and a
+// TCP side is reset rather than closed, so a cut-off transfer never looks
+// complete to the peer.
 //
 // io.Copy between two *net.TCPConn uses splice(2), so passthrough bytes do
 // not cross user space.
 func Join(a, b net.Conn) (aToB, bToA int64) {
 	var wg sync.WaitGroup
 	var once sync.Once
-	abort := func() {
+	closeBoth := func(reset bool) {
 		once.Do(func() {
-			_ = a.Close()
-			_ = b.Close()
+			for _, c := range []net.Conn{a, b} {
+				if reset {
+					_ = c.SetDeadline(time.Now())
+					if tc, ok := c.(*net.TCPConn); ok {
+						_ = tc.SetLinger(0)
+					}
+				}
+				_ = c.Close()
+			}
 		})
 	}
 	pipe := func(dst, src net.Conn, n *int64) {
@@ -31,7 +42,7 @@ func Join(a, b net.Conn) (aToB, bToA int64) {
 		var err error
 		*n, err = copyConn(dst, src)
 		if err != nil {
-			abort()
+			closeBoth(true)
 			return
 		}
 		closeWrite(dst)
@@ -40,7 +51,7 @@ func Join(a, b net.Conn) (aToB, bToA int64) {
 	go pipe(b, a, &aToB)
 	go pipe(a, b, &bToA)
 	wg.Wait()
-	abort()
+	closeBoth(false)
 	return aToB, bToA
 }
 

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
@@ -144,5 +145,22 @@ func TestConfigVerify(t *testing.T) {
 		if err := c.Verify(); err == nil {
 			t.Errorf("%s: bad config accepted", name)
 		}
+	}
+}
+
+// TestJoinResetThroughYamuxUnblocksTheOtherSide: a reset on the TCP side
+// must end a Join whose other side is a yamux stream whose peer stays
+// silent; Close on a yamux stream alone only sends FIN.
+func TestJoinResetThroughYamuxUnblocksTheOtherSide(t *testing.T) {
+	client, c1 := tcpPair(t)
+	c2, _ := yamuxPair(t) // the far end never writes or closes
+	done := make(chan struct{})
+	go func() { Join(c1, c2); close(done) }()
+	client.(*net.TCPConn).SetLinger(0)
+	client.Close()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("Join still blocked 2s after one side was reset")
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -82,7 +83,7 @@ lasts until 'detour leave NAME' (or, with -- CMD, until CMD exits).`,
 	fl.StringVar(&f.workload, "workload", "", "the workload to intercept, when NAME is only the intercept's name (kind/name picks a kind)")
 	fl.StringVar(&f.service, "service", "", "the Service to intercept when several select the workload")
 	fl.StringVar(&f.mechanism, "mechanism", "", "tcp: every connection to the port (default from config, tcp); extensions add others")
-	fl.StringVar(&f.envFile, "env-file", "", "write the app container's environment here (KEY=value lines, for docker --env-file and shells)")
+	fl.StringVar(&f.envFile, "env-file", "", "write the app container's environment here (literal KEY=value lines, as docker --env-file and IDE run configs read them)")
 	fl.StringVar(&f.envJSON, "env-json", "", "write the app container's environment here as a JSON object")
 	fl.UintSliceVar(&f.toPod, "to-pod", nil, "forward localhost:PORT here to localhost:PORT in the pod (repeatable), e.g. for sidecars")
 	fl.StringVar(&f.agentImage, "agent-image", "", "agent image to inject (default from config images.agentImage, else the webhook's)")
@@ -196,10 +197,25 @@ func (a *app) intercept(ctx context.Context, name string, f interceptFlags, comm
 	if err != nil {
 		return fmt.Errorf("intercept %q: %w", interceptName, err)
 	}
+	leave := func() {
+		if err := dc.Leave(context.WithoutCancel(ctx), interceptName); err != nil {
+			fmt.Fprintf(a.errOut, "warning: leave %q: %v\n", interceptName, err)
+		} else {
+			fmt.Fprintf(a.errOut, "Left %q.\n", interceptName)
+		}
+	}
+	if len(command) > 0 {
+		// The intercept lives as long as CMD: whatever happens from here on.
+		defer leave()
+	}
 	var written []string
 	if f.envFile != "" {
-		if err := writeEnvFile(f.envFile, st.Env); err != nil {
+		unsafe, err := writeEnvFile(f.envFile, st.Env)
+		if err != nil {
 			return err
+		}
+		if len(unsafe) > 0 {
+			fmt.Fprintf(a.errOut, "note: %s has values with shell metacharacters (%s): fine for docker --env-file and IDEs, but do not source it in a shell; use --env-json there\n", f.envFile, strings.Join(unsafe, ", "))
 		}
 		written = append(written, f.envFile)
 	}
@@ -215,12 +231,6 @@ func (a *app) intercept(ctx context.Context, name string, f interceptFlags, comm
 		return nil
 	}
 	code, runErr := runCommand(ctx, command, st.Env)
-	leaveCtx := context.WithoutCancel(ctx)
-	if err := dc.Leave(leaveCtx, interceptName); err != nil {
-		fmt.Fprintf(a.errOut, "warning: leave %q: %v\n", interceptName, err)
-	} else {
-		fmt.Fprintf(a.errOut, "Left %q.\n", interceptName)
-	}
 	if runErr != nil {
 		return runErr
 	}
@@ -249,9 +259,12 @@ func (a *app) printSummary(st daemon.InterceptStatus, pods int, envFiles []strin
 	fmt.Fprintf(a.out, "Leave with: detour leave %s\n", st.Name)
 }
 
-// writeEnvFile writes KEY=value lines that docker --env-file reads as is
-// and that a shell can source: values are single-quoted only when needed.
-func writeEnvFile(path string, env map[string]string) error {
+// writeEnvFile writes KEY=value lines exactly as docker --env-file reads
+// them: values literal, never quoted (docker would keep the quotes). Such a
+// file is also valid shell for values without shell metacharacters; the
+// keys whose values have some are returned, so the user can be warned not
+// to source the file blindly.
+func writeEnvFile(path string, env map[string]string) (notShellSafe []string, err error) {
 	keys := make([]string, 0, len(env))
 	for k := range env {
 		keys = append(keys, k)
@@ -261,15 +274,20 @@ func writeEnvFile(path string, env map[string]string) error {
 	for _, k := range keys {
 		v := env[k]
 		if strings.ContainsAny(v, "\n") {
-			return fmt.Errorf("--env-file: %s has a multi-line value, which docker --env-file cannot hold: use --env-json", k)
+			return nil, fmt.Errorf("--env-file: %s has a multi-line value, which docker --env-file cannot hold: use --env-json", k)
+		}
+		if !shellSafe.MatchString(v) {
+			notShellSafe = append(notShellSafe, k)
 		}
 		fmt.Fprintf(&b, "%s=%s\n", k, v)
 	}
 	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
-		return fmt.Errorf("--env-file: %w", err)
+		return nil, fmt.Errorf("--env-file: %w", err)
 	}
-	return nil
+	return notShellSafe, nil
 }
+
+var shellSafe = regexp.MustCompile(`^[A-Za-z0-9_@%+=:,./-]*$`)
 
 // runCommand runs CMD with the app's environment over ours, forwarding
 // interrupts, and returns its exit code.

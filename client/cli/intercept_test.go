@@ -11,15 +11,19 @@ import (
 func TestWriteEnvFile(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "app.env")
 	env := map[string]string{"DB_URL": "postgres://u:p@db:5432/x?sslmode=disable", "EMPTY": "", "A": "1 2"}
-	if err := writeEnvFile(p, env); err != nil {
+	unsafe, err := writeEnvFile(p, env)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if len(unsafe) != 2 || unsafe[0] != "A" || unsafe[1] != "DB_URL" {
+		t.Fatalf("values a shell would misread: %v, want [A DB_URL]", unsafe)
 	}
 	b, _ := os.ReadFile(p)
 	want := "A=1 2\nDB_URL=postgres://u:p@db:5432/x?sslmode=disable\nEMPTY=\n"
 	if string(b) != want {
 		t.Fatalf("env file:\n%s\nwant:\n%s", b, want)
 	}
-	if err := writeEnvFile(p, map[string]string{"CERT": "a\nb"}); err == nil || !strings.Contains(err.Error(), "--env-json") {
+	if _, err := writeEnvFile(p, map[string]string{"CERT": "a\nb"}); err == nil || !strings.Contains(err.Error(), "--env-json") {
 		t.Fatalf("multi-line value: %v", err)
 	}
 }

@@ -65,6 +65,7 @@ type user struct {
 
 func newUser(t testing.TB) *user {
 	u := &user{t: t, bin: detourBinary(t), home: t.TempDir(), kube: kubeconfigPath()}
+	os.Chmod(u.home, 0o700) // the daemon refuses a socket directory others can read
 	t.Cleanup(func() { u.run("quit") })
 	return u
 }
@@ -275,7 +276,9 @@ func TestInterceptLifecycle(t *testing.T) {
 		}
 		// kube-proxy applies endpoint changes a moment after the API shows
 		// them; once one request has reached the workstation, all must.
-		eventually(t, 5*time.Second, "the workstation answers", func() bool { return who(url) == "workstation" })
+		last := ""
+		eventually(t, 5*time.Second, "the workstation answers", func() bool { last = who(url); return last == "workstation" })
+		t.Logf("first answer after the intercept: %q", last)
 		for i := 0; i < 20; i++ {
 			if got := who(url); got != "workstation" {
 				t.Fatalf("request %d answered %q", i, got)

@@ -76,7 +76,7 @@ func (r *runner) notify() {
 
 // start begins following the workload's pods and waits until every pod
 // that has a ready agent now holds the intercept, or the agent refuses it.
-func (r *runner) start(timeout time.Duration) error {
+func (r *runner) start(ctx context.Context, timeout time.Duration) error {
 	pods, err := r.listPods()
 	if err != nil {
 		return err
@@ -112,6 +112,8 @@ func (r *runner) start(timeout time.Duration) error {
 		}
 		select {
 		case <-r.change:
+		case <-ctx.Done():
+			return fmt.Errorf("intercept %q: %w", r.req.Name, ctx.Err())
 		case <-deadline:
 			return fmt.Errorf("intercept %q: %d of %d pods active after %s (last errors: %s)", r.req.Name, active, total, timeout, r.lastErrors())
 		}

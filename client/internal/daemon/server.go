@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -29,6 +30,8 @@ type Daemon struct {
 
 	mu         sync.Mutex
 	intercepts map[string]*runner
+	creating   map[string]bool // names whose create is in progress
+	quitting   bool
 	quit       chan struct{}
 	quitOnce   sync.Once
 }
@@ -41,6 +44,7 @@ func New(log *zap.Logger) *Daemon {
 		clientID:   fmt.Sprintf("%s-%d-%d", host, os.Getpid(), time.Now().UnixNano()),
 		started:    time.Now(),
 		intercepts: map[string]*runner{},
+		creating:   map[string]bool{},
 		quit:       make(chan struct{}),
 	}
 }
@@ -55,8 +59,14 @@ func Listen(path string) (net.Listener, error) {
 		c.Close()
 		return nil, fmt.Errorf("a detour daemon is already running on %s", path)
 	}
+	if fi, err := os.Stat(filepath.Dir(path)); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%s is accessible to other users (mode %o): the daemon's socket must not be; chmod 700 it", filepath.Dir(path), fi.Mode().Perm())
+	}
 	_ = os.Remove(path)
+	// The socket is created 0600 from the start (no window with the umask's mode).
+	old := syscall.Umask(0o077)
 	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
@@ -101,6 +111,7 @@ func (d *Daemon) Run(ctx context.Context, ln net.Listener) error {
 
 func (d *Daemon) leaveAll() {
 	d.mu.Lock()
+	d.quitting = true
 	runners := make([]*runner, 0, len(d.intercepts))
 	for name, r := range d.intercepts {
 		runners = append(runners, r)
@@ -148,9 +159,25 @@ func (d *Daemon) handleCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d.mu.Lock()
+	if d.quitting {
+		d.mu.Unlock()
+		writeError(w, http.StatusServiceUnavailable, fmt.Errorf("the daemon is stopping: retry in a moment"))
+		return
+	}
+	if d.creating[req.Name] {
+		d.mu.Unlock()
+		writeError(w, http.StatusConflict, fmt.Errorf("intercept %q is being created by another command right now", req.Name))
+		return
+	}
+	d.creating[req.Name] = true
 	old := d.intercepts[req.Name]
 	delete(d.intercepts, req.Name)
 	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		delete(d.creating, req.Name)
+		d.mu.Unlock()
+	}()
 	if old != nil {
 		// Re-creating an intercept (e.g. on another port of the workload)
 		// replaces it: the old one is left first.
@@ -166,7 +193,8 @@ func (d *Daemon) handleCreate(w http.ResponseWriter, r *http.Request) {
 		timeout = 60 * time.Second
 	}
 	run := newRunner(context.Background(), req, d.clientID, cfg, cs, d.log)
-	if err := run.start(timeout); err != nil {
+	// The CLI giving up (Ctrl-C) cancels the request: leave no intercept behind.
+	if err := run.start(r.Context(), timeout); err != nil {
 		run.stop()
 		writeError(w, http.StatusConflict, err)
 		return
@@ -184,6 +212,12 @@ func (d *Daemon) handleCreate(w http.ResponseWriter, r *http.Request) {
 		st.Env = env
 	}
 	d.mu.Lock()
+	if d.quitting {
+		d.mu.Unlock()
+		run.stop()
+		writeError(w, http.StatusServiceUnavailable, fmt.Errorf("the daemon stopped while the intercept was being created"))
+		return
+	}
 	d.intercepts[req.Name] = run
 	d.mu.Unlock()
 	writeJSON(w, http.StatusOK, st)

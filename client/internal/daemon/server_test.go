@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,10 +14,18 @@ import (
 // TestAPIOverUnixSocket: status, leave of an unknown intercept, and quit,
 // through the real socket and HTTP API the CLI uses.
 func TestAPIOverUnixSocket(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "daemon.sock")
+	dir := t.TempDir()
+	if _, err := Listen(filepath.Join(dir, "daemon.sock")); err == nil || !strings.Contains(err.Error(), "chmod 700") {
+		t.Fatalf("socket in a directory others can read: %v", err)
+	}
+	os.Chmod(dir, 0o700)
+	sock := filepath.Join(dir, "daemon.sock")
 	ln, err := Listen(sock)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket mode: %v %v", fi.Mode(), err)
 	}
 	if _, err := Listen(sock); err == nil || !strings.Contains(err.Error(), "already running") {
 		t.Fatalf("second daemon on the same socket: %v", err)

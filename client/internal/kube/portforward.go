@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/httpstream"
@@ -84,8 +85,9 @@ func DialPod(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, nam
 		conn.Close()
 		return nil, fmt.Errorf("port-forward to pod %s/%s: create data stream: %w", namespace, pod, err)
 	}
-	s := &podStream{conn: conn, data: dataStream, where: fmt.Sprintf("%s/%s:%d", namespace, pod, port)}
+	s := &podStream{conn: conn, data: dataStream, where: fmt.Sprintf("%s/%s:%d", namespace, pod, port), errRead: make(chan struct{})}
 	go func() {
+		defer close(s.errRead)
 		msg, _ := io.ReadAll(errorStream)
 		if len(msg) > 0 {
 			s.fail(fmt.Errorf("%w %s: %s", ErrLostConnectionToPod, s.where, msg))
@@ -95,6 +97,7 @@ func DialPod(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, nam
 		<-conn.CloseChan()
 		s.fail(fmt.Errorf("%w %s: port-forward connection closed", ErrLostConnectionToPod, s.where))
 	}()
+	_ = time.Now
 	return s, nil
 }
 
@@ -105,9 +108,10 @@ type podStream struct {
 	data  httpstream.Stream
 	where string
 
-	mu   sync.Mutex
-	err  error
-	once sync.Once
+	mu      sync.Mutex
+	err     error
+	once    sync.Once
+	errRead chan struct{} // closed once the error stream has been read
 }
 
 func (s *podStream) fail(err error) {
@@ -119,10 +123,22 @@ func (s *podStream) fail(err error) {
 	_ = s.Close()
 }
 
+// wrap prefers the kubelet's own message (e.g. nothing listens on the port)
+// to the bare EOF the data stream shows when the kubelet gives up; the
+// error stream may trail the data stream by a moment, so EOF waits for it.
 func (s *podStream) wrap(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, io.EOF) {
+		select {
+		case <-s.errRead:
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.err != nil && err != nil && !errors.Is(err, io.EOF) {
+	if s.err != nil {
 		return s.err
 	}
 	return err
