@@ -9,6 +9,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"debug/elf"
 	"errors"
 	"fmt"
 	"io"
@@ -107,10 +108,30 @@ func DetourSpec(binDir string) (Spec, error) {
 	s := Spec{Ref: Detour, Files: map[string]string{}, Entrypoint: []string{"/usr/local/bin/detour-agent"}, UID: NonRoot}
 	for _, e := range ents {
 		if info, err := e.Info(); err == nil && info.Mode().IsRegular() && info.Mode()&0o111 != 0 {
-			s.Files["/usr/local/bin/"+e.Name()] = filepath.Join(binDir, e.Name())
+			path := filepath.Join(binDir, e.Name())
+			if err := requireStatic(path); err != nil {
+				return Spec{}, err
+			}
+			s.Files["/usr/local/bin/"+e.Name()] = path
 		}
 	}
 	return s, nil
+}
+
+// requireStatic refuses a dynamically linked ELF binary: the image has no
+// libc or loader, so it would fail at start with "no such file or directory".
+func requireStatic(path string) error {
+	f, err := elf.Open(path)
+	if err != nil {
+		return nil // not ELF (a script): nothing to check
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return fmt.Errorf("%s is dynamically linked, but the image has no libc: rebuild with make build (CGO_ENABLED=0)", path)
+		}
+	}
+	return nil
 }
 
 // buildDetour builds ./cmd/... into dir when bin/ has no detour-agent (make
