@@ -66,7 +66,14 @@ type user struct {
 func newUser(t testing.TB) *user {
 	u := &user{t: t, bin: detourBinary(t), home: t.TempDir(), kube: kubeconfigPath()}
 	os.Chmod(u.home, 0o700) // the daemon refuses a socket directory others can read
-	t.Cleanup(func() { u.run("quit") })
+	t.Cleanup(func() {
+		u.run("quit")
+		if t.Failed() {
+			if b, err := os.ReadFile(filepath.Join(u.home, "daemon.log")); err == nil {
+				t.Logf("daemon log of %s:\n%s", u.home, b)
+			}
+		}
+	})
 	return u
 }
 
@@ -283,7 +290,7 @@ func TestInterceptLifecycle(t *testing.T) {
 			last = who(url)
 		}
 		if last != "workstation" {
-			t.Fatalf("the workstation did not answer within 5s; last answer: %q", last)
+			t.Fatalf("the workstation did not answer within 5s; last answer: %q\n%s", last, agentLogs(ctx, cs, ns, "app=web"))
 		}
 		for i := 0; i < 20; i++ {
 			if got := who(url); got != "workstation" {
@@ -369,4 +376,30 @@ func TestInterceptLifecycle(t *testing.T) {
 			t.Errorf("leave without a daemon:\n%s", r)
 		}
 	})
+}
+
+// agentLogs gathers the agent containers' logs and the pods' state, for a
+// failure message.
+func agentLogs(ctx context.Context, cs kubernetes.Interface, ns, selector string) string {
+	var b strings.Builder
+	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		return err.Error()
+	}
+	for _, p := range pods.Items {
+		fmt.Fprintf(&b, "pod %s phase=%s ip=%s deleting=%v annotations=%v\n", p.Name, p.Status.Phase, p.Status.PodIP, p.DeletionTimestamp != nil, p.Annotations)
+		raw, err := cs.CoreV1().Pods(ns).GetLogs(p.Name, &corev1.PodLogOptions{Container: "detour-agent"}).DoRaw(ctx)
+		if err != nil {
+			fmt.Fprintf(&b, "  (no agent log: %v)\n", err)
+			continue
+		}
+		fmt.Fprintf(&b, "  agent log:\n%s\n", raw)
+	}
+	slices, _ := cs.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{})
+	for _, s := range slices.Items {
+		for _, e := range s.Endpoints {
+			fmt.Fprintf(&b, "endpoint %s %v ready=%v ports=%v\n", s.Name, e.Addresses, e.Conditions.Ready != nil && *e.Conditions.Ready, len(s.Ports))
+		}
+	}
+	return b.String()
 }
