@@ -361,6 +361,18 @@ func TestInterceptLifecycle(t *testing.T) {
 				t.Errorf("detour %s: want an error containing %q, got:\n%s", strings.Join(c.args, " "), c.want, r)
 			}
 		}
+		// A workload no Service selects.
+		zero := int32(0)
+		lonely := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "lonely"}, Spec: appsv1.DeploymentSpec{Replicas: &zero,
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "lonely"}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "lonely"}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: images.Echo}}}}}}
+		if _, err := cs.AppsV1().Deployments(ns).Create(ctx, lonely, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if r := alice.run("intercept", "lonely", "-n", ns, "--port", "1234"); r.code == 0 || !strings.Contains(r.stderr, `no service in namespace "`+ns+`" selects the pods of deployment/lonely`) {
+			t.Errorf("no service:\n%s", r)
+		}
 		// Two Services selecting the workload: ambiguous until --service.
 		if _, err := cs.CoreV1().Services(ns).Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web-canary"},
 			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}}}}, metav1.CreateOptions{}); err != nil {
@@ -370,6 +382,11 @@ func TestInterceptLifecycle(t *testing.T) {
 		if r.code == 0 || !strings.Contains(r.stderr, "2 services select the pods of deployment/web: web, web-canary; pick one with --service") {
 			t.Errorf("ambiguous service:\n%s", r)
 		}
+		r = alice.must("intercept", "web", "-n", ns, "--port", fmt.Sprintf("%d:http", local), "--service", "web-canary")
+		if !strings.Contains(r.stdout, "service:    web-canary, port http (80)") {
+			t.Errorf("--service web-canary:\n%s", r)
+		}
+		alice.must("leave", name)
 		alice.must("quit")
 		r = alice.run("leave", name)
 		if r.code == 0 || !strings.Contains(r.stderr, "the detour daemon is not running") {
