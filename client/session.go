@@ -165,12 +165,14 @@ func (s *Session) Agent() tunnel.HelloAck { return s.agent }
 func (s *Session) Done() <-chan struct{} { return s.done }
 
 // Close gives every intercept back and ends the session. Half-closing the
-// control stream first tells the agent this is a goodbye, not a lost client.
+// control stream first tells the agent this is a goodbye, not a lost client;
+// the agent removes the intercepts either way, so Close waits only briefly
+// (100 ms) for the agent to close its side.
 func (s *Session) Close() error {
 	_ = s.ctrl.Close()
 	select {
 	case <-s.done:
-	case <-time.After(500 * time.Millisecond):
+	case <-time.After(100 * time.Millisecond):
 	}
 	err := s.sess.Close()
 	s.wg.Wait()
