@@ -85,6 +85,10 @@ func (a *Agent) hello(sess *yamux.Session) (*owner, *yamux.Stream, error) {
 	_ = ctrl.SetReadDeadline(time.Time{})
 	refuse := func(err error) (*owner, *yamux.Stream, error) {
 		_ = tunnel.WriteFrame(ctrl, tunnel.ErrorFrame(f.ID, err))
+		// Give the client a moment to read why before the session closes
+		// under it: until it hangs up, at most a second.
+		_ = ctrl.SetReadDeadline(time.Now().Add(time.Second))
+		_, _ = io.Copy(io.Discard, ctrl)
 		return nil, nil, err
 	}
 	if f.Type != tunnel.FrameHello {

@@ -135,10 +135,12 @@ func (s *Session) hello(ctx context.Context, h tunnel.Hello) error {
 			_ = ctrl.SetDeadline(time.Time{})
 		}
 	}()
-	if err := tunnel.WriteFrame(ctrl, f); err != nil {
-		return fmt.Errorf("say hello to agent: %w", err)
-	}
+	writeErr := tunnel.WriteFrame(ctrl, f)
 	reply, err := tunnel.ReadFrame(ctrl)
+	if writeErr != nil && (err != nil || reply.Type != tunnel.FrameError) {
+		// No refusal to show: the write failure is the story.
+		return fmt.Errorf("say hello to agent: %w", writeErr)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("agent did not answer hello: %w", ctx.Err())
