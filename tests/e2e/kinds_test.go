@@ -113,7 +113,9 @@ func TestInterceptWorkloadKinds(t *testing.T) {
 			t.Fatalf("summary:\n%s", r)
 		}
 		url := fmt.Sprintf("http://%s:80/", svc.Spec.ClusterIP)
-		eventually(t, 5*time.Second, "the workstation answers for the replicaset", func() bool { return who(url) == "workstation" })
+		if !waitForSteady(t, url, "workstation", 10, kubeProxyLag) {
+			t.FailNow()
+		}
 		st := u.must("status")
 		if !strings.Contains(st.stdout, "cache-"+ns) || !strings.Contains(st.stdout, "http (80)") || !strings.Contains(st.stdout, "1/1 active") {
 			t.Fatalf("status:\n%s", st)
