@@ -41,12 +41,12 @@ bench: build
 	$(GO) test -run '^$$' -bench 'Passthrough|InterceptedBulk' -benchtime $(BENCHTIME) -count=1 ./tests/netns/
 	$(GO) test -run '^$$' -bench 'AgentRSS' -benchtime 1x -count=1 ./tests/netns/
 	$(GO) test -run '^$$' -bench 'Admission' -benchtime 5000x -count=1 ./webhook/
-	flock /tmp/detour-e2e.lock $(MAKE) --no-print-directory bench-cluster-locked
+	flock -o /tmp/detour-e2e.lock $(MAKE) --no-print-directory bench-cluster-locked
 
 # bench-cluster measures intercepts on the local cluster against a raw
 # port-forward to the same pod (BenchmarkClusterIntercept).
 bench-cluster: deps build
-	flock /tmp/detour-e2e.lock $(MAKE) --no-print-directory bench-cluster-locked
+	flock -o /tmp/detour-e2e.lock $(MAKE) --no-print-directory bench-cluster-locked
 
 bench-cluster-locked:
 	$(GO) run ./tests/cluster up || { $(GO) run ./tests/cluster down; exit 1; }
@@ -66,9 +66,10 @@ demo: deps build
 # e2e runs the cluster suite: the local cluster comes up (binaries cached
 # under /var/cache/detour by version), the tests run, the egress guard's drop
 # counters are checked (they must be zero), and the cluster goes down. A lock
-# keeps two suites from sharing, or tearing down, one cluster.
+# keeps two suites from sharing, or tearing down, one cluster (flock -o: the
+# cluster's daemons must not inherit, and so keep holding, the lock).
 e2e: deps build
-	flock /tmp/detour-e2e.lock $(MAKE) --no-print-directory e2e-locked
+	flock -o /tmp/detour-e2e.lock $(MAKE) --no-print-directory e2e-locked
 
 e2e-locked:
 	$(GO) run ./tests/cluster up || { $(GO) run ./tests/cluster down; exit 1; }
