@@ -29,6 +29,12 @@ type Agent struct {
 	conns    tracker // inbound connections and pod dials
 	sessions tracker // tunnel sessions
 
+	tls *tlsFiles
+
+	httpMu     sync.Mutex
+	httpPorts  map[uint16]*httpPort // ports that have had http intercepts
+	httpClosed bool
+
 	nextOwner atomic.Uint64
 	ready     atomic.Bool
 	readyCh   chan struct{}
@@ -58,6 +64,9 @@ func New(cfg Config, log *zap.Logger) (*Agent, error) {
 		m:        newMetrics(promReg),
 		gatherer: promReg,
 		readyCh:  make(chan struct{}),
+		tls:      &tlsFiles{terminatingDir: cfg.TerminatingTLSDir, originatingDir: cfg.OriginatingTLSDir},
+
+		httpPorts: map[uint16]*httpPort{},
 	}, nil
 }
 
@@ -167,14 +176,16 @@ func (a *Agent) Run(ctx context.Context) error {
 		zap.Int("openConnections", a.conns.len()))
 	a.ready.Store(false)
 	if given := a.reg.clear(); len(given) > 0 {
+		a.release(given)
 		a.updateInterceptGauge()
-		a.log.Info("intercepts given back to the app for shutdown", zap.Strings("intercepts", given))
+		a.log.Info("intercepts given back to the app for shutdown", zap.Strings("intercepts", names(given)))
 	}
 	if !a.drain(a.cfg.ShutdownGrace) {
 		a.log.Warn("grace period over: closing connections still open", zap.Int("connections", a.conns.len()))
 	}
 	closeInbound()
 	a.conns.closeAll()
+	a.closeHTTPPorts()
 	a.sessions.closeAll()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()

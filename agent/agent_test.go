@@ -79,6 +79,9 @@ func startAgent(t *testing.T, mutate func(*agent.Config)) *world {
 	cfg.ShutdownGrace = 2 * time.Second
 	if mutate != nil {
 		mutate(&cfg)
+		if len(cfg.Listeners) > 0 {
+			appPort = cfg.Listeners[0].App
+		}
 	}
 	a, err := agent.New(cfg, zaptest.NewLogger(t).Named("agent"))
 	if err != nil {

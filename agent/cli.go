@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/detour-dev/detour/agent/internal/nftrules"
+	"github.com/detour-dev/detour/internal/annotations"
 	"github.com/detour-dev/detour/internal/version"
 )
 
@@ -106,6 +107,8 @@ func runCommand(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.DurationVar(&cfg.Tunnel.WriteTimeout, "write-timeout", cfg.Tunnel.WriteTimeout, "tunnel write and ping timeout")
 	fs.StringVar(&cfg.PodName, "pod-name", os.Getenv("POD_NAME"), "pod name, reported to clients (default $POD_NAME)")
 	fs.StringVar(&cfg.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "pod namespace, reported to clients (default $POD_NAMESPACE)")
+	fs.StringVar(&cfg.TerminatingTLSDir, "terminating-tls-dir", annotations.TerminatingTLSMountPath, "http intercepts: terminate inbound TLS with tls.crt/tls.key from here, when present")
+	fs.StringVar(&cfg.OriginatingTLSDir, "originating-tls-dir", annotations.OriginatingTLSMountPath, "http intercepts: speak TLS to the app with tls.crt/tls.key (and ca.crt) from here, when present")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := parse(fs, args); err != nil {
 		return err

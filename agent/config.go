@@ -42,6 +42,12 @@ type Config struct {
 	HelloTimeout time.Duration
 	Tunnel       tunnel.Config
 
+	// TerminatingTLSDir and OriginatingTLSDir hold the mounted TLS Secrets
+	// (tls.crt, tls.key, optionally ca.crt). A directory that does not
+	// exist means the pod has no such Secret.
+	TerminatingTLSDir string
+	OriginatingTLSDir string
+
 	Version   string
 	PodName   string
 	Namespace string

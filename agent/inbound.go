@@ -56,25 +56,31 @@ func (a *Agent) redirectedPort(c net.Conn) (uint16, bool) {
 
 // route sends c to the client holding an intercept on port, or to the app.
 func (a *Agent) route(c net.Conn, port uint16) {
-	if ic := a.reg.lookup(port); ic != nil {
-		if a.toClient(c, port, ic) {
+	st := a.reg.lookup(port)
+	switch {
+	case st == nil:
+	case st.tcp != nil:
+		if a.toClient(c, port, st.tcp) {
 			return
 		}
 		a.m.failOpen.Inc()
+	case len(st.http) > 0:
+		if hp := a.httpPort(port); hp != nil {
+			a.m.connections.WithLabelValues(routeHTTP).Inc()
+			active := a.m.active.WithLabelValues(routeHTTP)
+			active.Inc()
+			hp.serveConn(c)
+			active.Dec()
+			return
+		}
 	}
 	a.toApp(c, port)
 }
 
 func (a *Agent) toClient(c net.Conn, port uint16, ic *intercept) bool {
-	st, err := ic.owner.session.OpenStream()
+	st, err := a.openIntercepted(ic, addrPortString(c.RemoteAddr()))
 	if err != nil {
 		a.log.Info("client unreachable; connection goes to the app", zap.String("intercept", ic.name), zap.String("holder", ic.owner.user), zap.Error(err))
-		return false
-	}
-	hdr := tunnel.InterceptedHeader{Intercept: ic.name, Port: port, Source: addrPortString(c.RemoteAddr())}
-	if err := tunnel.WriteStreamHeader(st, tunnel.StreamIntercepted, hdr); err != nil {
-		_ = st.Close()
-		a.log.Info("client unreachable; connection goes to the app", zap.String("intercept", ic.name), zap.Error(err))
 		return false
 	}
 	a.relay(c, st, routeClient)

@@ -8,6 +8,7 @@ import (
 const (
 	routeApp    = "app"
 	routeClient = "client"
+	routeHTTP   = "http" // a connection served by the HTTP router: each request is routed on its own
 )
 
 type metrics struct {
@@ -22,6 +23,10 @@ type metrics struct {
 	sessionEnds   *prometheus.CounterVec // by reason
 	interceptOps  *prometheus.CounterVec // by op, outcome
 	appDialErrors prometheus.Counter
+
+	httpRequests    *prometheus.CounterVec // by route
+	httpProxyErrors *prometheus.CounterVec // by route
+	httpUnroutable  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -70,9 +75,23 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "detour_agent_app_dial_errors_total",
 			Help: "Failed dials to the app (is it listening on 127.0.0.1?).",
 		}),
+		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "detour_agent_http_requests_total",
+			Help: "Requests on ports with http intercepts, by where they were routed (app or client).",
+		}, []string{"route"}),
+		httpProxyErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "detour_agent_http_proxy_errors_total",
+			Help: "Requests answered 502 because their destination (app or client) failed, by route.",
+		}, []string{"route"}),
+		httpUnroutable: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "detour_agent_http_unroutable_connections_total",
+			Help: "Connections on ports with http intercepts that were not HTTP (or TLS without a terminating certificate), passed to the app unrouted.",
+		}),
 	}
 	reg.MustRegister(m.connections, m.active, m.bytes, m.failOpen, m.rejected, m.sessions,
-		m.intercepts, m.dialPod, m.sessionEnds, m.interceptOps, m.appDialErrors)
+		m.intercepts, m.dialPod, m.sessionEnds, m.interceptOps, m.appDialErrors,
+		m.httpRequests, m.httpProxyErrors, m.httpUnroutable)
 	m.intercepts.WithLabelValues("tcp").Set(0)
+	m.intercepts.WithLabelValues("http").Set(0)
 	return m
 }

@@ -24,117 +24,227 @@ type intercept struct {
 	port      uint16
 	mechanism string
 	owner     *owner
+	http      *httpIntercept // nil for tcp
 }
 
-// registry holds the active intercepts: at most one per app port (the tcp
-// mechanism is global). It is the only shared mutable state on the data
-// path, read once per accepted connection.
+// portState is who holds one app port: one tcp intercept, or any number of
+// http ones. It is never changed once published: the registry replaces it,
+// so the data path reads it without holding a lock.
+type portState struct {
+	tcp  *intercept
+	http []*intercept // the most specific (most header rules) first
+}
+
+func (p *portState) empty() bool { return p == nil || p.tcp == nil && len(p.http) == 0 }
+
+// all lists the port's intercepts.
+func (p *portState) all() []*intercept {
+	if p == nil {
+		return nil
+	}
+	if p.tcp != nil {
+		return []*intercept{p.tcp}
+	}
+	return p.http
+}
+
+// registry holds the active intercepts. It is the only shared mutable state
+// on the data path, read once per accepted connection (and, on http ports,
+// once per request).
 type registry struct {
 	mu     sync.RWMutex
 	served []uint16
-	byPort map[uint16]*intercept
+	byPort map[uint16]*portState
 }
 
 func newRegistry(served []uint16) *registry {
-	return &registry{served: served, byPort: map[uint16]*intercept{}}
+	return &registry{served: served, byPort: map[uint16]*portState{}}
 }
 
-func (r *registry) lookup(port uint16) *intercept {
+func (r *registry) lookup(port uint16) *portState {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return r.byPort[port]
 }
 
-// create adds or moves o's intercept req.Name. Re-creating the same
-// intercept is a no-op; naming an existing intercept with another port moves
-// it (the old port goes back to the app).
-func (r *registry) create(o *owner, req tunnel.CreateIntercept) error {
-	if err := req.Validate(); err != nil {
-		return err
-	}
-	if req.Mechanism != tunnel.MechanismTCP {
-		return fmt.Errorf("intercept %q: this agent supports the %q mechanism, not %q: inject an agent image that does (an extension's image, --agent-image): %w", req.Name, tunnel.MechanismTCP, req.Mechanism, tunnel.ErrUnsupportedMechanism)
-	}
-	if _, ok := slices.BinarySearch(r.served, req.Port); !ok {
-		return fmt.Errorf("port %d is not served by this agent (it serves %s): %w", req.Port, portList(r.served), tunnel.ErrPortNotServed)
+// create adds or moves o's intercept ic (ic.owner is o). Re-creating the same
+// intercept is a no-op for tcp and replaces the settings for http; naming an
+// existing intercept with another port moves it (the old port goes back to
+// the app). It returns the intercepts it replaced or moved away, whose
+// resources the caller releases.
+func (r *registry) create(ic *intercept) (dropped []*intercept, err error) {
+	if _, ok := slices.BinarySearch(r.served, ic.port); !ok {
+		return nil, fmt.Errorf("port %d is not served by this agent (it serves %s): %w", ic.port, portList(r.served), tunnel.ErrPortNotServed)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if held := r.byPort[req.Port]; held != nil {
-		if held.owner == o && held.name == req.Name {
-			return nil
-		}
-		if held.name == req.Name && held.owner.clientID == o.clientID && held.owner.user == o.user {
-			// The same client reconnected (a dropped port-forward) before
-			// this agent noticed its old session died: hand it over.
-			held.owner = o
-			return nil
-		}
-		if held.owner == o {
-			return fmt.Errorf("port %d is already intercepted by your intercept %q: leave it first: %w", req.Port, held.name, tunnel.ErrAlreadyIntercepted)
-		}
-		return fmt.Errorf("port %d is already intercepted globally by %s (intercept %q): %w", req.Port, held.owner.user, held.name, tunnel.ErrAlreadyIntercepted)
+	o := ic.owner
+	held := r.byPort[ic.port]
+	next := &portState{}
+	if held != nil {
+		*next = *held
+		next.http = slices.Clone(held.http)
 	}
-	for port, ic := range r.byPort {
-		if ic.owner == o && ic.name == req.Name {
-			delete(r.byPort, port)
+	switch ic.mechanism {
+	case tunnel.MechanismTCP:
+		if t := held.tcpHolder(); t != nil {
+			if t.owner == o && t.name == ic.name {
+				return nil, nil
+			}
+			if t.name == ic.name && t.owner.sameClient(o) {
+				// The same client reconnected (a dropped port-forward) before
+				// this agent noticed its old session died: hand it over.
+				next.tcp = ic
+				r.publish(ic.port, next)
+				return []*intercept{t}, nil
+			}
+			if t.owner == o {
+				return nil, fmt.Errorf("port %d is already intercepted by your intercept %q: leave it first: %w", ic.port, t.name, tunnel.ErrAlreadyIntercepted)
+			}
+			return nil, fmt.Errorf("port %d is already intercepted globally by %s (intercept %q): %w", ic.port, t.owner.user, t.name, tunnel.ErrAlreadyIntercepted)
+		}
+		if held != nil && len(held.http) > 0 {
+			return nil, fmt.Errorf("port %d has personal (http) intercepts by %s: a global tcp intercept would take their requests; use --mechanism http with your own header, or ask them to leave: %w",
+				ic.port, holders(held.http), tunnel.ErrAlreadyIntercepted)
+		}
+		next.tcp = ic
+	case tunnel.MechanismHTTP:
+		if t := held.tcpHolder(); t != nil {
+			return nil, fmt.Errorf("port %d is intercepted globally (tcp) by %s (intercept %q): http intercepts cannot share a port with it until it leaves: %w",
+				ic.port, t.owner.user, t.name, tunnel.ErrAlreadyIntercepted)
+		}
+		replaced := -1
+		for i, other := range next.http {
+			if other.name == ic.name && (other.owner == o || other.owner.sameClient(o)) {
+				replaced = i
+				continue
+			}
+			if sameRules(other.http.settings.Match, ic.http.settings.Match) {
+				return nil, fmt.Errorf("port %d: %s (intercept %q) already matches exactly %s: choose another --http-match: %w",
+					ic.port, other.owner.user, other.name, matchList(ic.http.settings.Match), tunnel.ErrAlreadyIntercepted)
+			}
+		}
+		if replaced >= 0 {
+			dropped = append(dropped, next.http[replaced])
+			next.http[replaced] = ic
+		} else {
+			next.http = append(next.http, ic)
+		}
+		sort.SliceStable(next.http, func(i, j int) bool {
+			return len(next.http[i].http.settings.Match) > len(next.http[j].http.settings.Match)
+		})
+	default:
+		return nil, fmt.Errorf("intercept %q: this agent supports the %q and %q mechanisms, not %q: inject an agent image that does (an extension's image, --agent-image): %w",
+			ic.name, tunnel.MechanismTCP, tunnel.MechanismHTTP, ic.mechanism, tunnel.ErrUnsupportedMechanism)
+	}
+	r.publish(ic.port, next)
+	// The same name on another port is a move: the old port goes back.
+	for port, st := range r.byPort {
+		if port == ic.port {
+			continue
+		}
+		if gone, rest := st.without(func(x *intercept) bool { return x.owner == o && x.name == ic.name }); len(gone) > 0 {
+			dropped = append(dropped, gone...)
+			r.publish(port, rest)
 		}
 	}
-	r.byPort[req.Port] = &intercept{name: req.Name, port: req.Port, mechanism: req.Mechanism, owner: o}
-	return nil
+	return dropped, nil
 }
 
-func (r *registry) remove(o *owner, name string) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for port, ic := range r.byPort {
-		if ic.owner == o && ic.name == name {
-			delete(r.byPort, port)
-			return nil
-		}
+func (p *portState) tcpHolder() *intercept {
+	if p == nil {
+		return nil
 	}
-	return fmt.Errorf("no intercept named %q in this session: %w", name, tunnel.ErrInterceptNotFound)
+	return p.tcp
 }
 
-// removeOwner drops every intercept of o and returns their names.
-func (r *registry) removeOwner(o *owner) []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var names []string
-	for port, ic := range r.byPort {
-		if ic.owner == o {
-			names = append(names, ic.name)
-			delete(r.byPort, port)
+// without returns the intercepts drop selects and the state left without them.
+func (p *portState) without(drop func(*intercept) bool) (gone []*intercept, rest *portState) {
+	rest = &portState{}
+	if p.tcp != nil {
+		if drop(p.tcp) {
+			gone = append(gone, p.tcp)
+		} else {
+			rest.tcp = p.tcp
 		}
 	}
-	sort.Strings(names)
-	return names
+	for _, ic := range p.http {
+		if drop(ic) {
+			gone = append(gone, ic)
+		} else {
+			rest.http = append(rest.http, ic)
+		}
+	}
+	return gone, rest
 }
 
-// clear drops every intercept (agent shutdown) and returns their names.
-func (r *registry) clear() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	names := make([]string, 0, len(r.byPort))
-	for port, ic := range r.byPort {
-		names = append(names, ic.name)
+// publish must be called with r.mu held.
+func (r *registry) publish(port uint16, st *portState) {
+	if st.empty() {
 		delete(r.byPort, port)
+		return
 	}
-	sort.Strings(names)
-	return names
+	r.byPort[port] = st
+}
+
+// removeWhere drops every intercept drop selects and returns them.
+func (r *registry) removeWhere(drop func(*intercept) bool) []*intercept {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var all []*intercept
+	for port, st := range r.byPort {
+		if gone, rest := st.without(drop); len(gone) > 0 {
+			all = append(all, gone...)
+			r.publish(port, rest)
+		}
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].name < all[j].name })
+	return all
+}
+
+func (r *registry) remove(o *owner, name string) (*intercept, error) {
+	gone := r.removeWhere(func(ic *intercept) bool { return ic.owner == o && ic.name == name })
+	if len(gone) == 0 {
+		return nil, fmt.Errorf("no intercept named %q in this session: %w", name, tunnel.ErrInterceptNotFound)
+	}
+	return gone[0], nil
+}
+
+// removeOwner drops every intercept of o.
+func (r *registry) removeOwner(o *owner) []*intercept {
+	return r.removeWhere(func(ic *intercept) bool { return ic.owner == o })
+}
+
+// clear drops every intercept (agent shutdown).
+func (r *registry) clear() []*intercept {
+	return r.removeWhere(func(*intercept) bool { return true })
 }
 
 func (r *registry) list() []tunnel.InterceptInfo {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	out := make([]tunnel.InterceptInfo, 0, len(r.byPort))
-	for _, ic := range r.byPort {
-		out = append(out, tunnel.InterceptInfo{
-			Name: ic.name, Port: ic.port, Mechanism: ic.mechanism,
-			Holder: ic.owner.user, ClientID: ic.owner.clientID,
-		})
+	for _, st := range r.byPort {
+		for _, ic := range st.all() {
+			info := tunnel.InterceptInfo{
+				Name: ic.name, Port: ic.port, Mechanism: ic.mechanism,
+				Holder: ic.owner.user, ClientID: ic.owner.clientID,
+			}
+			if ic.http != nil {
+				for _, m := range ic.http.settings.Match {
+					info.Match = append(info.Match, m.String())
+				}
+				info.AppProtocol = ic.http.appProtocol.String()
+			}
+			out = append(out, info)
+		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Port < out[j].Port })
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Port != out[j].Port {
+			return out[i].Port < out[j].Port
+		}
+		return out[i].Name < out[j].Name
+	})
 	return out
 }
 
@@ -142,10 +252,54 @@ func (r *registry) count() map[string]int {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	n := map[string]int{}
-	for _, ic := range r.byPort {
-		n[ic.mechanism]++
+	for _, st := range r.byPort {
+		for _, ic := range st.all() {
+			n[ic.mechanism]++
+		}
 	}
 	return n
+}
+
+func (o *owner) sameClient(other *owner) bool {
+	return o.clientID == other.clientID && o.user == other.user
+}
+
+func names(ics []*intercept) []string {
+	out := make([]string, len(ics))
+	for i, ic := range ics {
+		out[i] = ic.name
+	}
+	return out
+}
+
+func holders(ics []*intercept) string {
+	var hs []string
+	for _, ic := range ics {
+		if !slices.Contains(hs, ic.owner.user) {
+			hs = append(hs, ic.owner.user)
+		}
+	}
+	return strings.Join(hs, ", ")
+}
+
+func sameRules(a, b []tunnel.HeaderMatch) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, m := range a {
+		if !slices.Contains(b, m) {
+			return false
+		}
+	}
+	return true
+}
+
+func matchList(ms []tunnel.HeaderMatch) string {
+	s := make([]string, len(ms))
+	for i, m := range ms {
+		s[i] = m.String()
+	}
+	return strings.Join(s, " and ")
 }
 
 func portList(ports []uint16) string {

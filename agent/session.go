@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -62,10 +63,11 @@ func (a *Agent) serveSession(conn net.Conn) {
 	<-dials
 
 	given := a.reg.removeOwner(o)
+	a.release(given)
 	a.updateInterceptGauge()
 	a.m.sessionEnds.WithLabelValues(reason).Inc()
 	log.Info("client session ended; its intercepts go back to the app",
-		zap.String("reason", reason), zap.Strings("intercepts", given))
+		zap.String("reason", reason), zap.Strings("intercepts", names(given)))
 }
 
 // hello accepts the control stream and checks the client's hello.
@@ -109,7 +111,7 @@ func (a *Agent) hello(sess *yamux.Session) (*owner, *yamux.Stream, error) {
 	ports := a.cfg.appPorts()
 	ack := tunnel.HelloAck{Version: tunnel.ProtocolVersion, AgentVersion: a.cfg.Version, Pod: a.cfg.PodName, Namespace: a.cfg.Namespace}
 	for _, p := range ports {
-		ack.Ports = append(ack.Ports, tunnel.PortInfo{Port: p, Mechanisms: []string{tunnel.MechanismTCP}})
+		ack.Ports = append(ack.Ports, tunnel.PortInfo{Port: p, Mechanisms: []string{tunnel.MechanismTCP, tunnel.MechanismHTTP}})
 	}
 	reply, err := tunnel.NewFrame(tunnel.FrameHelloAck, f.ID, ack)
 	if err != nil {
@@ -171,9 +173,16 @@ func (a *Agent) handleControl(f tunnel.Frame, o *owner, log *zap.Logger) tunnel.
 		if !a.ready.Load() {
 			return fail("create", fmt.Errorf("agent in pod %s is shutting down: retry once its replacement is ready: %w", a.cfg.PodName, tunnel.ErrShuttingDown))
 		}
-		if err := a.reg.create(o, req); err != nil {
+		ic, err := a.newIntercept(o, req)
+		if err != nil {
 			return fail("create", err)
 		}
+		dropped, err := a.reg.create(ic)
+		if err != nil {
+			a.release([]*intercept{ic})
+			return fail("create", err)
+		}
+		a.release(dropped)
 		a.updateInterceptGauge()
 		a.m.interceptOps.WithLabelValues("create", "ok").Inc()
 		log.Info("intercept created", zap.String("intercept", req.Name), zap.Uint16("port", req.Port), zap.String("mechanism", req.Mechanism))
@@ -183,9 +192,11 @@ func (a *Agent) handleControl(f tunnel.Frame, o *owner, log *zap.Logger) tunnel.
 		if err := f.Decode(&req); err != nil {
 			return fail("remove", err)
 		}
-		if err := a.reg.remove(o, req.Name); err != nil {
+		gone, err := a.reg.remove(o, req.Name)
+		if err != nil {
 			return fail("remove", err)
 		}
+		a.release([]*intercept{gone})
 		a.updateInterceptGauge()
 		a.m.interceptOps.WithLabelValues("remove", "ok").Inc()
 		log.Info("intercept removed", zap.String("intercept", req.Name))
@@ -210,7 +221,43 @@ func (a *Agent) handleControl(f tunnel.Frame, o *owner, log *zap.Logger) tunnel.
 
 func (a *Agent) updateInterceptGauge() {
 	counts := a.reg.count()
-	a.m.intercepts.WithLabelValues(tunnel.MechanismTCP).Set(float64(counts[tunnel.MechanismTCP]))
+	for _, mech := range []string{tunnel.MechanismTCP, tunnel.MechanismHTTP} {
+		a.m.intercepts.WithLabelValues(mech).Set(float64(counts[mech]))
+	}
+}
+
+// newIntercept checks a create request and prepares what its mechanism needs.
+func (a *Agent) newIntercept(o *owner, req tunnel.CreateIntercept) (*intercept, error) {
+	if err := req.Validate(); err != nil {
+		return nil, err
+	}
+	switch req.Mechanism {
+	case tunnel.MechanismTCP:
+		if len(req.Args) > 0 {
+			return nil, fmt.Errorf("intercept %q: the tcp mechanism takes no settings (got %s): use --mechanism http for header matching: %w", req.Name, argKeys(req.Args), tunnel.ErrBadRequest)
+		}
+		return &intercept{name: req.Name, port: req.Port, mechanism: req.Mechanism, owner: o}, nil
+	case tunnel.MechanismHTTP:
+		s, err := tunnel.ParseHTTPArgs(req.Args)
+		if err != nil {
+			return nil, fmt.Errorf("intercept %q: %w", req.Name, err)
+		}
+		if !containsPort(a.cfg.appPorts(), req.Port) {
+			return nil, fmt.Errorf("port %d is not served by this agent (it serves %s): %w", req.Port, portList(a.cfg.appPorts()), tunnel.ErrPortNotServed)
+		}
+		return a.newHTTPIntercept(context.Background(), o, req, s)
+	}
+	return nil, fmt.Errorf("intercept %q: this agent supports the %q and %q mechanisms, not %q: inject an agent image that does (an extension's image, --agent-image): %w",
+		req.Name, tunnel.MechanismTCP, tunnel.MechanismHTTP, req.Mechanism, tunnel.ErrUnsupportedMechanism)
+}
+
+func argKeys(args map[string][]string) string {
+	keys := make([]string, 0, len(args))
+	for k := range args {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return strings.Join(keys, ", ")
 }
 
 // acceptPodDials serves the client's StreamDialPod streams (--to-pod).

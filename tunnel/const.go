@@ -55,11 +55,18 @@ const (
 	CodeInternal               ErrorCode = 8
 	CodeShuttingDown           ErrorCode = 9
 	CodeInterceptNameConflicts ErrorCode = 10
+	CodeAppNotHTTP             ErrorCode = 11
+
+	// lastCode is the highest code; CodeOf and the tests walk up to it.
+	lastCode = CodeAppNotHTTP
 )
 
 // Mechanisms an intercept may use.
 const (
 	MechanismTCP = "tcp"
+	// MechanismHTTP routes single requests, those whose headers match,
+	// and shares the port with other http intercepts and the app.
+	MechanismHTTP = "http"
 )
 
 // Bounds on what a peer may make us allocate.
@@ -98,6 +105,7 @@ var (
 	ErrInternal               = errors.New("internal agent error")
 	ErrShuttingDown           = errors.New("agent shutting down")
 	ErrInterceptNameConflicts = errors.New("intercept name already used for another port")
+	ErrAppNotHTTP             = errors.New("app does not speak HTTP on this port")
 
 	ErrFrameTooLarge    = errors.New("frame too large")
 	ErrUnknownFrameType = errors.New("unknown frame type")
@@ -116,4 +124,5 @@ var codeErrors = map[ErrorCode]error{
 	CodeInternal:               ErrInternal,
 	CodeShuttingDown:           ErrShuttingDown,
 	CodeInterceptNameConflicts: ErrInterceptNameConflicts,
+	CodeAppNotHTTP:             ErrAppNotHTTP,
 }

@@ -39,6 +39,7 @@ func TestWireConstantsArePinned(t *testing.T) {
 		{"CodeInternal", uint64(CodeInternal), 8},
 		{"CodeShuttingDown", uint64(CodeShuttingDown), 9},
 		{"CodeInterceptNameConflicts", uint64(CodeInterceptNameConflicts), 10},
+		{"CodeAppNotHTTP", uint64(CodeAppNotHTTP), 11},
 		{"controlHeaderLen", controlHeaderLen, 9},
 		{"MaxControlPayload", MaxControlPayload, 1 << 20},
 		{"MaxStreamHeader", MaxStreamHeader, 4 << 10},
@@ -52,7 +53,7 @@ func TestWireConstantsArePinned(t *testing.T) {
 }
 
 func TestEveryCodeHasASentinel(t *testing.T) {
-	for code := CodeBadRequest; code <= CodeInterceptNameConflicts; code++ {
+	for code := CodeBadRequest; code <= lastCode; code++ {
 		sentinel, ok := codeErrors[code]
 		if !ok {
 			t.Fatalf("code %d has no sentinel", code)

@@ -28,7 +28,7 @@ func CodeOf(err error) ErrorCode {
 		return re.Code
 	}
 	// In code order, so an error wrapping two sentinels always gets the same code.
-	for code := CodeBadRequest; code <= CodeInterceptNameConflicts; code++ {
+	for code := CodeBadRequest; code <= lastCode; code++ {
 		if errors.Is(err, codeErrors[code]) {
 			return code
 		}

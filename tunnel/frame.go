@@ -168,6 +168,11 @@ type InterceptInfo struct {
 	Mechanism string `json:"mechanism"`
 	Holder    string `json:"holder"` // user@host of the owning client
 	ClientID  string `json:"clientId"`
+	// Match lists an http intercept's header rules as NAME=VALUE.
+	Match []string `json:"match,omitempty"`
+	// AppProtocol is what the agent speaks to the app on an http
+	// intercept's port: http/1.1, h2c, https or https+h2.
+	AppProtocol string `json:"appProtocol,omitempty"`
 }
 
 // GetEnvironment asks for the app container's environment.

@@ -1,0 +1,376 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/detour-dev/detour/tunnel"
+	"go.uber.org/zap"
+)
+
+// httpPort routes the requests that arrive for one app port while it has
+// http intercepts: each connection is sniffed, served by net/http (HTTP/1.1,
+// h2c, or TLS when a terminating certificate is mounted), and each request
+// goes to the intercept whose rules it matches, or to the app.
+type httpPort struct {
+	a      *Agent
+	port   uint16
+	app    *backend
+	plain  *connListener
+	secure *connListener // nil without a terminating certificate
+	srvs   []*http.Server
+}
+
+// httpPortFor returns the port's router, creating it (and probing the app)
+// on the first http intercept. settings are that intercept's: the Service's
+// appProtocol and the strategy it carries decide how the app is reached.
+func (a *Agent) httpPortFor(ctx context.Context, port uint16, s tunnel.HTTPSettings) (*httpPort, error) {
+	a.httpMu.Lock()
+	defer a.httpMu.Unlock()
+	if hp := a.httpPorts[port]; hp != nil {
+		return hp, nil
+	}
+	if a.httpClosed {
+		return nil, fmt.Errorf("agent in pod %s is shutting down: %w", a.cfg.PodName, tunnel.ErrShuttingDown)
+	}
+	appTLS, err := a.tls.toApp()
+	if err != nil {
+		return nil, err
+	}
+	dial := func(ctx context.Context) (net.Conn, error) {
+		d := net.Dialer{Timeout: a.cfg.DialTimeout}
+		return d.DialContext(ctx, "tcp", net.JoinHostPort(a.cfg.AppHost, strconv.Itoa(int(port))))
+	}
+	proto, probe := knownProtocol(s.AppProtocol, s.Strategy, appTLS != nil)
+	if probe {
+		start := time.Now()
+		var tlsCfg *tls.Config
+		if proto.tls {
+			tlsCfg = appTLS
+		}
+		proto, err = probeProtocol(ctx, dial, tlsCfg)
+		if err != nil {
+			a.log.Info("app protocol probe failed", zap.Uint16("port", port), zap.Error(err))
+			return nil, fmt.Errorf("the app in pod %s does not speak HTTP on port %d (%v): intercept it with --mechanism tcp, or set the Service port's appProtocol: %w",
+				a.cfg.PodName, port, err, tunnel.ErrAppNotHTTP)
+		}
+		a.log.Info("app protocol probed", zap.Uint16("port", port), zap.Stringer("protocol", proto), zap.Duration("took", time.Since(start)))
+	}
+	hp := &httpPort{a: a, port: port, plain: newConnListener()}
+	hp.app = newBackend(proto, dial, appTLS, a.log, hp.proxyError(routeApp))
+	hp.srvs = append(hp.srvs, hp.server(hp.plain, false))
+	if term, err := a.tls.terminating(); err != nil {
+		return nil, err
+	} else if term != nil {
+		hp.secure = newConnListener()
+		hp.srvs = append(hp.srvs, hp.server(tlsListener{hp.secure, term}, true))
+	}
+	a.httpPorts[port] = hp
+	return hp, nil
+}
+
+// httpPort returns the port's router if it has one.
+func (a *Agent) httpPort(port uint16) *httpPort {
+	a.httpMu.Lock()
+	defer a.httpMu.Unlock()
+	return a.httpPorts[port]
+}
+
+func (hp *httpPort) server(ln net.Listener, tlsOn bool) *http.Server {
+	srv := &http.Server{
+		Handler:           hp,
+		ReadHeaderTimeout: 30 * time.Second,
+		ErrorLog:          zap.NewStdLog(hp.a.log.Named("http")),
+		Protocols:         new(http.Protocols),
+	}
+	srv.Protocols.SetHTTP1(true)
+	if tlsOn {
+		srv.Protocols.SetHTTP2(true)
+	} else {
+		srv.Protocols.SetUnencryptedHTTP2(true)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	return srv
+}
+
+func (hp *httpPort) close() {
+	hp.plain.Close()
+	if hp.secure != nil {
+		hp.secure.Close()
+	}
+	for _, s := range hp.srvs {
+		_ = s.Close()
+	}
+	hp.app.close()
+}
+
+// serveConn sniffs c and hands it to the port's HTTP server; it returns when
+// the server is done with the connection. What is not HTTP (or is TLS with
+// no certificate to terminate it) goes to the app as raw bytes.
+func (hp *httpPort) serveConn(c net.Conn) {
+	var first [1]byte
+	if _, err := c.Read(first[:]); err != nil {
+		return
+	}
+	sc := &servedConn{Conn: c, prefix: first[:], closed: make(chan struct{})}
+	target := hp.plain
+	switch b := first[0]; {
+	case b == 0x16 && hp.secure != nil: // a TLS handshake record
+		target = hp.secure
+	case b >= 'A' && b <= 'Z': // an HTTP/1 method, or the HTTP/2 preface "PRI"
+	default:
+		hp.a.m.httpUnroutable.Inc()
+		hp.a.toApp(sc, hp.port)
+		return
+	}
+	if !target.push(sc) {
+		return
+	}
+	<-sc.closed
+}
+
+func (hp *httpPort) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Upgrade") == "h2c" {
+		// HTTP/1 → h2c upgrades are not relayed: the request is answered in
+		// HTTP/1.1, which RFC 9113 allows.
+		r.Header.Del("Upgrade")
+		r.Header.Del("Http2-Settings")
+	}
+	ic, viaQuery := matchRequest(hp.a.reg.lookup(hp.port), r)
+	if ic == nil || ic.owner.session.IsClosed() {
+		hp.a.m.httpRequests.WithLabelValues(routeApp).Inc()
+		hp.app.proxy.ServeHTTP(w, r)
+		return
+	}
+	hp.a.m.httpRequests.WithLabelValues(routeClient).Inc()
+	if viaQuery {
+		q := r.URL.Query()
+		q.Del(tunnel.PreviewQuery)
+		r.URL.RawQuery = q.Encode()
+		http.SetCookie(w, &http.Cookie{Name: tunnel.PreviewCookie, Value: ic.http.settings.PreviewToken, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode})
+	}
+	b, err := ic.http.localBackend(r.Context())
+	if err != nil {
+		hp.a.m.httpProxyErrors.WithLabelValues(routeClient).Inc()
+		hp.a.log.Info("intercepted request not delivered", zap.String("intercept", ic.name), zap.String("holder", ic.owner.user), zap.Error(err))
+		http.Error(w, fmt.Sprintf("detour: intercept %q of %s: %v", ic.name, ic.owner.user, err), http.StatusBadGateway)
+		return
+	}
+	b.proxy.ServeHTTP(w, r)
+}
+
+// proxyError answers a request its backend failed with 502 at once: a
+// client that vanished mid-request must never leave the caller hanging.
+func (hp *httpPort) proxyError(route string) func(http.ResponseWriter, *http.Request, error) {
+	return func(w http.ResponseWriter, r *http.Request, err error) {
+		if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+			return // the caller went away; nobody to answer
+		}
+		hp.a.m.httpProxyErrors.WithLabelValues(route).Inc()
+		hp.a.log.Info("request failed", zap.String("route", route), zap.Uint16("port", hp.port), zap.String("path", r.URL.Path), zap.Error(err))
+		http.Error(w, "detour: "+route+" did not answer: "+err.Error(), http.StatusBadGateway)
+	}
+}
+
+// matchRequest picks the intercept a request goes to: the first (most
+// specific) whose preview token the request carries, in its query or its
+// cookie, or whose header rules all match. viaQuery says the token came in
+// the URL, so the response sets the cookie that keeps the browser routed.
+func matchRequest(st *portState, r *http.Request) (ic *intercept, viaQuery bool) {
+	if st == nil {
+		return nil, false
+	}
+	var token string
+	var fromQuery bool
+	if r.URL.RawQuery != "" {
+		token = r.URL.Query().Get(tunnel.PreviewQuery)
+		fromQuery = token != ""
+	}
+	if token == "" {
+		if c, err := r.Cookie(tunnel.PreviewCookie); err == nil {
+			token = c.Value
+		}
+	}
+	for _, ic := range st.http {
+		s := &ic.http.settings
+		if token != "" && s.PreviewToken == token {
+			return ic, fromQuery
+		}
+		if headersMatch(r.Header, s.Match) {
+			return ic, false
+		}
+	}
+	return nil, false
+}
+
+func headersMatch(h http.Header, rules []tunnel.HeaderMatch) bool {
+	if len(rules) == 0 {
+		return false
+	}
+	for _, m := range rules {
+		found := false
+		for _, v := range h.Values(m.Name) {
+			if v == m.Value {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// newHTTPIntercept prepares o's http intercept: the port's router (probing
+// the app on the first one) and the way to the owner's local process.
+func (a *Agent) newHTTPIntercept(ctx context.Context, o *owner, req tunnel.CreateIntercept, s tunnel.HTTPSettings) (*intercept, error) {
+	hp, err := a.httpPortFor(ctx, req.Port, s)
+	if err != nil {
+		return nil, err
+	}
+	ic := &intercept{name: req.Name, port: req.Port, mechanism: tunnel.MechanismHTTP, owner: o}
+	h := &httpIntercept{settings: s, appProtocol: hp.app.proto}
+	localTLS := hp.app.proto.tls && !s.Plaintext
+	var tlsCfg *tls.Config
+	if localTLS {
+		tlsCfg = &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12} //nolint:gosec // the developer's own process, reached through their authenticated tunnel
+	}
+	dial := func(ctx context.Context) (net.Conn, error) {
+		return a.openIntercepted(ic, "")
+	}
+	errorHandler := hp.proxyError(routeClient)
+	h.newLocal = func(ctx context.Context) (*backend, error) {
+		proto, probe := knownProtocol(s.AppProtocol, s.Strategy, localTLS)
+		if probe {
+			var err error
+			if proto, err = probeProtocol(ctx, dial, tlsCfg); err != nil {
+				return nil, fmt.Errorf("%w (is it listening, and on the port you gave?): %v", errLocalNotHTTP, err)
+			}
+			a.log.Info("local process protocol probed", zap.String("intercept", ic.name), zap.String("holder", o.user), zap.Stringer("protocol", proto))
+		}
+		return newBackend(proto, dial, tlsCfg, a.log, errorHandler), nil
+	}
+	ic.http = h
+	return ic, nil
+}
+
+// openIntercepted opens a stream to ic's owner for one connection.
+func (a *Agent) openIntercepted(ic *intercept, source string) (net.Conn, error) {
+	st, err := ic.owner.session.OpenStream()
+	if err != nil {
+		return nil, fmt.Errorf("client %s unreachable: %w", ic.owner.user, err)
+	}
+	hdr := tunnel.InterceptedHeader{Intercept: ic.name, Port: ic.port, Source: source}
+	if err := tunnel.WriteStreamHeader(st, tunnel.StreamIntercepted, hdr); err != nil {
+		_ = st.Close()
+		return nil, fmt.Errorf("client %s unreachable: %w", ic.owner.user, err)
+	}
+	return st, nil
+}
+
+// release frees what removed intercepts held.
+func (a *Agent) release(ics []*intercept) {
+	for _, ic := range ics {
+		if ic.http != nil {
+			ic.http.close()
+		}
+	}
+}
+
+func (a *Agent) closeHTTPPorts() {
+	a.httpMu.Lock()
+	defer a.httpMu.Unlock()
+	a.httpClosed = true
+	for _, hp := range a.httpPorts {
+		hp.close()
+	}
+}
+
+// connListener hands sniffed connections to an http.Server.
+type connListener struct {
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func newConnListener() *connListener {
+	return &connListener{ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *connListener) push(c net.Conn) bool {
+	select {
+	case l.ch <- c:
+		return true
+	case <-l.done:
+		return false
+	}
+}
+
+func (l *connListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *connListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *connListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
+
+// tlsListener terminates TLS on the connections of a connListener.
+type tlsListener struct {
+	*connListener
+	cfg *tls.Config
+}
+
+func (l tlsListener) Accept() (net.Conn, error) {
+	c, err := l.connListener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return tls.Server(c, l.cfg), nil
+}
+
+// servedConn is an inbound connection whose first byte was read to sniff
+// it; closed tells the accepting goroutine the server is done with it.
+type servedConn struct {
+	net.Conn
+	prefix []byte
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (c *servedConn) Read(p []byte) (int, error) {
+	if len(c.prefix) > 0 {
+		n := copy(p, c.prefix)
+		c.prefix = c.prefix[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *servedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { close(c.closed) })
+	return err
+}
+
+func (c *servedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
