@@ -183,8 +183,8 @@ func TestInterceptLeaveAndConflicts(t *testing.T) {
 	if !errors.Is(err, tunnel.ErrPortNotServed) || !strings.Contains(err.Error(), fmt.Sprint(w.appPort)) {
 		t.Fatalf("unserved port: err = %v, want ErrPortNotServed listing %d", err, w.appPort)
 	}
-	_, err = bob.CreateIntercept(ctx, client.InterceptSpec{Name: "h", Port: w.appPort, Mechanism: "http", LocalAddr: "127.0.0.1:1"})
-	if !errors.Is(err, tunnel.ErrUnsupportedMechanism) || !strings.Contains(err.Error(), `not "http"`) {
+	_, err = bob.CreateIntercept(ctx, client.InterceptSpec{Name: "h", Port: w.appPort, Mechanism: "grpc-web", LocalAddr: "127.0.0.1:1"})
+	if !errors.Is(err, tunnel.ErrUnsupportedMechanism) || !strings.Contains(err.Error(), `not "grpc-web"`) {
 		t.Fatalf("unsupported mechanism: err = %v", err)
 	}
 	if _, err := bob.RemoveIntercept(ctx, "hello"); !errors.Is(err, tunnel.ErrInterceptNotFound) {
