@@ -288,7 +288,7 @@ func (a *app) statusCommand() *cobra.Command {
 				fmt.Fprintln(a.out, "No active intercepts.")
 				return nil
 			}
-			tw := newTable(a.out, "NAME", "NAMESPACE", "WORKLOAD", "SERVICE", "PORT", "LOCAL", "PODS")
+			tw := newTable(a.out, "NAME", "NAMESPACE", "WORKLOAD", "SERVICE", "PORT", "TAKES", "LOCAL", "PODS")
 			for _, ic := range rep.Intercepts {
 				active := 0
 				var states []string
@@ -307,9 +307,16 @@ func (a *app) statusCommand() *cobra.Command {
 				if ic.PortName != "" {
 					port = fmt.Sprintf("%s (%d)", ic.PortName, ic.Port)
 				}
-				tw.row(ic.Name, ic.Namespace, ic.Workload, ic.Service, port, ic.LocalAddr, fmt.Sprintf("%d/%d active", active, len(ic.Pods)))
+				takes := "every connection"
+				if len(ic.HTTPMatch) > 0 {
+					takes = "requests with " + headerLine(ic.HTTPMatch)
+				}
+				tw.row(ic.Name, ic.Namespace, ic.Workload, ic.Service, port, takes, ic.LocalAddr, fmt.Sprintf("%d/%d active", active, len(ic.Pods)))
+				if ic.PreviewURL != "" {
+					tw.row("", "", "", "", "", "preview: "+ic.PreviewURL, "", "")
+				}
 				for _, s := range states {
-					tw.row("", "", "", "", "", "", "  "+s)
+					tw.row("", "", "", "", "", "", "", "  "+s)
 				}
 			}
 			return tw.flush()

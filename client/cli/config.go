@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/detour-dev/detour/tunnel"
 )
 
 // Config is ~/.config/detour/config.yml.
@@ -19,7 +21,14 @@ type Config struct {
 	} `yaml:"images"`
 	Intercept struct {
 		DefaultMechanism string `yaml:"defaultMechanism"`
+		// PreviewURL makes --preview-url the default for http intercepts.
+		PreviewURL bool `yaml:"previewURL"`
 	} `yaml:"intercept"`
+	Agent struct {
+		// AppProtocolStrategy says how the agent finds the app's HTTP
+		// version when the Service port has no appProtocol.
+		AppProtocolStrategy string `yaml:"appProtocolStrategy"`
+	} `yaml:"agent"`
 	Timeouts struct {
 		Rollout      time.Duration `yaml:"rollout"`
 		AgentArrival time.Duration `yaml:"agentArrival"`
@@ -29,6 +38,7 @@ type Config struct {
 func defaultConfig() Config {
 	var c Config
 	c.Intercept.DefaultMechanism = "tcp"
+	c.Agent.AppProtocolStrategy = tunnel.StrategyHTTP2Probe
 	c.Timeouts.Rollout = 3 * time.Minute
 	c.Timeouts.AgentArrival = time.Minute
 	return c
@@ -59,10 +69,13 @@ func loadConfig(path string) (Config, error) {
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty file
 		return c, fmt.Errorf("config %s: %w", path, err)
 	}
-	switch c.Intercept.DefaultMechanism {
-	case "tcp":
+	if !identifier.MatchString(c.Intercept.DefaultMechanism) {
+		return c, fmt.Errorf("config %s: intercept.defaultMechanism %q: give a mechanism such as tcp or http", path, c.Intercept.DefaultMechanism)
+	}
+	switch c.Agent.AppProtocolStrategy {
+	case tunnel.StrategyHTTP2Probe, tunnel.StrategyHTTP, tunnel.StrategyHTTP2:
 	default:
-		return c, fmt.Errorf("config %s: intercept.defaultMechanism %q: this release supports tcp", path, c.Intercept.DefaultMechanism)
+		return c, fmt.Errorf("config %s: agent.appProtocolStrategy %q: want %s, %s or %s", path, c.Agent.AppProtocolStrategy, tunnel.StrategyHTTP2Probe, tunnel.StrategyHTTP, tunnel.StrategyHTTP2)
 	}
 	if c.Timeouts.Rollout <= 0 || c.Timeouts.AgentArrival <= 0 {
 		return c, fmt.Errorf("config %s: timeouts must be positive durations such as 3m", path)

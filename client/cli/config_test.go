@@ -25,14 +25,19 @@ func TestLoadConfig(t *testing.T) {
 	if err != nil || c.Images.AgentImage != "reg/detour:1" || c.Timeouts.Rollout != 90*time.Second || c.Timeouts.AgentArrival != time.Minute {
 		t.Fatalf("parsed: %+v %v", c, err)
 	}
+	c, err = loadConfig(write("intercept:\n  defaultMechanism: http\n  previewURL: true\nagent:\n  appProtocolStrategy: http2\n"))
+	if err != nil || c.Intercept.DefaultMechanism != "http" || !c.Intercept.PreviewURL || c.Agent.AppProtocolStrategy != "http2" {
+		t.Fatalf("http + preview as the default: %+v %v", c, err)
+	}
 	if _, err := loadConfig(write("")); err != nil {
 		t.Fatalf("empty file: %v", err)
 	}
 	for body, want := range map[string]string{
-		"images:\n  agentImge: x\n":               "line 2",
-		"timeouts:\n  rollout: soon\n":            "line 2",
-		"intercept:\n  defaultMechanism: magic\n": "defaultMechanism",
-		"images: [\n":                             "config.yml",
+		"images:\n  agentImge: x\n":                "line 2",
+		"timeouts:\n  rollout: soon\n":             "line 2",
+		"intercept:\n  defaultMechanism: Magic!\n": "defaultMechanism",
+		"agent:\n  appProtocolStrategy: guess\n":   "appProtocolStrategy",
+		"images: [\n":                              "config.yml",
 	} {
 		_, err := loadConfig(write(body))
 		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "config.yml") {

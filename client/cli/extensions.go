@@ -46,6 +46,18 @@ type FlagSpec struct {
 	Usage string `yaml:"usage"`
 }
 
+// builtin is the mechanisms the built-in agent supports besides tcp, with
+// their flags; extensions cannot redefine them.
+var builtin = Extension{
+	Name: "built-in",
+	Mechanisms: map[string]Mechanism{
+		tunnel.MechanismHTTP: {Flags: map[string]FlagSpec{
+			"match":     {Type: "stringArray", Usage: "NAME=VALUE: take only the requests carrying this header (repeatable, all must match); auto (the default) generates a unique header for you"},
+			"plaintext": {Type: "bool", Usage: "speak plain HTTP to your local process even when the app speaks TLS"},
+		}},
+	},
+}
+
 var identifier = regexp.MustCompile(`^[a-z][a-z0-9-]*$`)
 
 // loadExtensions reads every *.yml in dir. A missing dir means none.
@@ -56,7 +68,7 @@ func loadExtensions(dir string) ([]Extension, error) {
 	}
 	sort.Strings(paths)
 	var exts []Extension
-	owner := map[string]string{tunnel.MechanismTCP: "the built-in agent"}
+	owner := map[string]string{tunnel.MechanismTCP: "the built-in agent", tunnel.MechanismHTTP: "the built-in agent"}
 	for _, p := range paths {
 		b, err := os.ReadFile(p)
 		if err != nil {
@@ -106,7 +118,7 @@ func loadExtensions(dir string) ([]Extension, error) {
 func mechanismFlags(fs *pflag.FlagSet, exts []Extension) func() map[string]map[string][]string {
 	type reg struct{ mech, name, typ string }
 	var regs []reg
-	for _, e := range exts {
+	for _, e := range append([]Extension{builtin}, exts...) {
 		for m, spec := range e.Mechanisms {
 			for f, s := range spec.Flags {
 				full := m + "-" + f
@@ -114,6 +126,9 @@ func mechanismFlags(fs *pflag.FlagSet, exts []Extension) func() map[string]map[s
 					continue // a built-in flag wins; loadExtensions keeps names unique per mechanism
 				}
 				usage := fmt.Sprintf("%s (implies --mechanism=%s; from %s)", s.Usage, m, filepath.Base(e.File))
+				if e.File == "" {
+					usage = fmt.Sprintf("%s (implies --mechanism=%s)", s.Usage, m)
+				}
 				switch s.Type {
 				case "bool":
 					fs.Bool(full, false, usage)
@@ -171,10 +186,10 @@ func chooseMechanism(explicit, def string, flagsSet map[string]map[string][]stri
 	case len(implied) == 1:
 		m = implied[0]
 	}
-	if m == tunnel.MechanismTCP {
+	if m == tunnel.MechanismTCP || m == tunnel.MechanismHTTP {
 		return m, "", nil
 	}
-	known := []string{tunnel.MechanismTCP}
+	known := []string{tunnel.MechanismTCP, tunnel.MechanismHTTP}
 	for _, e := range exts {
 		if _, ok := e.Mechanisms[m]; ok {
 			return m, e.Image, nil

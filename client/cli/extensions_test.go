@@ -9,9 +9,9 @@ import (
 	"github.com/spf13/pflag"
 )
 
-const httpExtension = `image: reg/detour-http:1
+const mirrorExtension = `image: reg/detour-mirror:1
 mechanisms:
-  http:
+  mirror:
     flags:
       match: {type: stringArray, usage: "header to match"}
       plaintext: {type: bool, usage: "plaintext to the local process"}
@@ -26,12 +26,13 @@ func writeExt(t *testing.T, dir, name, body string) {
 
 func TestLoadExtensionsErrorsNameFileAndLine(t *testing.T) {
 	cases := map[string]string{
-		"image: x\nmechanisms:\n  http:\n    flgs: {}\n":                     "line 4",
-		"mechanisms:\n  http: {}\n":                                          "no image",
-		"image: x\n":                                                         "no mechanisms",
-		"image: x\nmechanisms:\n  tcp: {}\n":                                 "already provided by the built-in agent",
-		"image: x\nmechanisms:\n  http:\n    flags:\n      m: {type: int}\n": "type \"int\"",
-		"image: x\nmechanisms:\n  Bad_Name: {}\n":                            "lower-case",
+		"image: x\nmechanisms:\n  mirror:\n    flgs: {}\n":                     "line 4",
+		"mechanisms:\n  mirror: {}\n":                                          "no image",
+		"image: x\n":                                                           "no mechanisms",
+		"image: x\nmechanisms:\n  tcp: {}\n":                                   "already provided by the built-in agent",
+		"image: x\nmechanisms:\n  http: {}\n":                                  "already provided by the built-in agent",
+		"image: x\nmechanisms:\n  mirror:\n    flags:\n      m: {type: int}\n": "type \"int\"",
+		"image: x\nmechanisms:\n  Bad_Name: {}\n":                              "lower-case",
 		"image: [\n": "bad.yml",
 	}
 	for body, want := range cases {
@@ -49,7 +50,7 @@ func TestLoadExtensionsErrorsNameFileAndLine(t *testing.T) {
 
 func TestMechanismSelection(t *testing.T) {
 	dir := t.TempDir()
-	writeExt(t, dir, "http.yml", httpExtension)
+	writeExt(t, dir, "mirror.yml", mirrorExtension)
 	exts, err := loadExtensions(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -62,24 +63,32 @@ func TestMechanismSelection(t *testing.T) {
 		}
 		return get()
 	}
-	set := parse("--http-match", "x-user=alice", "--http-match", "x-env=dev")
-	if got := set["http"]["match"]; len(got) != 2 || got[1] != "x-env=dev" {
+	set := parse("--mirror-match", "x-user=alice", "--mirror-match", "x-env=dev")
+	if got := set["mirror"]["match"]; len(got) != 2 || got[1] != "x-env=dev" {
 		t.Fatalf("flag values: %v", set)
 	}
 	m, img, err := chooseMechanism("", "tcp", set, exts)
-	if err != nil || m != "http" || img != "reg/detour-http:1" {
-		t.Fatalf("--http-match implies http: %s %s %v", m, img, err)
+	if err != nil || m != "mirror" || img != "reg/detour-mirror:1" {
+		t.Fatalf("--mirror-match implies mirror: %s %s %v", m, img, err)
+	}
+	// The built-in http mechanism works the same way, with the built-in agent.
+	httpSet := parse("--http-match", "x-user=alice")
+	if got := httpSet["http"]["match"]; len(got) != 1 || got[0] != "x-user=alice" {
+		t.Fatalf("built-in --http-match values: %v", httpSet)
+	}
+	if m, img, err := chooseMechanism("", "tcp", httpSet, exts); err != nil || m != "http" || img != "" {
+		t.Fatalf("--http-match implies the built-in http: %s %q %v", m, img, err)
 	}
 	if m, img, err := chooseMechanism("", "tcp", parse(), exts); err != nil || m != "tcp" || img != "" {
 		t.Fatalf("default: %s %s %v", m, img, err)
 	}
-	if m, _, err := chooseMechanism("http", "tcp", parse(), exts); err != nil || m != "http" {
+	if m, _, err := chooseMechanism("mirror", "tcp", parse(), exts); err != nil || m != "mirror" {
 		t.Fatalf("explicit: %s %v", m, err)
 	}
 	if _, _, err := chooseMechanism("tcp", "tcp", set, exts); err == nil || !strings.Contains(err.Error(), "conflicts") {
 		t.Fatalf("conflict: %v", err)
 	}
-	if _, _, err := chooseMechanism("grpc", "tcp", parse(), exts); err == nil || !strings.Contains(err.Error(), "known: http, tcp") {
+	if _, _, err := chooseMechanism("grpc", "tcp", parse(), exts); err == nil || !strings.Contains(err.Error(), "known: http, mirror, tcp") {
 		t.Fatalf("unknown mechanism: %v", err)
 	}
 }

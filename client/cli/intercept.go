@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/detour-dev/detour/client"
@@ -36,6 +38,8 @@ type interceptFlags struct {
 	agentImage string
 	// mechanismFlags reports the extension flags (--MECH-NAME) that were set.
 	mechanismFlags func() map[string]map[string][]string
+	preview        previewFlags
+	changed        func(flag string) bool
 }
 
 func (a *app) interceptCommand() *cobra.Command {
@@ -54,12 +58,24 @@ name or number (LOCAL alone when the Service has one port).
 If the workload does not run the detour agent yet, detour adds the
 detour.dev/inject annotation to its pod template and waits for the rollout.
 The intercept then holds on every pod of the workload, follows new pods, and
-lasts until 'detour leave NAME' (or, with -- CMD, until CMD exits).`,
+lasts until 'detour leave NAME' (or, with -- CMD, until CMD exits).
+
+Mechanisms: tcp (the default) takes every connection to the port: one
+person at a time. http takes only the requests that carry your header, so
+several developers share a workload and everyone else keeps reaching the
+app: --http-match auto (the default for http) makes a unique header and
+prints it; --http-match NAME=VALUE (repeatable) picks your own. Any
+--http-* flag implies --mechanism http. With --preview-url you also get a
+link that routes a plain browser to you: open it once and that browser's
+requests come to you (a cookie); anyone else's keep reaching the app.`,
 		Example: `  detour intercept hello --port 8080
   detour intercept hello -n shop --port 8080:http        # intercept named hello-shop
   detour intercept mine --workload hello --port 3000:80 --service hello-stable
   detour intercept hello --port 8080 --env-file hello.env --to-pod 5432
-  detour intercept hello --port 8080 -- ./run-tests.sh   # exits with the tests' status`,
+  detour intercept hello --port 8080 -- ./run-tests.sh   # exits with the tests' status
+  detour intercept hello --port 8080 --http-match auto    # only requests with the printed header
+  detour intercept hello --port 8080 --http-match x-dev=alice --preview-url \
+      --ingress-host shop.example.com --ingress-port 443 --ingress-tls`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			n := len(args)
 			if d := cmd.ArgsLenAtDash(); d >= 0 {
@@ -82,13 +98,15 @@ lasts until 'detour leave NAME' (or, with -- CMD, until CMD exits).`,
 	fl.StringVarP(&f.port, "port", "p", "", "LOCAL[:SVCPORT]: the local port to send traffic to, and the Service port (name or number) to take it from (required)")
 	fl.StringVar(&f.workload, "workload", "", "the workload to intercept, when NAME is only the intercept's name (kind/name picks a kind)")
 	fl.StringVar(&f.service, "service", "", "the Service to intercept when several select the workload")
-	fl.StringVar(&f.mechanism, "mechanism", "", "tcp: every connection to the port (default from config, tcp); extensions add others")
+	fl.StringVar(&f.mechanism, "mechanism", "", "tcp: every connection to the port; http: only requests whose headers match (default from config, else tcp); extensions add others")
 	fl.StringVar(&f.envFile, "env-file", "", "write the app container's environment here (literal KEY=value lines, as docker --env-file and IDE run configs read them)")
 	fl.StringVar(&f.envJSON, "env-json", "", "write the app container's environment here as a JSON object")
 	fl.UintSliceVar(&f.toPod, "to-pod", nil, "forward localhost:PORT here to localhost:PORT in the pod (repeatable), e.g. for sidecars")
 	fl.StringVar(&f.agentImage, "agent-image", "", "agent image to inject (default from config images.agentImage, else the webhook's)")
+	addPreviewFlags(fl, &f.preview)
 	_ = cmd.MarkFlagRequired("port")
 	f.mechanismFlags = mechanismFlags(fl, a.exts)
+	f.changed = func(name string) bool { return fl.Changed(name) }
 	return cmd
 }
 
@@ -124,6 +142,33 @@ func (a *app) intercept(ctx context.Context, name string, f interceptFlags, comm
 	if err := tunnel.ValidateName(interceptName); err != nil {
 		return err
 	}
+	// Settings are checked before the cluster is asked anything.
+	mechArgs := mechFlags[mechanism]
+	var httpMatch []string
+	var hs *tunnel.HTTPSettings
+	wantPreview := cfg.Intercept.PreviewURL
+	if f.changed("preview-url") {
+		wantPreview = f.preview.enabled
+	}
+	if mechanism == tunnel.MechanismHTTP {
+		s, err := httpSettings(mechArgs, interceptName, corev1.ServicePort{}, cfg.Agent.AppProtocolStrategy, wantPreview, rand.Reader)
+		if err != nil {
+			return err
+		}
+		hs = &s
+	}
+	var ing *ingress
+	if hs != nil && hs.PreviewToken != "" && (anyChanged(f.changed, ingressFlags...) || !a.interactive()) {
+		// No dialogue: the flags (or their absence) settle it now.
+		i, err := resolveIngress(f.preview, f.changed, ingress{}, false, nil, nil)
+		if err != nil {
+			return err
+		}
+		ing = &i
+	}
+	if hs == nil && f.changed("preview-url") && f.preview.enabled || f.changed("ingress-host") || f.changed("ingress-port") || f.changed("ingress-tls") || f.changed("ingress-l5") {
+		return fmt.Errorf("preview URLs route single requests: they need --mechanism http (this intercept would use %s)", mechanism)
+	}
 
 	rc, cs, err := a.clients(ctx)
 	_ = rc
@@ -153,6 +198,27 @@ func (a *app) intercept(ctx context.Context, name string, f interceptFlags, comm
 	appPort, _, err := resolve.ContainerPort(w, sp)
 	if err != nil {
 		return err
+	}
+	if err := checkTLSSecrets(ctx, cs, w); err != nil {
+		return err
+	}
+	var preview string
+	if hs != nil {
+		if sp.AppProtocol != nil {
+			hs.AppProtocol = *sp.AppProtocol
+		}
+		if hs.PreviewToken != "" && ing == nil {
+			i, err := resolveIngress(f.preview, f.changed, detectIngress(ctx, cs, ns, &svc, sp), true, a.in, a.errOut)
+			if err != nil {
+				return err
+			}
+			ing = &i
+		}
+		if ing != nil {
+			preview = previewURL(*ing, hs.PreviewToken)
+		}
+		mechArgs = hs.Args()
+		httpMatch = mechArgs[tunnel.ArgMatch]
 	}
 	image := f.agentImage
 	if image == "" {
@@ -189,7 +255,7 @@ func (a *app) intercept(ctx context.Context, name string, f interceptFlags, comm
 	req := daemon.InterceptRequest{
 		Name: interceptName, Kubeconfig: kubeconfig, Context: kubeContext, Namespace: ns,
 		Workload: w.Ref(), Selector: sel.String(), Service: svc.Name, PortName: sp.Name, Port: sp.Port,
-		AppPort: appPort, Mechanism: mechanism, MechanismArgs: mechFlags[mechanism], LocalAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(int(spec.Local))),
+		AppPort: appPort, Mechanism: mechanism, MechanismArgs: mechArgs, HTTPMatch: httpMatch, PreviewURL: preview, LocalAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(int(spec.Local))),
 		ToPod: toPod, User: client.DefaultUser(), WantEnv: f.envFile != "" || f.envJSON != "" || len(command) > 0,
 		TimeoutSec: int(cfg.Timeouts.AgentArrival.Seconds()),
 	}
@@ -248,7 +314,16 @@ func (a *app) printSummary(st daemon.InterceptStatus, pods int, envFiles []strin
 	fmt.Fprintf(a.out, "Intercept %q is active.\n", st.Name)
 	fmt.Fprintf(a.out, "  workload:   %s in namespace %s (%d pods)\n", st.Workload, st.Namespace, pods)
 	fmt.Fprintf(a.out, "  service:    %s, port %s → container port %d\n", st.Service, port, st.AppPort)
-	fmt.Fprintf(a.out, "  mechanism:  %s (every connection)\n", st.Mechanism)
+	if len(st.HTTPMatch) > 0 {
+		fmt.Fprintf(a.out, "  mechanism:  %s (only requests with the header; everyone else's reach the app)\n", st.Mechanism)
+		fmt.Fprintf(a.out, "  header:     %s\n", headerLine(st.HTTPMatch))
+		fmt.Fprintf(a.out, "  try:        %s http://%s.%s:%d/\n", curlHint(st.HTTPMatch), st.Service, st.Namespace, st.Port)
+	} else {
+		fmt.Fprintf(a.out, "  mechanism:  %s (every connection)\n", st.Mechanism)
+	}
+	if st.PreviewURL != "" {
+		fmt.Fprintf(a.out, "  preview:    %s\n", st.PreviewURL)
+	}
 	fmt.Fprintf(a.out, "  local:      %s\n", st.LocalAddr)
 	for _, p := range st.ToPod {
 		fmt.Fprintf(a.out, "  to pod:     127.0.0.1:%d → pod's 127.0.0.1:%d\n", p, p)

@@ -30,15 +30,20 @@ func TestWriteEnvFile(t *testing.T) {
 
 func TestCommandLineErrors(t *testing.T) {
 	cases := map[string][]string{
-		"needs exactly one NAME":           {"intercept", "--port", "8080"},
-		`required flag(s) "port"`:          {"intercept", "hello"},
-		"LOCAL must be a port":             {"intercept", "hello", "--port", "http"},
-		"not supported by any known agent": {"intercept", "hello", "--port", "8080", "--mechanism", "udp"},
-		"needs the intercept's":            {"leave"},
-		"takes no arguments":               {"status", "extra"},
-		"use json or yaml":                 {"status", "-o", "xml"},
-		"--agent WORKLOAD, or --all":       {"uninstall"},
-		"not both":                         {"uninstall", "--all", "--agent", "web"},
+		"needs exactly one NAME":                {"intercept", "--port", "8080"},
+		`required flag(s) "port"`:               {"intercept", "hello"},
+		"LOCAL must be a port":                  {"intercept", "hello", "--port", "http"},
+		"not supported by any known agent":      {"intercept", "hello", "--port", "8080", "--mechanism", "udp"},
+		"needs the intercept's":                 {"leave"},
+		`--http-match "x-dev": want NAME=VALUE`: {"intercept", "hello", "--port", "8080", "--http-match", "x-dev"},
+		"need --mechanism http":                 {"intercept", "hello", "--port", "8080", "--preview-url"},
+		"--ingress-port missing":                {"intercept", "hello", "--port", "8080", "--http-match", "auto", "--preview-url", "--ingress-host", "10.0.0.1"},
+		"run in a terminal to be asked":         {"intercept", "hello", "--port", "8080", "--mechanism", "http", "--preview-url"},
+		"cannot be combined":                    {"intercept", "hello", "--port", "8080", "--mechanism", "http", "--http-match", "auto", "--http-match", "a=b"},
+		"takes no arguments":                    {"status", "extra"},
+		"use json or yaml":                      {"status", "-o", "xml"},
+		"--agent WORKLOAD, or --all":            {"uninstall"},
+		"not both":                              {"uninstall", "--all", "--agent", "web"},
 	}
 	for want, args := range cases {
 		var out, errOut bytes.Buffer

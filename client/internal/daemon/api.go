@@ -21,6 +21,10 @@ type InterceptRequest struct {
 	AppPort       uint16              `json:"appPort"`
 	Mechanism     string              `json:"mechanism"`
 	MechanismArgs map[string][]string `json:"mechanismArgs,omitempty"`
+	// HTTPMatch are an http intercept's header rules as NAME=VALUE, and
+	// PreviewURL its shareable link, when it has one.
+	HTTPMatch  []string `json:"httpMatch,omitempty"`
+	PreviewURL string   `json:"previewUrl,omitempty"`
 	LocalAddr     string              `json:"localAddr"`
 	ToPod         []uint16            `json:"toPod,omitempty"`
 	User          string              `json:"user"`

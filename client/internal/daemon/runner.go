@@ -322,7 +322,7 @@ func (r *runner) connect(ctx context.Context, pod string) (*client.Session, erro
 	_, err = sess.CreateIntercept(dctx, client.InterceptSpec{Name: r.req.Name, Port: r.req.AppPort, Mechanism: r.req.Mechanism, LocalAddr: r.req.LocalAddr, Args: r.req.MechanismArgs})
 	if err != nil {
 		sess.Close()
-		if errors.Is(err, tunnel.ErrAlreadyIntercepted) || errors.Is(err, tunnel.ErrPortNotServed) || errors.Is(err, tunnel.ErrUnsupportedMechanism) || errors.Is(err, tunnel.ErrBadRequest) {
+		if errors.Is(err, tunnel.ErrAlreadyIntercepted) || errors.Is(err, tunnel.ErrPortNotServed) || errors.Is(err, tunnel.ErrUnsupportedMechanism) || errors.Is(err, tunnel.ErrBadRequest) || errors.Is(err, tunnel.ErrAppNotHTTP) {
 			return nil, fmt.Errorf("%w: pod %s: %w", errFatal, pod, err)
 		}
 		return nil, err
