@@ -154,7 +154,7 @@ func (hp *httpPort) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		q.Del(tunnel.PreviewQuery)
 		r.URL.RawQuery = q.Encode()
-		http.SetCookie(w, &http.Cookie{Name: tunnel.PreviewCookie, Value: ic.http.settings.PreviewToken, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode})
+		http.SetCookie(w, &http.Cookie{Name: tunnel.PreviewCookie, Value: ic.http.settings.PreviewToken, Path: "/", MaxAge: previewCookieAge, HttpOnly: true, SameSite: http.SameSiteLaxMode})
 	}
 	b, err := ic.http.localBackend(r.Context())
 	if err != nil {
@@ -374,3 +374,7 @@ func (c *servedConn) CloseWrite() error {
 	}
 	return nil
 }
+
+// previewCookieAge keeps a browser routed across restarts for a working
+// day; once the intercept is gone the cookie matches nothing and is harmless.
+const previewCookieAge = 12 * 60 * 60

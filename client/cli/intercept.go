@@ -166,7 +166,7 @@ func (a *app) intercept(ctx context.Context, name string, f interceptFlags, comm
 		}
 		ing = &i
 	}
-	if hs == nil && f.changed("preview-url") && f.preview.enabled || f.changed("ingress-host") || f.changed("ingress-port") || f.changed("ingress-tls") || f.changed("ingress-l5") {
+	if hs == nil && (f.changed("preview-url") && f.preview.enabled || anyChanged(f.changed, ingressFlags...)) {
 		return fmt.Errorf("preview URLs route single requests: they need --mechanism http (this intercept would use %s)", mechanism)
 	}
 
