@@ -7,6 +7,7 @@ packages=(
   iproute2 nftables iptables conntrack          # netns worlds, guard, kube-proxy
   containerd runc containernetworking-plugins   # the local cluster's runtime
   curl ca-certificates libcap2-bin util-linux   # readiness checks; capsh for the NET_ADMIN test; flock, nsenter
+  haproxy nghttp2-client chromium               # HTTP-routing tests: a reverse proxy, h2load, a real browser
 )
 
 missing=()
@@ -24,6 +25,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# containerd's Debian unit may start the system daemon; the local cluster runs
-# its own instance with its own socket, so the system one is not needed.
+# containerd's and haproxy's Debian units may start system daemons; the local
+# cluster runs its own containerd with its own socket, and the tests run their
+# own haproxy with their own configuration, so the system ones are not needed
+# (Debian's default haproxy.cfg has no frontend, so it listens on nothing).
 echo "deps: ok"
