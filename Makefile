@@ -33,6 +33,7 @@ fuzz:
 	$(GO) test ./tunnel -run '^$$' -fuzz '^FuzzReadControlFrame$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./tunnel -run '^$$' -fuzz '^FuzzReadStreamHeader$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./webhook -run '^$$' -fuzz '^FuzzAdmission$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./agent -run '^$$' -fuzz '^FuzzHTTPRouting$$' -fuzztime $(FUZZTIME)
 
 # bench prints each detour path beside its baseline, measured in the same
 # run (docs/benchmarks.md explains every figure). Needs root for the netns.
