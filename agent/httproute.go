@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/textproto"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/detour-dev/detour/tunnel"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
 
@@ -26,6 +28,8 @@ type httpPort struct {
 	plain  *connListener
 	secure *connListener // nil without a terminating certificate
 	srvs   []*http.Server
+
+	routedToApp, routedToClient prometheus.Counter
 }
 
 // httpPortFor returns the port's router, creating it (and probing the app)
@@ -63,7 +67,8 @@ func (a *Agent) httpPortFor(ctx context.Context, port uint16, s tunnel.HTTPSetti
 		}
 		a.log.Info("app protocol probed", zap.Uint16("port", port), zap.Stringer("protocol", proto), zap.Duration("took", time.Since(start)))
 	}
-	hp := &httpPort{a: a, port: port, plain: newConnListener()}
+	hp := &httpPort{a: a, port: port, plain: newConnListener(),
+		routedToApp: a.m.httpRequests.WithLabelValues(routeApp), routedToClient: a.m.httpRequests.WithLabelValues(routeClient)}
 	hp.app = newBackend(proto, dial, appTLS, a.log, hp.proxyError(routeApp))
 	hp.srvs = append(hp.srvs, hp.server(hp.plain, false))
 	if term, err := a.tls.terminating(); err != nil {
@@ -137,6 +142,13 @@ func (hp *httpPort) serveConn(c net.Conn) {
 }
 
 func (hp *httpPort) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 1 {
+		// Without it, Go's HTTP/1 server discards the unread request body
+		// once the response starts: a backend that answers while the upload
+		// runs (echo, gRPC-web, uploads with early replies) would get a
+		// body with bytes missing, or the caller would wait forever.
+		_ = http.NewResponseController(w).EnableFullDuplex()
+	}
 	if r.Header.Get("Upgrade") == "h2c" {
 		// HTTP/1 → h2c upgrades are not relayed: the request is answered in
 		// HTTP/1.1, which RFC 9113 allows.
@@ -145,11 +157,11 @@ func (hp *httpPort) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ic, viaQuery := matchRequest(hp.a.reg.lookup(hp.port), r)
 	if ic == nil || ic.owner.session.IsClosed() {
-		hp.a.m.httpRequests.WithLabelValues(routeApp).Inc()
+		hp.routedToApp.Inc()
 		hp.app.proxy.ServeHTTP(w, r)
 		return
 	}
-	hp.a.m.httpRequests.WithLabelValues(routeClient).Inc()
+	hp.routedToClient.Inc()
 	if viaQuery {
 		q := r.URL.Query()
 		q.Del(tunnel.PreviewQuery)
@@ -216,7 +228,13 @@ func headersMatch(h http.Header, rules []tunnel.HeaderMatch) bool {
 	}
 	for _, m := range rules {
 		found := false
-		for _, v := range h.Values(m.Name) {
+		// Rules hold canonical names (tunnel.ParseHeaderMatch), so the map
+		// is indexed directly, without canonicalising per request.
+		key := m.Canonical
+		if key == "" {
+			key = textproto.CanonicalMIMEHeaderKey(m.Name)
+		}
+		for _, v := range h[key] {
 			if v == m.Value {
 				found = true
 				break

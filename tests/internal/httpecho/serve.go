@@ -62,7 +62,7 @@ func ServeAll(ctx context.Context, ln net.Listener, tag string, tlsCfg *tls.Conf
 			}
 		}),
 		Protocols:         &protos,
-		TLSConfig:         tlsCfg, // Serve clones it
+		TLSConfig:         tlsCfg.Clone(), // the HTTP/2 setup edits it in place
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return baseCtx },
 	}
