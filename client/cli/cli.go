@@ -81,6 +81,7 @@ a kubectl plugin too: kubectl detour ...`,
 	root.AddCommand(
 		a.interceptCommand(),
 		a.leaveCommand(),
+		a.resumeCommand(),
 		a.statusCommand(),
 		a.listCommand(),
 		a.quitCommand(),
@@ -231,6 +232,51 @@ func (a *app) leaveCommand() *cobra.Command {
 	}
 }
 
+func (a *app) resumeCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "resume NAME",
+		Short: "Re-create an intercept that was dropped while this workstation slept",
+		Long: `When this workstation is silent for longer than the agents' keep-alive
+bound (it slept, or the daemon was stopped), the agents give the traffic
+back to the app, and the intercept is not taken back behind your back:
+someone else may hold the port by now. 'detour status' shows such an
+intercept as dropped; resume re-creates it with the same settings (the same
+header and preview URL for http intercepts).`,
+		Args: exactArgs(1, "the intercept's name (see detour status)"),
+		ValidArgsFunction: func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+			return a.interceptNames(cmd.Context()), cobra.ShellCompDirectiveNoFileComp
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.daemonClient()
+			if err != nil {
+				return err
+			}
+			if !c.Running(cmd.Context()) {
+				return fmt.Errorf("cannot resume %q: %w, so it holds no intercepts (start one with detour intercept)", args[0], daemon.ErrNotRunning)
+			}
+			st, err := c.Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			for _, ic := range st.Intercepts {
+				if ic.Name != args[0] {
+					continue
+				}
+				if ic.State != "dropped" {
+					return fmt.Errorf("intercept %q is %s, not dropped: nothing to resume", ic.Name, ic.State)
+				}
+				got, err := c.Create(cmd.Context(), ic.InterceptRequest)
+				if err != nil {
+					return fmt.Errorf("resume %q: %w", ic.Name, err)
+				}
+				a.printSummary(got, len(got.Pods), nil)
+				return nil
+			}
+			return fmt.Errorf("no intercept named %q (see detour status)", args[0])
+		},
+	}
+}
+
 func (a *app) interceptNames(ctx context.Context) []string {
 	c, err := a.daemonClient()
 	if err != nil {
@@ -314,6 +360,11 @@ func (a *app) statusCommand() *cobra.Command {
 				tw.row(ic.Name, ic.Namespace, ic.Workload, ic.Service, port, takes, ic.LocalAddr, fmt.Sprintf("%d/%d active", active, len(ic.Pods)))
 				if ic.PreviewURL != "" {
 					tw.row("", "", "", "", "", "preview: "+ic.PreviewURL, "", "")
+				}
+				if ic.State == "dropped" {
+					tw.row("", "", "", "", "", "", "", "  DROPPED: "+ic.Dropped)
+					tw.row("", "", "", "", "", "", "", fmt.Sprintf("  re-create it: detour resume %s (or: detour leave %s)", ic.Name, ic.Name))
+					continue
 				}
 				for _, s := range states {
 					tw.row("", "", "", "", "", "", "", "  "+s)

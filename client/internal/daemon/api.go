@@ -45,7 +45,15 @@ type PodState struct {
 // InterceptStatus is an intercept as status shows it.
 type InterceptStatus struct {
 	InterceptRequest
-	Created time.Time         `json:"created"`
+	Created time.Time `json:"created"`
+	// State is active (every pod holds it), degraded (some pod is
+	// connecting, reconnecting or refused), or dropped (see Dropped).
+	State string `json:"state"`
+	// Dropped says why the intercept no longer holds any pod: the agents
+	// gave the traffic back while this workstation was silent (asleep).
+	// `detour resume NAME` re-creates it.
+	Dropped   string     `json:"dropped,omitempty"`
+	DroppedAt *time.Time `json:"droppedAt,omitempty"`
 	Pods    []PodState        `json:"pods"`
 	Env     map[string]string `json:"env,omitempty"` // only in the reply to create, when asked
 }

@@ -44,9 +44,11 @@ type runner struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu     sync.Mutex
-	pods   map[string]*podConn
-	fatal  error
+	mu        sync.Mutex
+	pods      map[string]*podConn
+	fatal     error
+	dropped   string // why the intercept was dropped, once it was
+	droppedAt time.Time
 	change chan struct{} // signalled when a pod's state changes
 	toPod  []net.Listener
 }
@@ -212,7 +214,7 @@ func (r *runner) reconcile() {
 	}
 	r.mu.Lock()
 	for name, pc := range r.pods {
-		if !seen[name] {
+		if !seen[name] && r.dropped == "" {
 			r.log.Info("pod gone or not ready; dropping its connection", zap.String("pod", name))
 			pc.cancel()
 			delete(r.pods, name)
@@ -225,7 +227,7 @@ func (r *runner) reconcile() {
 func (r *runner) ensurePod(name string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, ok := r.pods[name]; ok {
+	if _, ok := r.pods[name]; ok || r.dropped != "" {
 		return
 	}
 	ctx, cancel := context.WithCancel(r.ctx)
@@ -269,8 +271,8 @@ func (r *runner) holdPod(ctx context.Context, pod string, pc *podConn) {
 			backoff = 200 * time.Millisecond
 			r.setState(pc, "active", nil, sess)
 			log.Info("intercept active on pod")
-			select {
-			case <-ctx.Done():
+			switch silent := r.hold(ctx, sess); {
+			case ctx.Err() != nil:
 				rmCtx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 				if _, err := sess.RemoveIntercept(rmCtx, r.req.Name); err != nil {
 					log.Warn("remove intercept", zap.Error(err))
@@ -278,7 +280,17 @@ func (r *runner) holdPod(ctx context.Context, pod string, pc *podConn) {
 				cancel()
 				sess.Close()
 				return
-			case <-sess.Done():
+			case silent > 0:
+				// The agent dropped us while this workstation was asleep (or
+				// the daemon stopped): someone else may hold the port now, and
+				// the user may not expect traffic any more. Say so; do not
+				// take it back behind their back.
+				reason := fmt.Sprintf("this workstation was silent for %s (asleep or stopped) and the agents gave the traffic back to the app", silent.Round(time.Second))
+				log.Warn("intercept dropped while silent", zap.Duration("silent", silent))
+				r.setState(pc, "dropped", errors.New(reason), nil)
+				r.drop(reason)
+				return
+			default:
 				err = fmt.Errorf("tunnel session to pod %s lost", pod)
 				log.Warn("session lost; reconnecting", zap.Duration("backoff", backoff))
 			}
@@ -302,6 +314,71 @@ func (r *runner) holdPod(ctx context.Context, pod string, pc *podConn) {
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// silenceTick is how often an active session checks the wall clock; a
+// tick that arrives more than silenceGap late means the machine slept or
+// the daemon was stopped. Wall time, not monotonic: Linux's monotonic clock
+// does not advance during suspend.
+const (
+	silenceTick      = time.Second
+	silenceGap       = 5 * time.Second
+	silenceAftermath = 30 * time.Second
+)
+
+// hold waits until ctx ends or sess is lost, and says how long the
+// workstation was silent if the loss followed such a gap (zero otherwise).
+func (r *runner) hold(ctx context.Context, sess *client.Session) time.Duration {
+	tick := time.NewTicker(silenceTick)
+	defer tick.Stop()
+	return watchSilence(ctx, sess.Done(), tick.C, func() time.Time { return time.Now().Round(0) })
+}
+
+// watchSilence returns when ctx ends (zero) or done closes: then, if a
+// clock tick (ticks carry their time) came more than silenceGap late shortly before (the session
+// died of that silence, not of the network), the length of the gap.
+func watchSilence(ctx context.Context, done <-chan struct{}, ticks <-chan time.Time, now func() time.Time) time.Duration {
+	last := now()
+	var gap time.Duration
+	var gapEnded time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return 0
+		case t := <-ticks:
+			t = t.Round(0) // wall time: the ticker's reading carries a monotonic one
+			if g := t.Sub(last); g > silenceGap {
+				gap, gapEnded = g, t
+			}
+			last = t
+		case <-done:
+			t := now()
+			if g := t.Sub(last); g > silenceGap {
+				return g
+			}
+			// A session that survived its silence for a while and then
+			// died was lost to something else.
+			if gap > 0 && t.Sub(gapEnded) < silenceAftermath {
+				return gap
+			}
+			return 0
+		}
+	}
+}
+
+// drop ends the intercept on every pod after a silence, keeping its record
+// so status can say what happened and resume can re-create it.
+func (r *runner) drop(reason string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.dropped != "" {
+		return
+	}
+	r.dropped = reason
+	r.droppedAt = time.Now()
+	for _, pc := range r.pods {
+		pc.cancel()
 	}
 }
 
@@ -409,9 +486,21 @@ func (r *runner) stop() {
 func (r *runner) status() InterceptStatus {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	st := InterceptStatus{InterceptRequest: r.req, Created: r.created}
+	st := InterceptStatus{InterceptRequest: r.req, Created: r.created, State: "active"}
+	active := 0
 	for _, pc := range r.pods {
 		st.Pods = append(st.Pods, pc.state)
+		if pc.state.State == "active" {
+			active++
+		}
+	}
+	switch {
+	case r.dropped != "":
+		st.State, st.Dropped = "dropped", r.dropped
+		at := r.droppedAt
+		st.DroppedAt = &at
+	case active < len(r.pods) || len(r.pods) == 0:
+		st.State = "degraded"
 	}
 	sort.Slice(st.Pods, func(i, j int) bool { return st.Pods[i].Pod < st.Pods[j].Pod })
 	return st
