@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"fmt"
+	"net/textproto"
 	"strings"
 
 	"golang.org/x/net/http/httpguts"
@@ -45,6 +46,9 @@ const (
 type HeaderMatch struct {
 	Name  string `json:"name"`
 	Value string `json:"value"`
+	// Canonical is Name as net/http keys its header maps, set by
+	// ParseHeaderMatch, so matching needs no work per request.
+	Canonical string `json:"-"`
 }
 
 func (m HeaderMatch) String() string { return m.Name + "=" + m.Value }
@@ -70,7 +74,7 @@ func ParseHeaderMatch(s string) (HeaderMatch, error) {
 	case value == "" || !httpguts.ValidHeaderFieldValue(value):
 		return HeaderMatch{}, fmt.Errorf("header match %q: the value must be non-empty and printable: %w", s, ErrBadRequest)
 	}
-	return HeaderMatch{Name: strings.ToLower(name), Value: value}, nil
+	return HeaderMatch{Name: strings.ToLower(name), Value: value, Canonical: textproto.CanonicalMIMEHeaderKey(name)}, nil
 }
 
 // ParseHTTPArgs reads the http mechanism's Args; unknown keys are refused

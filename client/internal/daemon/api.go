@@ -25,11 +25,11 @@ type InterceptRequest struct {
 	// PreviewURL its shareable link, when it has one.
 	HTTPMatch  []string `json:"httpMatch,omitempty"`
 	PreviewURL string   `json:"previewUrl,omitempty"`
-	LocalAddr     string              `json:"localAddr"`
-	ToPod         []uint16            `json:"toPod,omitempty"`
-	User          string              `json:"user"`
-	WantEnv       bool                `json:"wantEnv,omitempty"`
-	TimeoutSec    int                 `json:"timeoutSeconds,omitempty"`
+	LocalAddr  string   `json:"localAddr"`
+	ToPod      []uint16 `json:"toPod,omitempty"`
+	User       string   `json:"user"`
+	WantEnv    bool     `json:"wantEnv,omitempty"`
+	TimeoutSec int      `json:"timeoutSeconds,omitempty"`
 }
 
 // PodState is one pod's connection state for an intercept.
@@ -52,10 +52,10 @@ type InterceptStatus struct {
 	// Dropped says why the intercept no longer holds any pod: the agents
 	// gave the traffic back while this workstation was silent (asleep).
 	// `detour resume NAME` re-creates it.
-	Dropped   string     `json:"dropped,omitempty"`
-	DroppedAt *time.Time `json:"droppedAt,omitempty"`
-	Pods    []PodState        `json:"pods"`
-	Env     map[string]string `json:"env,omitempty"` // only in the reply to create, when asked
+	Dropped   string            `json:"dropped,omitempty"`
+	DroppedAt *time.Time        `json:"droppedAt,omitempty"`
+	Pods      []PodState        `json:"pods"`
+	Env       map[string]string `json:"env,omitempty"` // only in the reply to create, when asked
 }
 
 // Status is the daemon's whole state.

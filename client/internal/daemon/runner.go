@@ -49,8 +49,8 @@ type runner struct {
 	fatal     error
 	dropped   string // why the intercept was dropped, once it was
 	droppedAt time.Time
-	change chan struct{} // signalled when a pod's state changes
-	toPod  []net.Listener
+	change    chan struct{} // signalled when a pod's state changes
+	toPod     []net.Listener
 }
 
 type podConn struct {
