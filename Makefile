@@ -8,7 +8,7 @@ PKGS      ?= ./...
 FUZZTIME  ?= 20s
 BENCHTIME ?= 3s
 
-.PHONY: all build test unit fuzz bench lint demo deps e2e e2e-locked bench-cluster bench-cluster-locked cluster-up cluster-down cluster-status images clean
+.PHONY: all build test unit fuzz bench lint demo demo-netns deps e2e e2e-locked bench-cluster bench-cluster-locked cluster-up cluster-down cluster-status images clean
 
 all: build
 
@@ -62,7 +62,14 @@ lint:
 # test is the README's test command and what .ci/run calls.
 test: deps lint unit fuzz e2e
 
+# demo is the README's main job: the local cluster (built on first use),
+# detour installed, a personal intercept side by side with the app, leave.
+# The cluster stays up afterwards; `make cluster-down` removes it.
 demo: deps build
+	flock -o /tmp/detour-e2e.lock $(GO) run ./tests/clusterdemo -bin $(BIN)
+
+# demo-netns shows the data path alone, in network namespaces, in seconds.
+demo-netns: deps build
 	$(GO) run ./tests/netns/demo -agent $(BIN)/detour-agent
 
 # e2e runs the cluster suite: the local cluster comes up (binaries cached
