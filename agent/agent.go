@@ -29,7 +29,8 @@ type Agent struct {
 	conns    tracker // inbound connections and pod dials
 	sessions tracker // tunnel sessions
 
-	tls *tlsFiles
+	tls     *tlsFiles
+	clients clientSet
 
 	httpMu     sync.Mutex
 	httpPorts  map[uint16]*httpPort // ports that have had http intercepts

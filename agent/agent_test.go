@@ -581,4 +581,24 @@ func TestReconnectingClientTakesItsInterceptBack(t *testing.T) {
 	if _, err := other.CreateIntercept(ctx, client.InterceptSpec{Name: "hello", Port: w.appPort, LocalAddr: first.Addr().String()}); !errors.Is(err, tunnel.ErrAlreadyIntercepted) {
 		t.Fatalf("another client with the same intercept name: %v", err)
 	}
+	// alice's second session was a reconnect; mallory's first was not.
+	resp, err := http.Get("http://" + w.agent.Addrs().Metrics.String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(body), "detour_agent_session_reconnects_total 1\n") {
+		t.Fatalf("metrics: want one reconnect counted:\n%s", grepLines(string(body), "reconnect"))
+	}
+}
+
+func grepLines(s, substr string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

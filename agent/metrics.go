@@ -27,6 +27,7 @@ type metrics struct {
 	httpRequests    *prometheus.CounterVec // by route
 	httpProxyErrors *prometheus.CounterVec // by route
 	httpUnroutable  prometheus.Counter
+	reconnects      prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -83,6 +84,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "detour_agent_http_proxy_errors_total",
 			Help: "Requests answered 502 because their destination (app or client) failed, by route.",
 		}, []string{"route"}),
+		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "detour_agent_session_reconnects_total",
+			Help: "Tunnel sessions opened by a client (id and user) that had connected to this agent before: reconnects after a dropped port-forward, a restarted daemon or a sleep.",
+		}),
 		httpUnroutable: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "detour_agent_http_unroutable_connections_total",
 			Help: "Connections on ports with http intercepts that were not HTTP (or TLS without a terminating certificate), passed to the app unrouted.",
@@ -90,7 +95,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	reg.MustRegister(m.connections, m.active, m.bytes, m.failOpen, m.rejected, m.sessions,
 		m.intercepts, m.dialPod, m.sessionEnds, m.interceptOps, m.appDialErrors,
-		m.httpRequests, m.httpProxyErrors, m.httpUnroutable)
+		m.httpRequests, m.httpProxyErrors, m.httpUnroutable, m.reconnects)
 	m.intercepts.WithLabelValues("tcp").Set(0)
 	m.intercepts.WithLabelValues("http").Set(0)
 	return m

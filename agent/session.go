@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/detour-dev/detour/tunnel"
@@ -108,6 +109,9 @@ func (a *Agent) hello(sess *yamux.Session) (*owner, *yamux.Stream, error) {
 		return refuse(err)
 	}
 	o := &owner{id: a.nextOwner.Add(1), clientID: h.ClientID, user: h.User, session: sess}
+	if a.clients.seenBefore(h.ClientID + "\x00" + h.User) {
+		a.m.reconnects.Inc()
+	}
 	ports := a.cfg.appPorts()
 	ack := tunnel.HelloAck{Version: tunnel.ProtocolVersion, AgentVersion: a.cfg.Version, Pod: a.cfg.PodName, Namespace: a.cfg.Namespace}
 	for _, p := range ports {
@@ -121,6 +125,28 @@ func (a *Agent) hello(sess *yamux.Session) (*owner, *yamux.Stream, error) {
 		return nil, nil, err
 	}
 	return o, ctrl, nil
+}
+
+// clientSet remembers which clients have connected, to count reconnects.
+// It is bounded: past maxRemembered clients it starts over.
+type clientSet struct {
+	mu   sync.Mutex
+	seen map[string]struct{}
+}
+
+const maxRemembered = 4096
+
+func (c *clientSet) seenBefore(id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.seen[id]; ok {
+		return true
+	}
+	if c.seen == nil || len(c.seen) >= maxRemembered {
+		c.seen = map[string]struct{}{}
+	}
+	c.seen[id] = struct{}{}
+	return false
 }
 
 // controlLoop answers the client's requests until the control stream or the
