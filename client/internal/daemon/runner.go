@@ -115,9 +115,9 @@ func (r *runner) start(ctx context.Context, timeout time.Duration) error {
 		select {
 		case <-r.change:
 		case <-ctx.Done():
-			return fmt.Errorf("intercept %q: %w", r.req.Name, ctx.Err())
+			return ctx.Err()
 		case <-deadline:
-			return fmt.Errorf("intercept %q: %d of %d pods active after %s (last errors: %s)", r.req.Name, active, total, timeout, r.lastErrors())
+			return fmt.Errorf("%d of %d pods active after %s (last errors: %s)", active, total, timeout, r.lastErrors())
 		}
 	}
 }
@@ -386,6 +386,10 @@ func (r *runner) connect(ctx context.Context, pod string) (*client.Session, erro
 	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	conn, err := kube.DialPod(dctx, r.cfg, r.cs, r.req.Namespace, pod, annotations.TunnelPort)
+	if errors.Is(err, kube.ErrPortForwardForbidden) {
+		// Retrying cannot grant a permission: say so now, not after the timeout.
+		return nil, fmt.Errorf("%w: %w", errFatal, err)
+	}
 	if err != nil {
 		return nil, err
 	}

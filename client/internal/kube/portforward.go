@@ -7,21 +7,28 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
+	streamhttp "k8s.io/streaming/pkg/httpstream"
 )
 
 // ErrLostConnectionToPod is returned by reads and writes once the
 // port-forward to the pod is gone.
 var ErrLostConnectionToPod = errors.New("lost connection to pod")
+
+// ErrPortForwardForbidden is returned by DialPod when the API server refuses
+// the port-forward: the user lacks create on pods/portforward.
+var ErrPortForwardForbidden = errors.New("not allowed to port-forward")
 
 var requestIDs atomic.Int64
 
@@ -38,7 +45,12 @@ func DialPod(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, nam
 	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, req.URL())
 	if ws, err := portforward.NewSPDYOverWebsocketDialer(req.URL(), cfg); err == nil {
 		dialer = portforward.NewFallbackDialer(ws, dialer, func(err error) bool {
-			return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
+			// client-go's WebSocket transport reports a refused upgrade with
+			// k8s.io/streaming's error type, not apimachinery's: without the
+			// first check a refused WebSocket (no get on pods/portforward,
+			// or no WebSocket support on the way) never falls back to SPDY.
+			return streamhttp.IsUpgradeFailure(err) || httpstream.IsUpgradeFailure(err) ||
+				streamhttp.IsHTTPSProxyError(err) || httpstream.IsHTTPSProxyError(err)
 		})
 	}
 	type result struct {
@@ -54,7 +66,11 @@ func DialPod(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, nam
 	select {
 	case r := <-done:
 		if r.err != nil {
-			return nil, fmt.Errorf("port-forward to pod %s/%s (needs pods/portforward permission in namespace %s): %w", namespace, pod, namespace, r.err)
+			if forbidden(r.err) {
+				return nil, fmt.Errorf("port-forward to pod %s/%s: %w: you lack create on pods/portforward in namespace %s: ask your cluster admin for it (check with `kubectl auth can-i create pods/portforward -n %s`): %w",
+					namespace, pod, ErrPortForwardForbidden, namespace, namespace, r.err)
+			}
+			return nil, fmt.Errorf("port-forward to pod %s/%s: %w", namespace, pod, r.err)
 		}
 		conn = r.conn
 	case <-ctx.Done():
@@ -99,6 +115,24 @@ func DialPod(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, nam
 	}()
 	_ = time.Now
 	return s, nil
+}
+
+// forbidden says whether a port-forward dial failed because the API server
+// refused it (403). The WebSocket dialer keeps the API's status; the SPDY
+// dialer, the fallback, keeps only its message ("… is forbidden: User …").
+func forbidden(err error) bool {
+	if apierrors.IsForbidden(err) {
+		return true
+	}
+	var su *streamhttp.UpgradeFailureError
+	if errors.As(err, &su) && apierrors.IsForbidden(su.Cause) {
+		return true
+	}
+	var au *httpstream.UpgradeFailureError
+	if errors.As(err, &au) && apierrors.IsForbidden(au.Cause) {
+		return true
+	}
+	return strings.Contains(err.Error(), " is forbidden: ")
 }
 
 // podStream is the data stream of one port-forward; closing it closes the
