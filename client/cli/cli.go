@@ -357,7 +357,11 @@ func (a *app) statusCommand() *cobra.Command {
 				if len(ic.HTTPMatch) > 0 {
 					takes = "requests with " + headerLine(ic.HTTPMatch)
 				}
-				tw.row(ic.Name, ic.Namespace, ic.Workload, ic.Service, port, takes, ic.LocalAddr, fmt.Sprintf("%d/%d active", active, len(ic.Pods)))
+				pods := fmt.Sprintf("%d/%d active", active, len(ic.Pods))
+				if ic.State != "" && ic.State != "active" {
+					pods += " (" + ic.State + ")"
+				}
+				tw.row(ic.Name, ic.Namespace, ic.Workload, ic.Service, port, takes, ic.LocalAddr, pods)
 				if ic.PreviewURL != "" {
 					tw.row("", "", "", "", "", "preview: "+ic.PreviewURL, "", "")
 				}

@@ -47,7 +47,8 @@ type runner struct {
 	mu        sync.Mutex
 	pods      map[string]*podConn
 	fatal     error
-	dropped   string // why the intercept was dropped, once it was
+	noAgent   []string // running pods created without the agent
+	dropped   string   // why the intercept was dropped, once it was
 	droppedAt time.Time
 	change    chan struct{} // signalled when a pod's state changes
 	toPod     []net.Listener
@@ -138,24 +139,39 @@ func (r *runner) lastErrors() string {
 }
 
 func (r *runner) listPods() ([]corev1.Pod, error) {
+	ready, _, err := r.listPodsByAgent()
+	return ready, err
+}
+
+// listPodsByAgent lists the workload's running pods: those whose agent is
+// ready, and those that run without an agent at all (created while the
+// webhook was down: its failurePolicy is Ignore).
+func (r *runner) listPodsByAgent() (ready []corev1.Pod, noAgent []string, err error) {
 	ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
 	defer cancel()
 	pods, err := r.cs.CoreV1().Pods(r.req.Namespace).List(ctx, metav1.ListOptions{LabelSelector: r.req.Selector})
 	if err != nil {
-		return nil, fmt.Errorf("list pods of %s: %w", r.req.Workload, err)
+		return nil, nil, fmt.Errorf("list pods of %s: %w", r.req.Workload, err)
 	}
-	var ready []corev1.Pod
 	for _, p := range pods.Items {
 		if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
 			continue
 		}
+		hasAgent := false
 		for _, c := range p.Status.ContainerStatuses {
-			if c.Name == annotations.AgentContainerName && c.Ready {
-				ready = append(ready, p)
+			if c.Name == annotations.AgentContainerName {
+				hasAgent = true
+				if c.Ready {
+					ready = append(ready, p)
+				}
 			}
 		}
+		if !hasAgent {
+			noAgent = append(noAgent, p.Name)
+		}
 	}
-	return ready, nil
+	sort.Strings(noAgent)
+	return ready, noAgent, nil
 }
 
 // follow keeps one connection per ready pod until the runner stops: it
@@ -202,11 +218,17 @@ func (r *runner) watchPods() <-chan watch.Event {
 }
 
 func (r *runner) reconcile() {
-	pods, err := r.listPods()
+	pods, noAgent, err := r.listPodsByAgent()
 	if err != nil {
 		r.log.Warn("cannot list pods; keeping current connections", zap.Error(err))
 		return
 	}
+	r.mu.Lock()
+	if len(noAgent) > 0 && len(r.noAgent) == 0 {
+		r.log.Warn("pods without the detour agent: their traffic cannot be intercepted", zap.Strings("pods", noAgent))
+	}
+	r.noAgent = noAgent
+	r.mu.Unlock()
 	seen := map[string]bool{}
 	for _, p := range pods {
 		seen[p.Name] = true
@@ -498,12 +520,16 @@ func (r *runner) status() InterceptStatus {
 			active++
 		}
 	}
+	for _, name := range r.noAgent {
+		st.Pods = append(st.Pods, PodState{Pod: name, State: "no-agent",
+			LastError: "created without the detour agent (was the detour-system/detour-webhook down?): its traffic goes to the app; roll the workload once the webhook runs"})
+	}
 	switch {
 	case r.dropped != "":
 		st.State, st.Dropped = "dropped", r.dropped
 		at := r.droppedAt
 		st.DroppedAt = &at
-	case active < len(r.pods) || len(r.pods) == 0:
+	case active < len(r.pods) || len(r.pods) == 0 || len(r.noAgent) > 0:
 		st.State = "degraded"
 	}
 	sort.Slice(st.Pods, func(i, j int) bool { return st.Pods[i].Pod < st.Pods[j].Pod })
