@@ -34,6 +34,8 @@ fuzz:
 	$(GO) test ./tunnel -run '^$$' -fuzz '^FuzzReadStreamHeader$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./webhook -run '^$$' -fuzz '^FuzzAdmission$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./agent -run '^$$' -fuzz '^FuzzHTTPRouting$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./client/cli -run '^$$' -fuzz '^FuzzLoadConfig$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./client/cli -run '^$$' -fuzz '^FuzzLoadExtensions$$' -fuzztime $(FUZZTIME)
 
 # bench prints each detour path beside its baseline, measured in the same
 # run (docs/benchmarks.md explains every figure). Needs root for the netns.
