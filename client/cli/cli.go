@@ -293,11 +293,17 @@ func (a *app) interceptNames(ctx context.Context) []string {
 	return names
 }
 
+// StatusSchemaVersion is StatusReport's schemaVersion.
+const StatusSchemaVersion = 1
+
 // StatusReport is `detour status -o json`: stable field names.
 type StatusReport struct {
-	Client     string                   `json:"clientVersion"`
-	Daemon     *DaemonReport            `json:"daemon"`
-	Intercepts []daemon.InterceptStatus `json:"intercepts"`
+	// SchemaVersion changes only when a field is renamed, removed or
+	// changes meaning (docs/status-json.md); fields are added freely.
+	SchemaVersion int                      `json:"schemaVersion"`
+	Client        string                   `json:"clientVersion"`
+	Daemon        *DaemonReport            `json:"daemon"`
+	Intercepts    []daemon.InterceptStatus `json:"intercepts"`
 }
 
 // DaemonReport describes the running daemon.
@@ -314,7 +320,7 @@ func (a *app) statusCommand() *cobra.Command {
 		Short: "Show your active intercepts and the state of each pod's connection",
 		Args:  exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rep := StatusReport{Client: version.Version, Intercepts: []daemon.InterceptStatus{}}
+			rep := StatusReport{SchemaVersion: StatusSchemaVersion, Client: version.Version, Intercepts: []daemon.InterceptStatus{}}
 			c, err := a.daemonClient()
 			if err != nil {
 				return err

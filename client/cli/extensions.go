@@ -58,13 +58,25 @@ var builtin = Extension{
 	},
 }
 
-var identifier = regexp.MustCompile(`^[a-z][a-z0-9-]*$`)
+// identifier is a mechanism or flag name; 63 characters at most, as the
+// tunnel protocol allows for mechanisms.
+var identifier = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
 
 // loadExtensions reads every *.yml in dir. A missing dir means none.
 func loadExtensions(dir string) ([]Extension, error) {
-	paths, err := filepath.Glob(filepath.Join(dir, "*.yml"))
+	// ReadDir, not Glob: a directory name with '[' must not be a pattern.
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("extensions directory %s: %w", dir, err)
+	}
+	var paths []string
+	for _, e := range entries {
+		if !e.IsDir() && strings.HasSuffix(e.Name(), ".yml") {
+			paths = append(paths, filepath.Join(dir, e.Name()))
+		}
 	}
 	sort.Strings(paths)
 	var exts []Extension
@@ -115,16 +127,42 @@ func loadExtensions(dir string) ([]Extension, error) {
 // mechanismFlags registers every extension's --MECH-FLAG on fs and returns
 // a function that, after parsing, tells which mechanisms had flags set and
 // their values.
-func mechanismFlags(fs *pflag.FlagSet, exts []Extension) func() map[string]map[string][]string {
+//
+// A flag that would take the name of another one (the command's own, one in
+// reserved such as kubectl's global flags, or another extension's) is not
+// registered, and the clash is returned as an error naming the file.
+func mechanismFlags(fs *pflag.FlagSet, exts []Extension, reserved ...*pflag.FlagSet) (func() map[string]map[string][]string, error) {
 	type reg struct{ mech, name, typ string }
 	var regs []reg
+	var clash error
+	from := map[string]string{} // full flag name → where it was declared
 	for _, e := range append([]Extension{builtin}, exts...) {
-		for m, spec := range e.Mechanisms {
-			for f, s := range spec.Flags {
+		where := e.File
+		if where == "" {
+			where = "the built-in http mechanism"
+		}
+		for _, m := range sortedKeys(e.Mechanisms) {
+			spec := e.Mechanisms[m]
+			for _, f := range sortedKeys(spec.Flags) {
+				s := spec.Flags[f]
 				full := m + "-" + f
-				if fs.Lookup(full) != nil {
-					continue // a built-in flag wins; loadExtensions keeps names unique per mechanism
+				if prev, ok := from[full]; ok {
+					if clash == nil {
+						clash = fmt.Errorf("extension %s: flag --%s (mechanism %s, flag %s) is also declared by %s: rename one", where, full, m, f, prev)
+					}
+					continue
 				}
+				taken := fs.Lookup(full) != nil
+				for _, r := range reserved {
+					taken = taken || r.Lookup(full) != nil
+				}
+				if taken {
+					if clash == nil {
+						clash = fmt.Errorf("extension %s: flag --%s (mechanism %s, flag %s) is one of detour intercept's own flags: rename it", where, full, m, f)
+					}
+					continue
+				}
+				from[full] = where
 				usage := fmt.Sprintf("%s (implies --mechanism=%s; from %s)", s.Usage, m, filepath.Base(e.File))
 				if e.File == "" {
 					usage = fmt.Sprintf("%s (implies --mechanism=%s)", s.Usage, m)
@@ -160,7 +198,16 @@ func mechanismFlags(fs *pflag.FlagSet, exts []Extension) func() map[string]map[s
 			set[r.mech][r.name] = vals
 		}
 		return set
+	}, clash
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
 	}
+	sort.Strings(keys)
+	return keys
 }
 
 // chooseMechanism applies the rules: --mechanism picks explicitly; else a

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/spf13/pflag"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
 )
 
 const mirrorExtension = `image: reg/detour-mirror:1
@@ -57,7 +58,10 @@ func TestMechanismSelection(t *testing.T) {
 	}
 	parse := func(args ...string) map[string]map[string][]string {
 		fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
-		get := mechanismFlags(fs, exts)
+		get, err := mechanismFlags(fs, exts)
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := fs.Parse(args); err != nil {
 			t.Fatal(err)
 		}
@@ -90,5 +94,34 @@ func TestMechanismSelection(t *testing.T) {
 	}
 	if _, _, err := chooseMechanism("grpc", "tcp", parse(), exts); err == nil || !strings.Contains(err.Error(), "known: http, mirror, tcp") {
 		t.Fatalf("unknown mechanism: %v", err)
+	}
+}
+
+func TestExtensionFlagClashesAreRefused(t *testing.T) {
+	cases := []struct {
+		files map[string]string
+		want  string
+	}{
+		{map[string]string{"env.yml": "image: x\nmechanisms:\n  env:\n    flags:\n      file: {type: string}\n"}, "--env-file (mechanism env, flag file) is one of detour intercept's own flags"},
+		{map[string]string{"as.yml": "image: x\nmechanisms:\n  as:\n    flags:\n      group: {type: string}\n"}, "--as-group"},
+		{map[string]string{
+			"a.yml":   "image: x\nmechanisms:\n  a:\n    flags:\n      b-c: {type: string}\n",
+			"a-b.yml": "image: y\nmechanisms:\n  a-b:\n    flags:\n      c: {type: string}\n",
+		}, "is also declared by"},
+	}
+	for _, tc := range cases {
+		dir := t.TempDir()
+		for name, body := range tc.files {
+			writeExt(t, dir, name, body)
+		}
+		exts, err := loadExtensions(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := &app{exts: exts, kube: genericclioptions.NewConfigFlags(true)}
+		a.interceptCommand()
+		if a.extsErr == nil || !strings.Contains(a.extsErr.Error(), tc.want) {
+			t.Errorf("%v: err = %v, want %q", tc.files, a.extsErr, tc.want)
+		}
 	}
 }

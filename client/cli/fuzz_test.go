@@ -280,7 +280,14 @@ func checkFlagsUsable(t *testing.T, base *pflag.FlagSet, exts []Extension) {
 	t.Helper()
 	fs := pflag.NewFlagSet("intercept", pflag.ContinueOnError)
 	fs.AddFlagSet(base)
-	set := mechanismFlags(fs, exts)
+	set, clash := mechanismFlags(fs, exts)
+	if clash != nil {
+		// A clash is a refusal: it must name the file that declared it.
+		if !strings.Contains(clash.Error(), "extension ") {
+			t.Fatalf("flag clash error names no extension: %v", clash)
+		}
+		return
+	}
 	var args []string
 	for _, e := range exts {
 		for m, spec := range e.Mechanisms {

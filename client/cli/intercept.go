@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -17,6 +18,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -105,7 +107,15 @@ requests come to you (a cookie); anyone else's keep reaching the app.`,
 	fl.StringVar(&f.agentImage, "agent-image", "", "agent image to inject (default from config images.agentImage, else the webhook's)")
 	addPreviewFlags(fl, &f.preview)
 	_ = cmd.MarkFlagRequired("port")
-	f.mechanismFlags = mechanismFlags(fl, a.exts)
+	var clash error
+	global := pflag.NewFlagSet("global", pflag.ContinueOnError)
+	if a.kube != nil {
+		a.kube.AddFlags(global) // kubectl's flags, inherited from the root
+	}
+	f.mechanismFlags, clash = mechanismFlags(fl, a.exts, global)
+	if clash != nil && a.extsErr == nil {
+		a.extsErr = clash
+	}
 	f.changed = func(name string) bool { return fl.Changed(name) }
 	return cmd
 }
@@ -257,7 +267,7 @@ func (a *app) intercept(ctx context.Context, name string, f interceptFlags, comm
 		Workload: w.Ref(), Selector: sel.String(), Service: svc.Name, PortName: sp.Name, Port: sp.Port,
 		AppPort: appPort, Mechanism: mechanism, MechanismArgs: mechArgs, HTTPMatch: httpMatch, PreviewURL: preview, LocalAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(int(spec.Local))),
 		ToPod: toPod, User: client.DefaultUser(), WantEnv: f.envFile != "" || f.envJSON != "" || len(command) > 0,
-		TimeoutSec: int(cfg.Timeouts.AgentArrival.Seconds()),
+		TimeoutSec: int(math.Ceil(cfg.Timeouts.AgentArrival.Seconds())), // 500ms is 1 s, not 0 (the daemon's default)
 	}
 	st, err := dc.Create(ctx, req)
 	if err != nil {

@@ -34,8 +34,9 @@ func fullStatusReport() StatusReport {
 	created := time.Date(2025, 5, 1, 9, 31, 12, 250_000_000, zone)
 	droppedAt := time.Date(2025, 5, 1, 11, 2, 3, 0, zone)
 	return StatusReport{
-		Client: "v0.4.0",
-		Daemon: &DaemonReport{Version: "v0.4.0", PID: 41235, Started: started},
+		SchemaVersion: StatusSchemaVersion,
+		Client:        "v0.4.0",
+		Daemon:        &DaemonReport{Version: "v0.4.0", PID: 41235, Started: started},
 		Intercepts: []daemon.InterceptStatus{{
 			InterceptRequest: daemon.InterceptRequest{
 				Name:       "hello-shop",

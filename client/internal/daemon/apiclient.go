@@ -93,6 +93,9 @@ func (c *APIClient) do(ctx context.Context, method, path string, in, out any) er
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.http.Do(req)
 	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err() // the caller gave up (Ctrl-C): the daemon may be fine
+		}
 		return fmt.Errorf("%w (socket %s): %w", ErrNotRunning, c.socket, err)
 	}
 	defer resp.Body.Close()

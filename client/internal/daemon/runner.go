@@ -512,7 +512,7 @@ func (r *runner) stop() {
 func (r *runner) status() InterceptStatus {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	st := InterceptStatus{InterceptRequest: r.req, Created: r.created, State: "active"}
+	st := InterceptStatus{InterceptRequest: r.req, Created: r.created, State: "active", Pods: []PodState{}}
 	active := 0
 	for _, pc := range r.pods {
 		st.Pods = append(st.Pods, pc.state)
