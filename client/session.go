@@ -49,6 +49,8 @@ type Session struct {
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	done      chan struct{}
+
+	relays atomic.Int64 // intercepted connections being relayed now
 }
 
 // DefaultUser returns user@hostname for this process.
@@ -229,10 +231,28 @@ func (s *Session) RemoveIntercept(ctx context.Context, name string) ([]tunnel.In
 	if err := s.request(ctx, tunnel.FrameRemoveIntercept, tunnel.RemoveIntercept{Name: name}, tunnel.FrameInterceptList, &list); err != nil {
 		return nil, fmt.Errorf("remove intercept %q: %w", name, err)
 	}
-	s.mu.Lock()
-	delete(s.targets, name)
-	s.mu.Unlock()
+	// The target stays known: connections the agent handed over before it
+	// removed the intercept may still be on their way, and must reach the
+	// workstation. The agent opens no new ones for a removed intercept.
 	return list.Intercepts, nil
+}
+
+// Drain waits until no intercepted connection is being relayed, or ctx
+// ends. After RemoveIntercept the agent sends new connections to the app;
+// Drain before Close lets those already relayed here finish.
+func (s *Session) Drain(ctx context.Context) error {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for s.relays.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d intercepted connections still open: %w", s.relays.Load(), ctx.Err())
+		case <-s.done:
+			return tunnel.ErrSessionClosed
+		case <-tick.C:
+		}
+	}
+	return nil
 }
 
 // List returns every intercept on the agent, this client's and others'.
@@ -390,8 +410,10 @@ func (s *Session) acceptLoop() {
 			return
 		}
 		conns.Add(1)
+		s.relays.Add(1)
 		go func() {
 			defer conns.Done()
+			defer s.relays.Add(-1)
 			defer st.Close()
 			s.relay(st)
 		}()

@@ -296,10 +296,19 @@ func (r *runner) holdPod(ctx context.Context, pod string, pc *podConn) {
 			switch silent := r.hold(ctx, sess); {
 			case ctx.Err() != nil:
 				rmCtx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-				if _, err := sess.RemoveIntercept(rmCtx, r.req.Name); err != nil {
-					log.Warn("remove intercept", zap.Error(err))
-				}
+				_, err := sess.RemoveIntercept(rmCtx, r.req.Name)
 				cancel()
+				if err != nil {
+					log.Warn("remove intercept", zap.Error(err))
+				} else {
+					// New connections go to the app now; those already
+					// relayed to this workstation may finish first.
+					dctx, cancel := context.WithTimeout(context.Background(), leaveDrain)
+					if err := sess.Drain(dctx); err != nil {
+						log.Info("closing connections still open at leave", zap.Error(err))
+					}
+					cancel()
+				}
 				sess.Close()
 				return
 			case silent > 0:
@@ -338,6 +347,10 @@ func (r *runner) holdPod(ctx context.Context, pod string, pc *podConn) {
 		backoff = min(2*backoff, 5*time.Second)
 	}
 }
+
+// leaveDrain bounds how long leaving waits for the connections in flight
+// on the workstation to finish.
+const leaveDrain = 5 * time.Second
 
 // silenceTick is how often an active session checks the wall clock; a
 // tick that arrives more than silenceGap late means the machine slept or
