@@ -176,13 +176,18 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("agent shutting down", zap.Duration("grace", a.cfg.ShutdownGrace),
 		zap.Int("openConnections", a.conns.len()))
 	a.ready.Store(false)
+	// Intercepts hold through the drain: while the pod is terminating,
+	// kube-proxy may still send it new connections for a moment, and those
+	// belong to the clients whose sessions are still up (a client that is
+	// gone fails open to the app as always). No new session can start: the
+	// tunnel listener is closed.
+	if !a.drain(a.cfg.ShutdownGrace) {
+		a.log.Warn("grace period over: closing connections still open", zap.Int("connections", a.conns.len()))
+	}
 	if given := a.reg.clear(); len(given) > 0 {
 		a.release(given)
 		a.updateInterceptGauge()
-		a.log.Info("intercepts given back to the app for shutdown", zap.Strings("intercepts", names(given)))
-	}
-	if !a.drain(a.cfg.ShutdownGrace) {
-		a.log.Warn("grace period over: closing connections still open", zap.Int("connections", a.conns.len()))
+		a.log.Info("intercepts given back at shutdown", zap.Strings("intercepts", names(given)))
 	}
 	closeInbound()
 	a.conns.closeAll()

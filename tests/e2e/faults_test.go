@@ -201,11 +201,10 @@ func TestFaults(t *testing.T) {
 		answers := probe.finish()
 		t.Logf("3→1: traffic steadily at the workstation from %s after the scale; meanwhile %s", steady, fltSummary(answers))
 		if n := fltCount(answers, down, fltIsApp); n > 0 {
-			// The daemon removes the intercept from a pod as soon as it is
-			// being deleted, while kube-proxy still sends it connections
-			// for a moment: they reach the app. Not a failure of recovery;
-			// see the report of issue 7 item 2.
-			t.Logf("FINDING: %d answers from the app while scaling down (the removed pods' last connections)", n)
+			// A terminating pod keeps its session until its agent ends it,
+			// so the connections kube-proxy still sends it reach the
+			// workstation: none may reach the removed pods' apps.
+			t.Errorf("%d answers from the app while scaling down (the removed pods' last connections)", n)
 		}
 		fltAlways(t, f.url, "the workstation", fltIsWorkstation, 3*time.Second)
 	})

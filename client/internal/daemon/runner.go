@@ -58,6 +58,10 @@ type podConn struct {
 	state   PodState
 	cancel  context.CancelFunc
 	session *client.Session
+	// terminating: the pod is being deleted. Its session is kept until the
+	// agent ends it: kube-proxy may still send the pod connections for a
+	// moment, and they belong to the workstation, not to the dying app.
+	terminating bool
 }
 
 func newRunner(parent context.Context, req InterceptRequest, clientID string, cfg *rest.Config, cs kubernetes.Interface, log *zap.Logger) *runner {
@@ -139,22 +143,27 @@ func (r *runner) lastErrors() string {
 }
 
 func (r *runner) listPods() ([]corev1.Pod, error) {
-	ready, _, err := r.listPodsByAgent()
+	ready, _, _, err := r.listPodsByAgent()
 	return ready, err
 }
 
 // listPodsByAgent lists the workload's running pods: those whose agent is
 // ready, and those that run without an agent at all (created while the
 // webhook was down: its failurePolicy is Ignore).
-func (r *runner) listPodsByAgent() (ready []corev1.Pod, noAgent []string, err error) {
+func (r *runner) listPodsByAgent() (ready []corev1.Pod, noAgent []string, terminating map[string]bool, err error) {
 	ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
 	defer cancel()
 	pods, err := r.cs.CoreV1().Pods(r.req.Namespace).List(ctx, metav1.ListOptions{LabelSelector: r.req.Selector})
 	if err != nil {
-		return nil, nil, fmt.Errorf("list pods of %s: %w", r.req.Workload, err)
+		return nil, nil, nil, fmt.Errorf("list pods of %s: %w", r.req.Workload, err)
 	}
+	terminating = map[string]bool{}
 	for _, p := range pods.Items {
-		if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
+		if p.DeletionTimestamp != nil {
+			terminating[p.Name] = true
+			continue
+		}
+		if p.Status.Phase != corev1.PodRunning {
 			continue
 		}
 		hasAgent := false
@@ -171,7 +180,7 @@ func (r *runner) listPodsByAgent() (ready []corev1.Pod, noAgent []string, err er
 		}
 	}
 	sort.Strings(noAgent)
-	return ready, noAgent, nil
+	return ready, noAgent, terminating, nil
 }
 
 // follow keeps one connection per ready pod until the runner stops: it
@@ -218,7 +227,7 @@ func (r *runner) watchPods() <-chan watch.Event {
 }
 
 func (r *runner) reconcile() {
-	pods, noAgent, err := r.listPodsByAgent()
+	pods, noAgent, terminating, err := r.listPodsByAgent()
 	if err != nil {
 		r.log.Warn("cannot list pods; keeping current connections", zap.Error(err))
 		return
@@ -236,7 +245,15 @@ func (r *runner) reconcile() {
 	}
 	r.mu.Lock()
 	for name, pc := range r.pods {
-		if !seen[name] && r.dropped == "" {
+		switch {
+		case seen[name] || r.dropped != "":
+		case terminating[name] && pc.session != nil:
+			if !pc.terminating {
+				r.log.Info("pod terminating; its session is kept until its agent ends it", zap.String("pod", name))
+				pc.terminating = true
+				pc.state.State, pc.state.Since = "terminating", time.Now()
+			}
+		default:
 			r.log.Info("pod gone or not ready; dropping its connection", zap.String("pod", name))
 			pc.cancel()
 			delete(r.pods, name)
@@ -321,6 +338,13 @@ func (r *runner) holdPod(ctx context.Context, pod string, pc *podConn) {
 				r.setState(pc, "dropped", errors.New(reason), nil)
 				r.drop(reason)
 				return
+			case r.isTerminating(pc):
+				// The agent of a pod being deleted gave its intercepts back
+				// and ended the session: nothing to reconnect to.
+				log.Info("terminating pod's session ended")
+				r.forget(pod, pc)
+				sess.Close()
+				return
 			default:
 				err = fmt.Errorf("tunnel session to pod %s lost", pod)
 				log.Warn("session lost; reconnecting", zap.Duration("backoff", backoff))
@@ -346,6 +370,23 @@ func (r *runner) holdPod(ctx context.Context, pod string, pc *podConn) {
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
+}
+
+func (r *runner) isTerminating(pc *podConn) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return pc.terminating
+}
+
+// forget drops a pod's entry once its connection is over.
+func (r *runner) forget(pod string, pc *podConn) {
+	r.mu.Lock()
+	if r.pods[pod] == pc {
+		delete(r.pods, pod)
+	}
+	r.mu.Unlock()
+	pc.cancel()
+	r.notify()
 }
 
 // leaveDrain bounds how long leaving waits for the connections in flight
@@ -527,10 +568,16 @@ func (r *runner) status() InterceptStatus {
 	defer r.mu.Unlock()
 	st := InterceptStatus{InterceptRequest: r.req, Created: r.created, State: "active", Pods: []PodState{}}
 	active := 0
+	held := 0
 	for _, pc := range r.pods {
 		st.Pods = append(st.Pods, pc.state)
-		if pc.state.State == "active" {
+		switch {
+		case pc.terminating:
+		case pc.state.State == "active":
 			active++
+			held++
+		default:
+			held++
 		}
 	}
 	for _, name := range r.noAgent {
@@ -542,7 +589,7 @@ func (r *runner) status() InterceptStatus {
 		st.State, st.Dropped = "dropped", r.dropped
 		at := r.droppedAt
 		st.DroppedAt = &at
-	case active < len(r.pods) || len(r.pods) == 0 || len(r.noAgent) > 0:
+	case active < held || held == 0 || len(r.noAgent) > 0:
 		st.State = "degraded"
 	}
 	sort.Slice(st.Pods, func(i, j int) bool { return st.Pods[i].Pod < st.Pods[j].Pod })
