@@ -6,6 +6,10 @@ GO        ?= go
 BIN       ?= bin
 PKGS      ?= ./...
 FUZZTIME  ?= 20s
+# A new interesting input is minimized for up to 60 s by default: with slow
+# targets (the CLI parsers write files) that outlasts -fuzztime and Go
+# reports "context deadline exceeded" as a failure. 1 s is plenty here.
+FUZZFLAGS ?= -fuzztime $(FUZZTIME) -fuzzminimizetime 1s
 BENCHTIME ?= 3s
 
 .PHONY: all build test unit fuzz bench lint demo demo-netns deps e2e e2e-locked bench-cluster bench-cluster-locked cluster-up cluster-down cluster-status images clean
@@ -30,12 +34,12 @@ unit:
 # fuzz runs every fuzz target for a bounded time; crashers found are kept
 # under testdata/fuzz as regression seeds and run by `make unit` from then on.
 fuzz:
-	$(GO) test ./tunnel -run '^$$' -fuzz '^FuzzReadControlFrame$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./tunnel -run '^$$' -fuzz '^FuzzReadStreamHeader$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./webhook -run '^$$' -fuzz '^FuzzAdmission$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./agent -run '^$$' -fuzz '^FuzzHTTPRouting$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./client/cli -run '^$$' -fuzz '^FuzzLoadConfig$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./client/cli -run '^$$' -fuzz '^FuzzLoadExtensions$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./tunnel -run '^$$' -fuzz '^FuzzReadControlFrame$$' $(FUZZFLAGS)
+	$(GO) test ./tunnel -run '^$$' -fuzz '^FuzzReadStreamHeader$$' $(FUZZFLAGS)
+	$(GO) test ./webhook -run '^$$' -fuzz '^FuzzAdmission$$' $(FUZZFLAGS)
+	$(GO) test ./agent -run '^$$' -fuzz '^FuzzHTTPRouting$$' $(FUZZFLAGS)
+	$(GO) test ./client/cli -run '^$$' -fuzz '^FuzzLoadConfig$$' $(FUZZFLAGS)
+	$(GO) test ./client/cli -run '^$$' -fuzz '^FuzzLoadExtensions$$' $(FUZZFLAGS)
 
 # bench prints each detour path beside its baseline, measured in the same
 # run (docs/benchmarks.md explains every figure). Needs root for the netns.
