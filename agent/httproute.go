@@ -35,16 +35,49 @@ type httpPort struct {
 // httpPortFor returns the port's router, creating it (and probing the app)
 // on the first http intercept. settings are that intercept's: the Service's
 // appProtocol and the strategy it carries decide how the app is reached.
+// The probe runs without httpMu held: the data path takes it for every
+// connection on an http port, and a probe may take seconds.
 func (a *Agent) httpPortFor(ctx context.Context, port uint16, s tunnel.HTTPSettings) (*httpPort, error) {
+	if hp, err := a.existingHTTPPort(port); hp != nil || err != nil {
+		return hp, err
+	}
+	hp, err := a.newHTTPPort(ctx, port, s)
+	if err != nil {
+		return nil, err
+	}
 	a.httpMu.Lock()
 	defer a.httpMu.Unlock()
-	if hp := a.httpPorts[port]; hp != nil {
-		return hp, nil
+	switch prev := a.httpPorts[port]; {
+	case a.httpClosed:
+		hp.close()
+		return nil, a.shuttingDown()
+	case prev != nil: // another session's create won the race
+		hp.close()
+		return prev, nil
 	}
+	a.httpPorts[port] = hp
+	return hp, nil
+}
+
+func (a *Agent) existingHTTPPort(port uint16) (*httpPort, error) {
+	a.httpMu.Lock()
+	defer a.httpMu.Unlock()
 	if a.httpClosed {
-		return nil, fmt.Errorf("agent in pod %s is shutting down: %w", a.cfg.PodName, tunnel.ErrShuttingDown)
+		return nil, a.shuttingDown()
 	}
+	return a.httpPorts[port], nil
+}
+
+func (a *Agent) shuttingDown() error {
+	return fmt.Errorf("agent in pod %s is shutting down: retry once its replacement is ready: %w", a.cfg.PodName, tunnel.ErrShuttingDown)
+}
+
+func (a *Agent) newHTTPPort(ctx context.Context, port uint16, s tunnel.HTTPSettings) (*httpPort, error) {
 	appTLS, err := a.tls.toApp()
+	if err != nil {
+		return nil, err
+	}
+	term, err := a.tls.terminating()
 	if err != nil {
 		return nil, err
 	}
@@ -71,13 +104,10 @@ func (a *Agent) httpPortFor(ctx context.Context, port uint16, s tunnel.HTTPSetti
 		routedToApp: a.m.httpRequests.WithLabelValues(routeApp), routedToClient: a.m.httpRequests.WithLabelValues(routeClient)}
 	hp.app = newBackend(proto, dial, appTLS, a.log, hp.proxyError(routeApp))
 	hp.srvs = append(hp.srvs, hp.server(hp.plain, false))
-	if term, err := a.tls.terminating(); err != nil {
-		return nil, err
-	} else if term != nil {
+	if term != nil {
 		hp.secure = newConnListener()
 		hp.srvs = append(hp.srvs, hp.server(tlsListener{hp.secure, term}, true))
 	}
-	a.httpPorts[port] = hp
 	return hp, nil
 }
 

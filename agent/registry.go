@@ -73,8 +73,8 @@ func (r *registry) lookup(port uint16) *portState {
 // the app). It returns the intercepts it replaced or moved away, whose
 // resources the caller releases.
 func (r *registry) create(ic *intercept) (dropped []*intercept, err error) {
-	if _, ok := slices.BinarySearch(r.served, ic.port); !ok {
-		return nil, fmt.Errorf("port %d is not served by this agent (it serves %s): %w", ic.port, portList(r.served), tunnel.ErrPortNotServed)
+	if err := r.serves(ic.port); err != nil {
+		return nil, err
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -134,8 +134,7 @@ func (r *registry) create(ic *intercept) (dropped []*intercept, err error) {
 			return len(next.http[i].http.settings.Match) > len(next.http[j].http.settings.Match)
 		})
 	default:
-		return nil, fmt.Errorf("intercept %q: this agent supports the %q and %q mechanisms, not %q: inject an agent image that does (an extension's image, --agent-image): %w",
-			ic.name, tunnel.MechanismTCP, tunnel.MechanismHTTP, ic.mechanism, tunnel.ErrUnsupportedMechanism)
+		return nil, unsupportedMechanism(ic.name, ic.mechanism)
 	}
 	r.publish(ic.port, next)
 	// The same name on another port is a move: the old port goes back.
@@ -149,6 +148,19 @@ func (r *registry) create(ic *intercept) (dropped []*intercept, err error) {
 		}
 	}
 	return dropped, nil
+}
+
+// serves says whether port is one of the app ports this agent relays.
+func (r *registry) serves(port uint16) error {
+	if _, ok := slices.BinarySearch(r.served, port); !ok {
+		return fmt.Errorf("port %d is not served by this agent (it serves %s): %w", port, portList(r.served), tunnel.ErrPortNotServed)
+	}
+	return nil
+}
+
+func unsupportedMechanism(name, mechanism string) error {
+	return fmt.Errorf("intercept %q: this agent supports the %q and %q mechanisms, not %q: inject an agent image that does (an extension's image, --agent-image): %w",
+		name, tunnel.MechanismTCP, tunnel.MechanismHTTP, mechanism, tunnel.ErrUnsupportedMechanism)
 }
 
 func (p *portState) tcpHolder() *intercept {

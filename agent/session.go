@@ -197,7 +197,7 @@ func (a *Agent) handleControl(f tunnel.Frame, o *owner, log *zap.Logger) tunnel.
 			return fail("create", err)
 		}
 		if !a.ready.Load() {
-			return fail("create", fmt.Errorf("agent in pod %s is shutting down: retry once its replacement is ready: %w", a.cfg.PodName, tunnel.ErrShuttingDown))
+			return fail("create", a.shuttingDown())
 		}
 		ic, err := a.newIntercept(o, req)
 		if err != nil {
@@ -268,13 +268,12 @@ func (a *Agent) newIntercept(o *owner, req tunnel.CreateIntercept) (*intercept, 
 		if err != nil {
 			return nil, fmt.Errorf("intercept %q: %w", req.Name, err)
 		}
-		if !containsPort(a.cfg.appPorts(), req.Port) {
-			return nil, fmt.Errorf("port %d is not served by this agent (it serves %s): %w", req.Port, portList(a.cfg.appPorts()), tunnel.ErrPortNotServed)
+		if err := a.reg.serves(req.Port); err != nil {
+			return nil, err // before probing a port that is not the app's
 		}
 		return a.newHTTPIntercept(context.Background(), o, req, s)
 	}
-	return nil, fmt.Errorf("intercept %q: this agent supports the %q and %q mechanisms, not %q: inject an agent image that does (an extension's image, --agent-image): %w",
-		req.Name, tunnel.MechanismTCP, tunnel.MechanismHTTP, req.Mechanism, tunnel.ErrUnsupportedMechanism)
+	return nil, unsupportedMechanism(req.Name, req.Mechanism)
 }
 
 func argKeys(args map[string][]string) string {
