@@ -186,6 +186,18 @@ func TestHTTPInterceptErrors(t *testing.T) {
 		t.Errorf("malformed match: got %v", err)
 	}
 
+	// A Service port that says https, on a pod with no TLS Secret: the agent
+	// could not read the requests, and says what to add.
+	// (A port's protocol is settled by its first http intercept: a fresh agent.)
+	hw := startHTTPAgent(t)
+	dave, _ := openClient(t, hw, "dave@host", tunnel.Config{})
+	carolRules := parseRules(t, []string{"x-dev=https"})
+	_, err = dave.CreateIntercept(ctx, client.InterceptSpec{Name: "tls", Port: hw.appPort, Mechanism: tunnel.MechanismHTTP, LocalAddr: local.Addr().String(),
+		Args: tunnel.HTTPSettings{Match: carolRules, AppProtocol: "https"}.Args()})
+	if !errors.Is(err, tunnel.ErrBadRequest) || !strings.Contains(err.Error(), "detour.dev/terminating-tls-secret") {
+		t.Errorf("https without a certificate: got %v, want an error naming the annotation", err)
+	}
+
 	// A port whose app speaks no HTTP is refused after the probe.
 	tw := startAgent(t, nil) // its app is a line server
 	carol, _ := openClient(t, tw, "carol@host", tunnel.Config{})

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/detour-dev/detour/internal/annotations"
 	"github.com/detour-dev/detour/tunnel"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -86,6 +87,12 @@ func (a *Agent) newHTTPPort(ctx context.Context, port uint16, s tunnel.HTTPSetti
 		return d.DialContext(ctx, "tcp", net.JoinHostPort(a.cfg.AppHost, strconv.Itoa(int(port))))
 	}
 	proto, probe := knownProtocol(s.AppProtocol, s.Strategy, appTLS != nil)
+	if proto.tls && appTLS == nil {
+		// The Service says https, but no Secret was mounted: the agent can
+		// neither read the requests' headers nor speak TLS to the app.
+		return nil, fmt.Errorf("port %d's Service port has appProtocol %q, but pod %s has no %s: without the certificate the agent cannot read the requests to route them; annotate the workload with %s=SECRET, or intercept with --mechanism tcp: %w",
+			port, s.AppProtocol, a.cfg.PodName, annotations.TerminatingTLSSecret, annotations.TerminatingTLSSecret, tunnel.ErrBadRequest)
+	}
 	if probe {
 		start := time.Now()
 		var tlsCfg *tls.Config
