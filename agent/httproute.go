@@ -303,7 +303,7 @@ func (a *Agent) newHTTPIntercept(ctx context.Context, o *owner, req tunnel.Creat
 	}
 	errorHandler := hp.proxyError(routeClient)
 	h.newLocal = func(ctx context.Context) (*backend, error) {
-		proto, probe := knownProtocol(s.AppProtocol, s.Strategy, localTLS)
+		proto, probe := localProtocol(s, localTLS)
 		if probe {
 			var err error
 			if proto, err = probeProtocol(ctx, dial, tlsCfg); err != nil {
@@ -315,6 +315,18 @@ func (a *Agent) newHTTPIntercept(ctx context.Context, o *owner, req tunnel.Creat
 	}
 	ic.http = h
 	return ic, nil
+}
+
+// localProtocol is knownProtocol for the local process: it speaks TLS
+// only when the app does and --http-plaintext was not given, whatever the
+// Service's appProtocol says (https with --http-plaintext is plain HTTP of
+// a version to probe).
+func localProtocol(s tunnel.HTTPSettings, localTLS bool) (httpProtocol, bool) {
+	appProtocol := s.AppProtocol
+	if p, _ := knownProtocol(appProtocol, s.Strategy, false); p.tls && !localTLS {
+		appProtocol = ""
+	}
+	return knownProtocol(appProtocol, s.Strategy, localTLS)
 }
 
 // openIntercepted opens a stream to ic's owner for one connection.
