@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -136,16 +135,7 @@ func localServer(t testing.TB, name string) int {
 // who asks the Service (ClusterIP, from the host over the cluster's veth)
 // on a new connection and returns the body: "workstation" or the echo
 // server's "hello from POD".
-func who(url string) string {
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := c.Get(url)
-	if err != nil {
-		return "error: " + err.Error()
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return strings.TrimSpace(string(b))
-}
+func who(url string) string { return ask(url) }
 
 func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
