@@ -70,11 +70,8 @@ func hbStartPod(b *testing.B) *pod {
 	hbServe(b, w.Pod, "app", true, hbH2CPort, hbH2CDirectPort)
 
 	redirected := fmt.Sprintf("%d,%d,%d", hbRoutedPort, hbPassPort, hbH2CPort)
-	if out, err := nsworld.Command(context.Background(), w.Pod, agentBinary, "init",
-		"--ports", redirected, "--agent-port", fmt.Sprint(agentPort)).CombinedOutput(); err != nil {
-		b.Fatalf("detour-agent init: %v\n%s", err, out)
-	}
-	p, err := nsworld.Start(w.Pod, nil, agentBinary, "run",
+	initRedirect(b, w, redirected)
+	p := runAgent(b, w, "run",
 		"--tunnel-addr", fmt.Sprintf("127.0.0.1:%d", tunnelPort),
 		"--health-addr", fmt.Sprintf(":%d", healthPort),
 		"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", metricsPort),
@@ -82,20 +79,6 @@ func hbStartPod(b *testing.B) *pod {
 		"--shutdown-grace", "2s", "--log-level", "warn",
 		// No TLS whatever this machine has at the pod mount paths.
 		"--terminating-tls-dir=", "--originating-tls-dir=")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		if err := p.Stop(5 * time.Second); err != nil {
-			b.Errorf("agent exit: %v\n%s", err, p.Output())
-		}
-		if b.Failed() {
-			b.Logf("agent output:\n%s", p.Output())
-		}
-	})
-	if err := p.WaitHTTP(w.Pod, fmt.Sprintf("http://127.0.0.1:%d/readyz", healthPort), 10*time.Second); err != nil {
-		b.Fatal(err)
-	}
 	return &pod{w: w, agent: p}
 }
 

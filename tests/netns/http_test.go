@@ -134,32 +134,14 @@ func htStartPod(t *testing.T, opts htPodOptions) *htPod {
 	htServe(t, w.Pod, fmt.Sprintf(":%d", htAppPort), "app", appTLS)
 
 	if opts.redirect {
-		if out, err := nsworld.Command(context.Background(), w.Pod, agentBinary, "init",
-			"--ports", fmt.Sprint(htAppPort), "--agent-port", fmt.Sprint(agentPort)).CombinedOutput(); err != nil {
-			t.Fatalf("detour-agent init: %v\n%s", err, out)
-		}
+		initRedirect(t, w, fmt.Sprint(htAppPort))
 		args = append(args, "--redirect-addr", fmt.Sprintf(":%d", agentPort), "--redirect-ports", fmt.Sprint(htAppPort))
 		hp.front = fmt.Sprintf("%s:%d", w.PodIP, htAppPort)
 	} else {
 		args = append(args, "--listen", fmt.Sprintf("%d:%d", htFrontPort, htAppPort))
 		hp.front = fmt.Sprintf("%s:%d", w.PodIP, htFrontPort)
 	}
-	p, err := nsworld.Start(w.Pod, nil, agentBinary, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hp.agent = p
-	t.Cleanup(func() {
-		if err := p.Stop(5 * time.Second); err != nil {
-			t.Errorf("agent exit: %v\n%s", err, p.Output())
-		}
-		if t.Failed() {
-			t.Logf("agent output:\n%s", p.Output())
-		}
-	})
-	if err := p.WaitHTTP(w.Pod, fmt.Sprintf("http://127.0.0.1:%d/readyz", healthPort), 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	hp.agent = runAgent(t, w, args...)
 	return hp
 }
 

@@ -106,16 +106,31 @@ func startPod(tb testing.TB, opts podOptions) *pod {
 		"--log-level", cmp(opts.agentLog, "info"),
 	}
 	if opts.redirect {
-		if out, err := nsworld.Command(context.Background(), w.Pod, agentBinary, "init",
-			"--ports", fmt.Sprintf("%d,%d", appHTTP, appBulk), "--agent-port", fmt.Sprint(agentPort)).CombinedOutput(); err != nil {
-			tb.Fatalf("detour-agent init: %v\n%s", err, out)
-		}
+		initRedirect(tb, w, fmt.Sprintf("%d,%d", appHTTP, appBulk))
 		args = append(args, "--redirect-addr", fmt.Sprintf(":%d", agentPort), "--redirect-ports", fmt.Sprintf("%d,%d", appHTTP, appBulk))
 	} else {
 		// Port-rename mode: the Service would now target the agent's port.
 		args = append(args, "--listen", fmt.Sprintf("%d:%d,%d:%d", 18080, appHTTP, 18081, appBulk))
 	}
 	args = append(args, opts.extra...)
+	return &pod{w: w, agent: runAgent(tb, w, args...)}
+}
+
+// initRedirect runs `detour-agent init` in the pod: ports (comma-separated)
+// are redirected to the agent's redirect port.
+func initRedirect(tb testing.TB, w *nsworld.World, ports string) {
+	tb.Helper()
+	if out, err := nsworld.Command(context.Background(), w.Pod, agentBinary, "init",
+		"--ports", ports, "--agent-port", fmt.Sprint(agentPort)).CombinedOutput(); err != nil {
+		tb.Fatalf("detour-agent init: %v\n%s", err, out)
+	}
+}
+
+// runAgent starts `detour-agent` with args in the pod, stops it at the end
+// of the test (showing its output if the test failed), and waits until it
+// is ready.
+func runAgent(tb testing.TB, w *nsworld.World, args ...string) *nsworld.Process {
+	tb.Helper()
 	p, err := nsworld.Start(w.Pod, nil, agentBinary, args...)
 	if err != nil {
 		tb.Fatal(err)
@@ -131,7 +146,7 @@ func startPod(tb testing.TB, opts podOptions) *pod {
 	if err := p.WaitHTTP(w.Pod, fmt.Sprintf("http://127.0.0.1:%d/readyz", healthPort), 10*time.Second); err != nil {
 		tb.Fatal(err)
 	}
-	return &pod{w: w, agent: p}
+	return p
 }
 
 func cmp(a, b string) string {
