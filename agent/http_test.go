@@ -117,7 +117,7 @@ func TestHTTPInterceptsRouteEachRequestByHeader(t *testing.T) {
 		{"HTTP/1.1", h1, []string{"x-dev", "alice"}, "alice HTTP/1.1 /p?q=1"},
 		{"HTTP/1.1", h1, []string{"x-dev", "bob"}, "app HTTP/1.1 /p?q=1"}, // bob's rules need both headers
 		{"HTTP/1.1", h1, []string{"x-dev", "bob", "X-Team", "blue"}, "bob HTTP/1.1 /p?q=1"},
-		{"HTTP/2.0", h2c, nil, "app HTTP/1.1 /p?q=1"}, // the app was probed: it speaks h2c too, but…
+		{"HTTP/2.0", h2c, nil, "app HTTP/1.1 /p?q=1"}, // HTTP/2 rows check only who answered (below)
 		{"HTTP/2.0", h2c, []string{"x-dev", "alice"}, "alice"},
 	} {
 		got := get(t, tc.rt, url, tc.header...)
