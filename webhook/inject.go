@@ -150,6 +150,11 @@ func matchingServices(pod *corev1.Pod, services []corev1.Service) []corev1.Servi
 // intercept: detour.dev/container and detour.dev/ports when set, else the
 // container and ports the Services target.
 func choosePorts(pod *corev1.Pod, services []corev1.Service) (int, []appPort, error) {
+	if len(pod.Spec.Containers) == 0 {
+		// The apiserver rejects such a pod after admission; until then there
+		// is no container to serve a port (serviceRefs would name index 0).
+		return 0, nil, fmt.Errorf("%w: the pod has no containers", ErrNoContainer)
+	}
 	idx := -1
 	if name := pod.Annotations[annotations.Container]; name != "" {
 		idx = slices.IndexFunc(pod.Spec.Containers, func(c corev1.Container) bool { return c.Name == name })
