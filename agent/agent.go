@@ -16,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/detour-dev/detour/tunnel"
 )
 
 // Agent is the traffic agent. Create it with New and start it with Run.
@@ -31,6 +33,11 @@ type Agent struct {
 
 	tls     *tlsFiles
 	clients clientSet
+
+	resolv  tunnel.ResolvConf // the pod's resolv.conf
+	dnsPort int               // the nameservers' port (53; tests change it)
+	egress  Egress            // with the nameservers of resolv
+	learned *learnedAddrs     // addresses the cluster DNS returned
 
 	httpMu     sync.Mutex
 	httpPorts  map[uint16]*httpPort // ports that have had http intercepts
@@ -58,7 +65,17 @@ func New(cfg Config, log *zap.Logger) (*Agent, error) {
 	}
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	resolv, err := readResolvConf(cfg.ResolvConf)
+	if err != nil {
+		return nil, err
+	}
+	egress := cfg.Egress
+	egress.Nameservers = append(nameserverAddrs(resolv), egress.Nameservers...)
 	return &Agent{
+		resolv:   resolv,
+		dnsPort:  53,
+		egress:   egress,
+		learned:  newLearnedAddrs(time.Now),
 		cfg:      cfg,
 		log:      log,
 		reg:      newRegistry(cfg.appPorts()),

@@ -109,11 +109,21 @@ func runCommand(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "pod namespace, reported to clients (default $POD_NAMESPACE)")
 	fs.StringVar(&cfg.TerminatingTLSDir, "terminating-tls-dir", annotations.TerminatingTLSMountPath, "http intercepts: terminate inbound TLS with tls.crt/tls.key from here, when present")
 	fs.StringVar(&cfg.OriginatingTLSDir, "originating-tls-dir", annotations.OriginatingTLSMountPath, "http intercepts: speak TLS to the app with tls.crt/tls.key (and ca.crt) from here, when present")
+	fs.StringVar(&cfg.PodIP, "pod-ip", os.Getenv("POD_IP"), "pod IP, reported to clients (default $POD_IP)")
+	fs.StringVar(&cfg.ResolvConf, "resolv-conf", cfg.ResolvConf, "the pod's resolv.conf: its nameservers answer clients' DNS queries")
+	clusterCIDRs := fs.String("cluster-cidrs", os.Getenv("DETOUR_CLUSTER_CIDRS"), "pod and Service ranges clients may dial from the pod, comma-separated (default $DETOUR_CLUSTER_CIDRS)")
+	egressAllow := fs.String("egress-allow", os.Getenv("DETOUR_EGRESS_ALLOW"), "further destinations clients may dial from the pod: CIDRs, or * (default $DETOUR_EGRESS_ALLOW, from the detour.dev/egress-allow annotation)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	var err error
+	if cfg.Egress.ClusterCIDRs, _, err = ParsePrefixes(*clusterCIDRs, "--cluster-cidrs", false); err != nil {
+		return usageError{err}
+	}
+	if cfg.Egress.Allow, cfg.Egress.AllowAll, err = ParsePrefixes(*egressAllow, "--egress-allow (annotation detour.dev/egress-allow)", true); err != nil {
+		return usageError{err}
+	}
 	if cfg.RedirectPorts, err = parsePorts(*redirectPorts, "--redirect-ports"); err != nil {
 		return err
 	}

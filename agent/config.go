@@ -51,6 +51,14 @@ type Config struct {
 	Version   string
 	PodName   string
 	Namespace string
+	PodIP     string
+
+	// Egress says which destinations clients may dial from the pod
+	// (egress.go); its nameservers come from ResolvConf.
+	Egress Egress
+	// ResolvConf is the pod's resolv.conf, whose nameservers answer the
+	// clients' DNS queries.
+	ResolvConf string
 }
 
 // DefaultConfig holds the defaults the detour-agent flags start from.
@@ -65,6 +73,7 @@ func DefaultConfig() Config {
 		HelloTimeout:  10 * time.Second,
 		Tunnel:        tunnel.DefaultConfig(),
 		Version:       "dev",
+		ResolvConf:    "/etc/resolv.conf",
 	}
 }
 

@@ -28,6 +28,10 @@ type metrics struct {
 	httpProxyErrors *prometheus.CounterVec // by route
 	httpUnroutable  prometheus.Counter
 	reconnects      prometheus.Counter
+
+	egress     *prometheus.CounterVec // by network, outcome, rule
+	udpDropped prometheus.Counter
+	dnsQueries *prometheus.CounterVec // by outcome (rcode)
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -88,6 +92,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "detour_agent_session_reconnects_total",
 			Help: "Tunnel sessions opened by a client (id and user) that had connected to this agent before: reconnects after a dropped port-forward, a restarted daemon or a sleep.",
 		}),
+		egress: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "detour_agent_egress_dials_total",
+			Help: "Client dials from the pod's network (a local process's cluster network), by network, outcome (ok, denied, refused, timeout, unreachable, bad_header) and the egress rule that decided.",
+		}, []string{"network", "outcome", "rule"}),
+		udpDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "detour_agent_egress_udp_dropped_total",
+			Help: "UDP datagrams dropped on dial streams because a bounded queue was full or the socket refused them.",
+		}),
+		dnsQueries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "detour_agent_dns_queries_total",
+			Help: "Client DNS queries answered with the pod's nameservers, by outcome (the answer's rcode, or unanswered, no_nameserver, bad_query).",
+		}, []string{"outcome"}),
 		httpUnroutable: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "detour_agent_http_unroutable_connections_total",
 			Help: "Connections on ports with http intercepts that were not HTTP (or TLS without a terminating certificate), passed to the app unrouted.",
@@ -95,7 +111,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	reg.MustRegister(m.connections, m.active, m.bytes, m.failOpen, m.rejected, m.sessions,
 		m.intercepts, m.dialPod, m.sessionEnds, m.interceptOps, m.appDialErrors,
-		m.httpRequests, m.httpProxyErrors, m.httpUnroutable, m.reconnects)
+		m.httpRequests, m.httpProxyErrors, m.httpUnroutable, m.reconnects,
+		m.egress, m.udpDropped, m.dnsQueries)
 	m.intercepts.WithLabelValues("tcp").Set(0)
 	m.intercepts.WithLabelValues("http").Set(0)
 	return m

@@ -57,7 +57,7 @@ func (a *Agent) serveSession(conn net.Conn) {
 	dials := make(chan struct{})
 	go func() {
 		defer close(dials)
-		a.acceptPodDials(sess, log)
+		a.acceptClientStreams(sess, log)
 	}()
 	reason := a.controlLoop(ctrl, o, log)
 	_ = sess.Close()
@@ -235,6 +235,12 @@ func (a *Agent) handleControl(f tunnel.Frame, o *owner, log *zap.Logger) tunnel.
 			return fail("", err)
 		}
 		return reply
+	case tunnel.FrameGetNetwork:
+		reply, err := tunnel.NewFrame(tunnel.FrameNetwork, f.ID, a.network())
+		if err != nil {
+			return fail("", err)
+		}
+		return reply
 	case tunnel.FramePing:
 		reply, _ := tunnel.NewFrame(tunnel.FramePong, f.ID, tunnel.Pong{})
 		return reply
@@ -283,55 +289,6 @@ func argKeys(args map[string][]string) string {
 	}
 	sort.Strings(keys)
 	return strings.Join(keys, ", ")
-}
-
-// acceptPodDials serves the client's StreamDialPod streams (--to-pod).
-func (a *Agent) acceptPodDials(sess *yamux.Session, log *zap.Logger) {
-	for {
-		st, err := sess.AcceptStream()
-		if err != nil {
-			return
-		}
-		if !a.conns.add(st) {
-			_ = st.Close()
-			return
-		}
-		go func() {
-			defer a.conns.done(st)
-			defer st.Close()
-			a.dialPod(st, log)
-		}()
-	}
-}
-
-func (a *Agent) dialPod(st *yamux.Stream, log *zap.Logger) {
-	_ = st.SetReadDeadline(time.Now().Add(a.cfg.HelloTimeout))
-	kind, payload, err := tunnel.ReadStreamHeader(st)
-	_ = st.SetReadDeadline(time.Time{})
-	if err != nil || kind != tunnel.StreamDialPod {
-		a.m.dialPod.WithLabelValues("bad_header").Inc()
-		log.Info("bad stream from client", zap.Error(err), zap.Uint8("kind", uint8(kind)))
-		return
-	}
-	var h tunnel.DialPodHeader
-	if err := tunnel.DecodeStreamHeader(payload, &h); err != nil || h.Port == 0 {
-		a.m.dialPod.WithLabelValues("bad_header").Inc()
-		_, _ = st.Write([]byte{tunnel.DialDenied})
-		return
-	}
-	d := net.Dialer{Timeout: a.cfg.DialTimeout}
-	target, err := d.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(h.Port))))
-	if err != nil {
-		a.m.dialPod.WithLabelValues("refused").Inc()
-		_, _ = st.Write([]byte{tunnel.DialRefused})
-		return
-	}
-	if _, err := st.Write([]byte{tunnel.DialOK}); err != nil {
-		_ = target.Close()
-		return
-	}
-	a.m.dialPod.WithLabelValues("ok").Inc()
-	tunnel.Join(st, target)
 }
 
 // agentOwnVariables are set for the agent itself, not copied from the app.

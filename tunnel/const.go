@@ -24,6 +24,8 @@ const (
 	FrameError           FrameType = 0x09 // either side, reply to any request
 	FrameGetEnvironment  FrameType = 0x0A // client → agent
 	FrameEnvironment     FrameType = 0x0B // agent → client
+	FrameGetNetwork      FrameType = 0x0C // client → agent
+	FrameNetwork         FrameType = 0x0D // agent → client
 )
 
 // Stream kinds: the first byte of every non-control stream (spec.md, "Streams").
@@ -32,13 +34,18 @@ type StreamKind uint8
 const (
 	StreamIntercepted StreamKind = 0x01 // agent → client: an intercepted connection
 	StreamDialPod     StreamKind = 0x02 // client → agent: dial a pod-local port
+	StreamDial        StreamKind = 0x03 // client → agent: dial a cluster destination from the pod (TCP or UDP)
+	StreamDNS         StreamKind = 0x04 // client → agent: DNS queries answered with the pod's resolvers
 )
 
 // Dial results: the agent's one-byte answer on a StreamDialPod stream.
 const (
 	DialOK      uint8 = 0x00
 	DialRefused uint8 = 0x01 // nothing listens on the pod-local port
-	DialDenied  uint8 = 0x02 // the port is not allowed
+	DialDenied  uint8 = 0x02 // the port or destination is not allowed
+	// DialUnreachable: the destination did not answer in time, or no
+	// route leads there (StreamDial only).
+	DialUnreachable uint8 = 0x03
 )
 
 // ErrorCode says why a request failed; it travels in FrameError.
@@ -83,6 +90,17 @@ const (
 
 	// MaxNameLen bounds intercept names, client ids and user@host strings.
 	MaxNameLen = 253
+
+	// MaxDatagram bounds one UDP datagram on a StreamDial udp stream (the
+	// u16 length prefix caps it; IPv4 UDP payloads are at most 65,507).
+	MaxDatagram = 65535
+
+	// MaxDNSMessage bounds one DNS message on a StreamDNS stream (DNS over
+	// TCP's own u16 length prefix).
+	MaxDNSMessage = 65535
+
+	// MaxDialReason bounds the reason an agent gives for a failed dial.
+	MaxDialReason = 1024
 )
 
 // Timing defaults (see DefaultConfig for why).
@@ -111,6 +129,11 @@ var (
 	ErrUnknownFrameType = errors.New("unknown frame type")
 	ErrUnknownStream    = errors.New("unknown stream kind")
 	ErrSessionClosed    = errors.New("tunnel session closed")
+
+	// Dial outcomes (StreamDial), from the agent's status byte.
+	ErrDialRefused     = errors.New("connection refused by the destination")
+	ErrDialDenied      = errors.New("destination not allowed")
+	ErrDialUnreachable = errors.New("destination unreachable")
 )
 
 var codeErrors = map[ErrorCode]error{

@@ -86,7 +86,7 @@ func noEOF(err error) error {
 	return err
 }
 
-func (t FrameType) valid() bool { return t >= FrameHello && t <= FrameEnvironment }
+func (t FrameType) valid() bool { return t >= FrameHello && t <= FrameNetwork }
 
 func (t FrameType) String() string {
 	switch t {
@@ -112,6 +112,10 @@ func (t FrameType) String() string {
 		return "get-environment"
 	case FrameEnvironment:
 		return "environment"
+	case FrameGetNetwork:
+		return "get-network"
+	case FrameNetwork:
+		return "network"
 	}
 	return fmt.Sprintf("frame(0x%02x)", uint8(t))
 }
@@ -289,7 +293,7 @@ func ReadStreamHeader(r io.Reader) (StreamKind, []byte, error) {
 		return 0, nil, fmt.Errorf("read stream header: %w", noEOF(err))
 	}
 	kind := StreamKind(hdr[0])
-	if kind != StreamIntercepted && kind != StreamDialPod {
+	if kind < StreamIntercepted || kind > StreamDNS {
 		return 0, nil, fmt.Errorf("stream kind 0x%02x: %w", hdr[0], ErrUnknownStream)
 	}
 	n := binary.BigEndian.Uint16(hdr[1:3])

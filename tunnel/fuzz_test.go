@@ -51,6 +51,7 @@ func FuzzReadControlFrame(f *testing.F) {
 func FuzzReadStreamHeader(f *testing.F) {
 	f.Add([]byte{byte(StreamIntercepted), 0, 2, '{', '}'})
 	f.Add([]byte{byte(StreamDialPod), 0, 12, '{', '"', 'p', 'o', 'r', 't', '"', ':', '8', '0', '}', ' '})
+	f.Add([]byte{byte(StreamDial), 0, 40, '{', '"', 'n', 'e', 't', 'w', 'o', 'r', 'k', '"', ':', '"', 'u', 'd', 'p', '"', ',', '"', 'a', 'd', 'd', 'r', 'e', 's', 's', '"', ':', '"', '1', '.', '2', '.', '3', '.', '4', ':', '5', '3', '"', '}'})
 	f.Add([]byte{0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		kind, payload, err := ReadStreamHeader(bytes.NewReader(data))
@@ -69,6 +70,12 @@ func FuzzReadStreamHeader(f *testing.F) {
 			}
 		case StreamDialPod:
 			_ = DecodeStreamHeader(payload, &dh)
+		case StreamDial:
+			var h DialHeader
+			if DecodeStreamHeader(payload, &h) == nil {
+				_, _ = h.Validate()
+			}
+		case StreamDNS:
 		default:
 			t.Fatalf("accepted unknown kind %d", kind)
 		}

@@ -1,0 +1,185 @@
+package agent
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Egress is who may use the pod's network reach through StreamDial. A
+// port-forward used to reach only the pod's own ports; a dial stream
+// reaches whatever the pod reaches, so the agent keeps that explicit:
+//
+//  1. never: the addresses in alwaysDenied (loopback, link-local and the
+//     cloud metadata services, multicast, unspecified) — no annotation
+//     lifts this;
+//  2. cluster destinations: the pod and Service ranges the agent is
+//     configured with (ClusterCIDRs), the pod's nameservers, and addresses
+//     the cluster DNS returned through this agent (for their TTL);
+//  3. anything else only where the workload's owner allows it: the
+//     detour.dev/egress-allow annotation (CIDRs, or * for any address).
+type Egress struct {
+	ClusterCIDRs []netip.Prefix
+	Nameservers  []netip.Addr
+	Allow        []netip.Prefix
+	AllowAll     bool
+}
+
+// deniedRange is an address range no dial may reach, and why.
+type deniedRange struct {
+	prefix netip.Prefix
+	why    string
+}
+
+var alwaysDenied = []deniedRange{
+	{netip.MustParsePrefix("169.254.169.254/32"), "the cloud metadata service (instance credentials)"},
+	{netip.MustParsePrefix("fd00:ec2::254/128"), "the cloud metadata service (instance credentials)"},
+	{netip.MustParsePrefix("100.100.100.200/32"), "the cloud metadata service (instance credentials)"},
+	{netip.MustParsePrefix("169.254.0.0/16"), "a link-local address (node-local and metadata services)"},
+	{netip.MustParsePrefix("fe80::/10"), "a link-local address (node-local and metadata services)"},
+	{netip.MustParsePrefix("127.0.0.0/8"), "the pod's loopback (use --to-pod for the pod's own ports)"},
+	{netip.MustParsePrefix("::1/128"), "the pod's loopback (use --to-pod for the pod's own ports)"},
+	{netip.MustParsePrefix("0.0.0.0/8"), "an unspecified address"},
+	{netip.MustParsePrefix("::/128"), "an unspecified address"},
+	{netip.MustParsePrefix("224.0.0.0/4"), "a multicast address"},
+	{netip.MustParsePrefix("ff00::/8"), "a multicast address"},
+	{netip.MustParsePrefix("255.255.255.255/32"), "the broadcast address"},
+}
+
+// Verdict is the outcome of an egress decision; Rule names what decided
+// it, for the metric label and the message the developer sees.
+type Verdict struct {
+	Allowed bool
+	Rule    string // always-denied, cluster-cidr, nameserver, cluster-dns, egress-allow, not-cluster
+	Reason  string // for a refusal: a sentence naming the rule and the fix
+}
+
+// Decide says whether dst may be dialled. learned reports whether the
+// cluster DNS returned dst recently.
+func (e Egress) Decide(dst netip.Addr, learned func(netip.Addr) bool) Verdict {
+	dst = dst.Unmap()
+	for _, d := range alwaysDenied {
+		if d.prefix.Contains(dst) {
+			return Verdict{Rule: "always-denied", Reason: fmt.Sprintf("%s is %s: detour never dials it from the pod", dst, d.why)}
+		}
+	}
+	for _, p := range e.ClusterCIDRs {
+		if p.Contains(dst) {
+			return Verdict{Allowed: true, Rule: "cluster-cidr"}
+		}
+	}
+	for _, ns := range e.Nameservers {
+		if ns == dst {
+			return Verdict{Allowed: true, Rule: "nameserver"}
+		}
+	}
+	if learned != nil && learned(dst) {
+		return Verdict{Allowed: true, Rule: "cluster-dns"}
+	}
+	if e.AllowAll {
+		return Verdict{Allowed: true, Rule: "egress-allow"}
+	}
+	for _, p := range e.Allow {
+		if p.Contains(dst) {
+			return Verdict{Allowed: true, Rule: "egress-allow"}
+		}
+	}
+	return Verdict{Rule: "not-cluster", Reason: fmt.Sprintf(
+		"%s is not a cluster destination (not in the pod or Service ranges %s, not returned by the cluster DNS): the workload's owner may allow it with the pod annotation detour.dev/egress-allow=CIDR[,CIDR…]",
+		dst, prefixList(e.ClusterCIDRs))}
+}
+
+func prefixList(ps []netip.Prefix) string {
+	if len(ps) == 0 {
+		return "(none configured)"
+	}
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ", ")
+}
+
+// ParsePrefixes reads a comma-separated list of CIDRs or single addresses
+// (a bare address is its /32 or /128). "*" sets all, when allowStar.
+func ParsePrefixes(s, what string, allowStar bool) (prefixes []netip.Prefix, all bool, err error) {
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		switch {
+		case f == "":
+			continue
+		case f == "*" && allowStar:
+			all = true
+			continue
+		}
+		if p, err := netip.ParsePrefix(f); err == nil {
+			prefixes = append(prefixes, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(f)
+		if err != nil {
+			return nil, false, fmt.Errorf("%s: %q is not a CIDR or an IP address", what, f)
+		}
+		prefixes = append(prefixes, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return prefixes, all, nil
+}
+
+// learnedAddrs remembers addresses the cluster DNS returned through this
+// agent, each until its TTL (at least minLearnTTL) ends. It is bounded:
+// past maxLearned addresses the expired ones go first, then the oldest.
+type learnedAddrs struct {
+	mu    sync.Mutex
+	until map[netip.Addr]time.Time
+	now   func() time.Time
+}
+
+const (
+	maxLearned  = 16384
+	minLearnTTL = 5 * time.Minute
+	maxLearnTTL = 24 * time.Hour
+)
+
+func newLearnedAddrs(now func() time.Time) *learnedAddrs {
+	return &learnedAddrs{until: map[netip.Addr]time.Time{}, now: now}
+}
+
+func (l *learnedAddrs) add(a netip.Addr, ttl time.Duration) {
+	ttl = min(max(ttl, minLearnTTL), maxLearnTTL)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	if len(l.until) >= maxLearned {
+		l.evict(now)
+	}
+	if t, ok := l.until[a.Unmap()]; !ok || t.Before(now.Add(ttl)) {
+		l.until[a.Unmap()] = now.Add(ttl)
+	}
+}
+
+// evict drops expired entries, and if none were, the one ending soonest.
+func (l *learnedAddrs) evict(now time.Time) {
+	var oldest netip.Addr
+	var oldestT time.Time
+	for a, t := range l.until {
+		if t.Before(now) {
+			delete(l.until, a)
+			continue
+		}
+		if oldestT.IsZero() || t.Before(oldestT) {
+			oldest, oldestT = a, t
+		}
+	}
+	if len(l.until) >= maxLearned {
+		delete(l.until, oldest)
+	}
+}
+
+func (l *learnedAddrs) has(a netip.Addr) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	t, ok := l.until[a.Unmap()]
+	return ok && l.now().Before(t)
+}
