@@ -364,8 +364,9 @@ func portForward(ctx context.Context, t testing.TB, cfg *rest.Config, cs kuberne
 }
 
 // runClientPod runs the echo image in client mode as a one-shot pod and
-// returns its output once it has succeeded.
-func runClientPod(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns string, args []string) string {
+// returns its output once it has succeeded; edits, if any, change the pod
+// before it is created.
+func runClientPod(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns string, args []string, edits ...func(*corev1.Pod)) string {
 	t.Helper()
 	nonRoot := true
 	uid := int64(images.NonRoot)
@@ -382,6 +383,9 @@ func runClientPod(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns
 				SecurityContext: &corev1.SecurityContext{RunAsNonRoot: &nonRoot, RunAsUser: &uid, AllowPrivilegeEscalation: new(bool)},
 			}},
 		},
+	}
+	for _, edit := range edits {
+		edit(p)
 	}
 	if _, err := cs.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create client pod: %v", err)

@@ -1,6 +1,7 @@
 // Command images builds detour's local test images (the pause sandbox image,
-// the echo test server, and detour's own image from bin/) and imports them
-// into the local cluster's containerd:
+// the echo test server, detour's own image from bin/, and the CoreDNS image
+// from the cluster's build cache) and imports them into the local cluster's
+// containerd:
 //
 //	go run ./tests/images            # build and import (cluster must be up)
 //	go run ./tests/images -o DIR     # only write the tarballs into DIR
@@ -46,7 +47,13 @@ func run(ctx context.Context, log *zap.Logger, cfg cluster.Config, out string) e
 	if dir == "" {
 		dir = filepath.Join(cfg.StateDir, "images")
 	}
-	tarballs, err := images.Build(ctx, log, cfg.RepoDir, dir)
+	var extra []images.Spec
+	if s, err := images.CoreDNSSpec(cfg.CoreDNSBinary()); err != nil {
+		log.Warn("skipping the coredns image (go run ./tests/cluster build makes it)", zap.Error(err))
+	} else {
+		extra = append(extra, s)
+	}
+	tarballs, err := images.Build(ctx, log, cfg.RepoDir, dir, extra...)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,18 @@
 //
 // POSTs BODY to URL (retrying for up to 30 s) and prints
 // "pod=<X-Echo-Pod> body=<response>"; the exit code says whether it worked.
+//
+// DNS mode, for the cluster DNS tests:
+//
+//	echo dns NAME...
+//
+// resolves each NAME as an application in the pod does (Go's resolver with
+// the pod's /etc/resolv.conf: the kubelet's nameserver, search path and
+// ndots), an IP address by PTR, and prints one tab-separated line per name,
+// "dns NAME TOOK RESULT": TOOK the lookup's duration ("12ms"), RESULT the
+// sorted addresses or names joined by commas, or "notfound RCODE" with the
+// response code the nameserver gives for the absolute name (NXDOMAIN, ...),
+// or "error MESSAGE".
 package main
 
 import (
@@ -23,12 +35,23 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/detour-dev/detour/tests/internal/dnsquery"
 )
 
 func main() {
+	if len(os.Args) > 2 && os.Args[1] == "dns" {
+		if err := lookups(os.Args[2:]); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	if len(os.Args) == 4 && os.Args[1] == "post" {
 		if err := post(os.Args[2], os.Args[3]); err != nil {
 			log.Fatal(err)
@@ -61,6 +84,88 @@ func post(url, body string) error {
 		log.Printf("post %s: %v (retrying)", url, err)
 		time.Sleep(500 * time.Millisecond)
 	}
+}
+
+// lookups is the DNS mode.
+func lookups(names []string) error {
+	server, network, err := nameserver("/etc/resolv.conf")
+	if err != nil {
+		return err
+	}
+	r := &net.Resolver{PreferGo: true}
+	for _, n := range names {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		start := time.Now()
+		res, notFound := resolve(ctx, r, n)
+		took := time.Since(start)
+		if notFound {
+			res = "notfound " + rcode(ctx, network, server, n)
+		}
+		cancel()
+		fmt.Printf("dns\t%s\t%dms\t%s\n", n, took.Milliseconds(), res)
+	}
+	return nil
+}
+
+// resolve looks a name (or, for an IP address, its PTR) up with r.
+func resolve(ctx context.Context, r *net.Resolver, name string) (result string, notFound bool) {
+	var out []string
+	var err error
+	if net.ParseIP(name) != nil {
+		out, err = r.LookupAddr(ctx, name)
+	} else {
+		out, err = r.LookupHost(ctx, name)
+	}
+	var de *net.DNSError
+	switch {
+	case errors.As(err, &de) && de.IsNotFound:
+		return "", true
+	case err != nil:
+		return "error " + err.Error(), false
+	}
+	slices.Sort(out)
+	return strings.Join(out, ","), false
+}
+
+// rcode asks server directly for the absolute name (A, or PTR for an IP
+// address) over network and returns the response code.
+func rcode(ctx context.Context, network, server, name string) string {
+	qname, qtype := name, dnsmessage.TypeA
+	if net.ParseIP(name) != nil {
+		rev, err := dnsquery.ReverseName(name)
+		if err != nil {
+			return "error " + err.Error()
+		}
+		qname, qtype = rev, dnsmessage.TypePTR
+	}
+	res, err := dnsquery.Query(ctx, network, server, qname, qtype)
+	if err != nil {
+		return "error " + err.Error()
+	}
+	return res.RCodeName()
+}
+
+// nameserver reads a resolv.conf: its first nameserver, as host:53, and
+// the transport its options ask for ("tcp" with use-vc, else "udp").
+func nameserver(path string) (server, network string, err error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", "", fmt.Errorf("read resolver config: %w", err)
+	}
+	network = "udp"
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 2 && f[0] == "nameserver" && server == "":
+			server = net.JoinHostPort(f[1], "53")
+		case len(f) >= 2 && f[0] == "options" && slices.Contains(f[1:], "use-vc"):
+			network = "tcp"
+		}
+	}
+	if server == "" {
+		return "", "", fmt.Errorf("no nameserver in %s", path)
+	}
+	return server, network, nil
 }
 
 func run() error {

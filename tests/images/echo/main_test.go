@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 )
@@ -53,5 +54,26 @@ func TestTCPEcho(t *testing.T) {
 	got, err := io.ReadAll(c)
 	if err != nil || string(got) != "raw bytes" {
 		t.Fatalf("echo: %q, %v", got, err)
+	}
+}
+
+func TestNameserver(t *testing.T) {
+	p := t.TempDir() + "/resolv.conf"
+	for conf, want := range map[string]string{
+		"search ns.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.215.0.10\noptions ndots:5\n": "10.215.0.10:53 udp",
+		"nameserver 10.215.0.10\nnameserver 10.0.0.2\noptions ndots:5 use-vc\n":                                  "10.215.0.10:53 tcp",
+	} {
+		if err := os.WriteFile(p, []byte(conf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if server, network, err := nameserver(p); err != nil || server+" "+network != want {
+			t.Errorf("nameserver(%q) = %s %s, %v; want %s", conf, server, network, err, want)
+		}
+	}
+	if err := os.WriteFile(p, []byte("search x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := nameserver(p); err == nil {
+		t.Fatal("no error for a resolv.conf without nameserver")
 	}
 }

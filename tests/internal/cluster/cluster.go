@@ -19,7 +19,7 @@ import (
 
 // Up brings the cluster up, or completes a partly running one: binaries,
 // guard, network, precheck, PKI and configs, then each component in order,
-// the images, and the node Ready.
+// the images, the node Ready, and the cluster DNS answering.
 func Up(ctx context.Context, log *zap.Logger, cfg Config) error {
 	t0 := time.Now()
 	if os.Geteuid() != 0 {
@@ -73,13 +73,7 @@ func Up(ctx context.Context, log *zap.Logger, cfg Config) error {
 		}
 		if c.name == "containerd" {
 			// The sandbox image must be there before the kubelet runs a pod.
-			if err := step("images", func() error {
-				tarballs, err := images.Build(ctx, log, cfg.RepoDir, filepath.Join(cfg.StateDir, "images"))
-				if err != nil {
-					return err
-				}
-				return images.Import(ctx, log, cfg.ContainerdSocket(), tarballs)
-			}); err != nil {
+			if err := step("images", func() error { return buildImages(ctx, log, cfg) }); err != nil {
 				return err
 			}
 		}
@@ -94,6 +88,9 @@ func Up(ctx context.Context, log *zap.Logger, cfg Config) error {
 	if err := waitNodeReady(ctx, cfg, time.Minute); err != nil {
 		return err
 	}
+	if err := step("cluster DNS", func() error { return DeployDNS(ctx, log, cfg) }); err != nil {
+		return err
+	}
 	if err := Precheck(ctx); err != nil {
 		return err
 	}
@@ -101,6 +98,20 @@ func Up(ctx context.Context, log *zap.Logger, cfg Config) error {
 		zap.String("kubeconfig", cfg.AdminKubeconfig()),
 		zap.String("kubectl", filepath.Join(cfg.K8sBinDir(), "kubectl")))
 	return nil
+}
+
+// buildImages builds the test images and the CoreDNS image and imports them
+// into the cluster's containerd.
+func buildImages(ctx context.Context, log *zap.Logger, cfg Config) error {
+	coredns, err := images.CoreDNSSpec(cfg.CoreDNSBinary())
+	if err != nil {
+		return err
+	}
+	tarballs, err := images.Build(ctx, log, cfg.RepoDir, filepath.Join(cfg.StateDir, "images"), coredns)
+	if err != nil {
+		return err
+	}
+	return images.Import(ctx, log, cfg.ContainerdSocket(), tarballs)
 }
 
 func ensureComponent(ctx context.Context, log *zap.Logger, cfg Config, c component) error {
@@ -206,6 +217,7 @@ func Status(ctx context.Context, w io.Writer, cfg Config) (bool, error) {
 		line(c.name, err, "pid "+strconv.Itoa(pid))
 	}
 	line("node "+NodeName, nodeReady(ctx, cfg), "Ready")
+	line("coredns "+ClusterDNS, DNSAnswers(ctx), "kube-system/kube-dns: "+strings.TrimSuffix(dnsProbeName, ".")+" → "+APIServerSvcIP+" over udp and tcp")
 	return ok, nil
 }
 

@@ -12,6 +12,9 @@ const (
 	// match KubernetesVersion.
 	StagingVersion = "v0.37.2"
 	EtcdVersion    = "v3.6.16"
+	// CoreDNSVersion is the github.com/coredns/coredns release built for the
+	// cluster DNS (its go.mod needs Go 1.26.0).
+	CoreDNSVersion = "v1.15.0"
 )
 
 // Address plan. All ranges live only inside the detour-k8s network namespace
@@ -109,3 +112,8 @@ func (c Config) K8sBinDir() string { return filepath.Join(c.CacheDir, "k8s-"+Kub
 
 // EtcdBinDir is where etcd is cached.
 func (c Config) EtcdBinDir() string { return filepath.Join(c.CacheDir, "etcd-"+EtcdVersion) }
+
+// CoreDNSBinary is the cached CoreDNS executable.
+func (c Config) CoreDNSBinary() string {
+	return filepath.Join(c.CacheDir, "coredns-"+CoreDNSVersion, "coredns")
+}

@@ -30,14 +30,16 @@ import (
 )
 
 // Image names. Pause is containerd's sandbox image (see the cluster's
-// containerd.toml); Echo is the e2e test server; Detour holds bin/.
+// containerd.toml); Echo is the e2e test server; Detour holds bin/; CoreDNS
+// is the cluster DNS, built from source by tests/internal/cluster.
 const (
-	Pause  = "detour.local/pause:dev"
-	Echo   = "detour.local/echo:dev"
-	Detour = "detour.local/detour:dev"
+	Pause   = "detour.local/pause:dev"
+	Echo    = "detour.local/echo:dev"
+	Detour  = "detour.local/detour:dev"
+	CoreDNS = "detour.local/coredns:dev"
 )
 
-// NonRoot is the uid and gid the echo and detour images run as.
+// NonRoot is the uid and gid the echo, detour and coredns images run as.
 const NonRoot = 65532
 
 // ErrNoDetourBinaries means bin/detour-agent is missing, so the detour image
@@ -52,10 +54,11 @@ type Spec struct {
 	UID        int
 }
 
-// Build compiles the test programs and writes one tarball per image into
-// outDir; it returns the tarball paths. The detour image is skipped, with a
-// warning, when repoDir/bin has no detour-agent.
-func Build(ctx context.Context, log *zap.Logger, repoDir, outDir string) ([]string, error) {
+// Build compiles the test programs and writes one tarball per image, and
+// one for each of extra (images of binaries built elsewhere, such as
+// CoreDNSSpec), into outDir; it returns the tarball paths. The detour image
+// is skipped, with a warning, when repoDir/bin has no detour-agent.
+func Build(ctx context.Context, log *zap.Logger, repoDir, outDir string, extra ...Spec) ([]string, error) {
 	start := time.Now()
 	binDir := filepath.Join(outDir, "bin")
 	if err := os.MkdirAll(binDir, 0o755); err != nil {
@@ -82,6 +85,7 @@ func Build(ctx context.Context, log *zap.Logger, repoDir, outDir string) ([]stri
 	default:
 		specs = append(specs, detour)
 	}
+	specs = append(specs, extra...)
 	var out []string
 	for _, s := range specs {
 		p := filepath.Join(outDir, strings.NewReplacer("/", "_", ":", "_").Replace(s.Ref)+".tar")
@@ -116,6 +120,19 @@ func DetourSpec(binDir string) (Spec, error) {
 		}
 	}
 	return s, nil
+}
+
+// CoreDNSSpec describes the CoreDNS image: the static binary at /coredns,
+// entrypoint /coredns, uid 65532 (it binds port 53 unprivileged: the
+// cluster's containerd sets ip_unprivileged_port_start=0 in every pod).
+func CoreDNSSpec(bin string) (Spec, error) {
+	if _, err := os.Stat(bin); err != nil {
+		return Spec{}, fmt.Errorf("coredns binary: %w", err)
+	}
+	if err := requireStatic(bin); err != nil {
+		return Spec{}, err
+	}
+	return Spec{Ref: CoreDNS, Files: map[string]string{"/coredns": bin}, Entrypoint: []string{"/coredns"}, UID: NonRoot}, nil
 }
 
 // requireStatic refuses a dynamically linked ELF binary: the image has no

@@ -95,6 +95,23 @@ func TestDetourSpecWithoutBinaries(t *testing.T) {
 	}
 }
 
+func TestCoreDNSSpec(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "coredns")
+	if _, err := CoreDNSSpec(bin); err == nil {
+		t.Fatal("CoreDNSSpec accepted a missing binary")
+	}
+	if err := os.WriteFile(bin, []byte("#!coredns"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s, err := CoreDNSSpec(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Ref != CoreDNS || s.Files["/coredns"] != bin || len(s.Entrypoint) != 1 || s.Entrypoint[0] != "/coredns" || s.UID != NonRoot {
+		t.Fatalf("spec = %+v", s)
+	}
+}
+
 func keys(m map[string]*tar.Header) []string {
 	var out []string
 	for k := range m {
