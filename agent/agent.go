@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/detour-dev/detour/internal/addrset"
 	"github.com/detour-dev/detour/tunnel"
 )
 
@@ -37,7 +38,7 @@ type Agent struct {
 	resolv  tunnel.ResolvConf // the pod's resolv.conf
 	dnsPort int               // the nameservers' port (53; tests change it)
 	egress  Egress            // with the nameservers of resolv
-	learned *learnedAddrs     // addresses the cluster DNS returned
+	learned *addrset.Set      // addresses the cluster DNS returned
 
 	httpMu     sync.Mutex
 	httpPorts  map[uint16]*httpPort // ports that have had http intercepts
@@ -75,7 +76,7 @@ func New(cfg Config, log *zap.Logger) (*Agent, error) {
 		resolv:   resolv,
 		dnsPort:  53,
 		egress:   egress,
-		learned:  newLearnedAddrs(time.Now),
+		learned:  addrset.New(time.Now),
 		cfg:      cfg,
 		log:      log,
 		reg:      newRegistry(cfg.appPorts()),

@@ -100,7 +100,7 @@ func (a *Agent) learn(r *dns.Msg) {
 			continue
 		}
 		if addr, ok := netip.AddrFromSlice(ip); ok {
-			a.learned.add(addr, time.Duration(rr.Header().Ttl)*time.Second)
+			a.learned.Add(addr, time.Duration(rr.Header().Ttl)*time.Second)
 		}
 	}
 }

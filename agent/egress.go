@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
-	"sync"
-	"time"
 )
 
 // Egress is who may use the pod's network reach through StreamDial. A
@@ -125,61 +123,4 @@ func ParsePrefixes(s, what string, allowStar bool) (prefixes []netip.Prefix, all
 		prefixes = append(prefixes, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
 	}
 	return prefixes, all, nil
-}
-
-// learnedAddrs remembers addresses the cluster DNS returned through this
-// agent, each until its TTL (at least minLearnTTL) ends. It is bounded:
-// past maxLearned addresses the expired ones go first, then the oldest.
-type learnedAddrs struct {
-	mu    sync.Mutex
-	until map[netip.Addr]time.Time
-	now   func() time.Time
-}
-
-const (
-	maxLearned  = 16384
-	minLearnTTL = 5 * time.Minute
-	maxLearnTTL = 24 * time.Hour
-)
-
-func newLearnedAddrs(now func() time.Time) *learnedAddrs {
-	return &learnedAddrs{until: map[netip.Addr]time.Time{}, now: now}
-}
-
-func (l *learnedAddrs) add(a netip.Addr, ttl time.Duration) {
-	ttl = min(max(ttl, minLearnTTL), maxLearnTTL)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
-	if len(l.until) >= maxLearned {
-		l.evict(now)
-	}
-	if t, ok := l.until[a.Unmap()]; !ok || t.Before(now.Add(ttl)) {
-		l.until[a.Unmap()] = now.Add(ttl)
-	}
-}
-
-// evict drops expired entries, and if none were, the one ending soonest.
-func (l *learnedAddrs) evict(now time.Time) {
-	var oldest netip.Addr
-	var oldestT time.Time
-	for a, t := range l.until {
-		if t.Before(now) {
-			delete(l.until, a)
-			continue
-		}
-		if oldestT.IsZero() || t.Before(oldestT) {
-			oldest, oldestT = a, t
-		}
-	}
-	if len(l.until) >= maxLearned {
-		delete(l.until, oldest)
-	}
-}
-
-func (l *learnedAddrs) has(a netip.Addr) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	t, ok := l.until[a.Unmap()]
-	return ok && l.now().Before(t)
 }

@@ -92,26 +92,6 @@ func TestParsePrefixes(t *testing.T) {
 	}
 }
 
-func TestLearnedAddrsExpireAndStayBounded(t *testing.T) {
-	now := time.Unix(1000, 0)
-	l := newLearnedAddrs(func() time.Time { return now })
-	a := netip.MustParseAddr("10.1.1.1")
-	l.add(a, 30*time.Second) // below the floor: kept minLearnTTL
-	if !l.has(a) || !l.has(netip.MustParseAddr("::ffff:10.1.1.1")) {
-		t.Fatal("not learned")
-	}
-	now = now.Add(minLearnTTL + time.Second)
-	if l.has(a) {
-		t.Fatal("not expired")
-	}
-	for i := range maxLearned + 100 {
-		l.add(netip.AddrFrom4([4]byte{10, 2, byte(i >> 8), byte(i)}), time.Hour)
-	}
-	if n := len(l.until); n > maxLearned {
-		t.Fatalf("%d entries, bound %d", n, maxLearned)
-	}
-}
-
 // fakeNameserver answers A queries for names under cluster.local with
 // 10.96.0.9, and NXDOMAIN otherwise; it counts the queries it saw.
 func fakeNameserver(t *testing.T) (port int, queries *atomic.Int64) {
@@ -188,10 +168,10 @@ func TestDNSStreamAnswersWithThePodsNameserversAndLearns(t *testing.T) {
 	if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
 		t.Fatalf("answer %v", r)
 	}
-	if !a.learned.has(netip.MustParseAddr("10.96.0.9")) {
+	if !a.learned.Has(netip.MustParseAddr("10.96.0.9")) {
 		t.Fatal("answered address not learned as a cluster destination")
 	}
-	if v := a.egress.Decide(netip.MustParseAddr("10.96.0.9"), a.learned.has); !v.Allowed || v.Rule != "cluster-dns" {
+	if v := a.egress.Decide(netip.MustParseAddr("10.96.0.9"), a.learned.Has); !v.Allowed || v.Rule != "cluster-dns" {
 		t.Fatalf("learned address: %+v", v)
 	}
 	if r := ask("nope.example."); r.Rcode != dns.RcodeNameError {

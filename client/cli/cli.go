@@ -80,6 +80,8 @@ a kubectl plugin too: kubectl detour ...`,
 	a.kube.AddFlags(root.PersistentFlags())
 	root.AddCommand(
 		a.interceptCommand(),
+		a.runCommand(),
+		a.shellCommand(),
 		a.leaveCommand(),
 		a.resumeCommand(),
 		a.statusCommand(),

@@ -16,11 +16,13 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/detour-dev/detour/client"
 	"github.com/detour-dev/detour/client/internal/daemon"
@@ -41,6 +43,7 @@ type interceptFlags struct {
 	// mechanismFlags reports the extension flags (--MECH-NAME) that were set.
 	mechanismFlags func() map[string]map[string][]string
 	preview        previewFlags
+	net            clusterNetFlags
 	changed        func(flag string) bool
 }
 
@@ -106,6 +109,7 @@ requests come to you (a cookie); anyone else's keep reaching the app.`,
 	fl.UintSliceVar(&f.toPod, "to-pod", nil, "forward localhost:PORT here to localhost:PORT in the pod (repeatable), e.g. for sidecars")
 	fl.StringVar(&f.agentImage, "agent-image", "", "agent image to inject (default from config images.agentImage, else the webhook's)")
 	addPreviewFlags(fl, &f.preview)
+	addClusterNetFlags(fl, &f.net, true)
 	_ = cmd.MarkFlagRequired("port")
 	var clash error
 	global := pflag.NewFlagSet("global", pflag.ContinueOnError)
@@ -181,7 +185,6 @@ func (a *app) intercept(ctx context.Context, name string, f interceptFlags, comm
 	}
 
 	rc, cs, err := a.clients(ctx)
-	_ = rc
 	if err != nil {
 		return err
 	}
@@ -237,13 +240,7 @@ func (a *app) intercept(ctx context.Context, name string, f interceptFlags, comm
 	if image == "" {
 		image = cfg.Images.AgentImage
 	}
-	if !kube.Injected(w) {
-		fmt.Fprintf(a.errOut, "Adding the detour agent to %s (annotation detour.dev/inject=enabled); waiting for its pods to roll…\n", w.Ref())
-		if err := kube.SetInjection(ctx, cs, w, true, image); err != nil {
-			return err
-		}
-	}
-	pods, err := kube.WaitForAgents(ctx, cs, w, cfg.Timeouts.Rollout, a.errOut)
+	pods, err := a.injectAndWait(ctx, cs, w, image, cfg.Timeouts.Rollout)
 	if err != nil {
 		return err
 	}
@@ -306,6 +303,17 @@ func (a *app) intercept(ctx context.Context, name string, f interceptFlags, comm
 	if len(command) == 0 {
 		return nil
 	}
+	if f.net.enabled {
+		c := clusterNet{rc: rc, cs: cs, workload: w, command: command, env: st.Env, inbound: []uint16{spec.Local}, flags: f.net}
+		code, err := a.runInClusterNetwork(ctx, c)
+		if err != nil {
+			return err
+		}
+		if code != 0 {
+			return ExitCode(code)
+		}
+		return nil
+	}
 	code, runErr := runCommand(ctx, command, st.Env)
 	if runErr != nil {
 		return runErr
@@ -314,6 +322,18 @@ func (a *app) intercept(ctx context.Context, name string, f interceptFlags, comm
 		return ExitCode(code)
 	}
 	return nil
+}
+
+// injectAndWait adds the agent to the workload when it has none, and waits
+// until its pods run it.
+func (a *app) injectAndWait(ctx context.Context, cs kubernetes.Interface, w resolve.Workload, image string, timeout time.Duration) ([]corev1.Pod, error) {
+	if !kube.Injected(w) {
+		fmt.Fprintf(a.errOut, "Adding the detour agent to %s (annotation detour.dev/inject=enabled); waiting for its pods to roll…\n", w.Ref())
+		if err := kube.SetInjection(ctx, cs, w, true, image); err != nil {
+			return nil, err
+		}
+	}
+	return kube.WaitForAgents(ctx, cs, w, timeout, a.errOut)
 }
 
 func (a *app) printSummary(st daemon.InterceptStatus, pods int, envFiles []string) {

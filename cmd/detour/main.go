@@ -14,6 +14,9 @@ import (
 )
 
 func main() {
+	if cli.NamespaceChild() {
+		os.Exit(cli.NamespaceChildMain())
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err := cli.NewRootCommand(os.Stdin, os.Stdout, os.Stderr).ExecuteContext(ctx)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/detour-dev/detour/client"
+	"github.com/detour-dev/detour/client/cli"
 	"github.com/detour-dev/detour/tests/internal/nsworld"
 	"github.com/detour-dev/detour/tunnel"
 	"go.uber.org/zap"
@@ -36,6 +37,14 @@ const (
 var agentBinary string
 
 func TestMain(m *testing.M) {
+	switch {
+	case cli.NamespaceChild(): // the first process of a cluster-network namespace
+		os.Exit(cli.NamespaceChildMain())
+	case os.Getenv(clusterRunEnv) != "":
+		os.Exit(clusterRunMain())
+	case os.Getenv(probeEnv) != "":
+		os.Exit(probeMain())
+	}
 	if os.Getenv(helperEnv) != "" {
 		os.Exit(helperClientMain())
 	}

@@ -1,0 +1,68 @@
+package clusternet
+
+import (
+	"net/netip"
+	"strings"
+)
+
+// Route is where a connection from the local process goes.
+type Route int
+
+const (
+	// RouteWorkstation: dialled from the workstation, as without detour
+	// (the internet, a VPN, the workstation's own services).
+	RouteWorkstation Route = iota
+	// RouteCluster: a dial stream; the agent dials from the pod.
+	RouteCluster
+	// RouteResolver: the namespace's own DNS resolver.
+	RouteResolver
+)
+
+func (r Route) String() string {
+	return [...]string{"workstation", "cluster", "resolver"}[r]
+}
+
+// Routes decides, per destination address, where a connection goes.
+type Routes struct {
+	// Resolver is the address of the namespace's resolver.
+	Resolver netip.Addr
+	// Cluster are the pod and Service ranges the agent reported, the
+	// pod's nameservers, and --also-proxy ranges.
+	Cluster []netip.Prefix
+	// Learned reports addresses the cluster DNS returned recently.
+	Learned func(netip.Addr) bool
+}
+
+// Decide routes a connection to dst.
+func (r Routes) Decide(dst netip.Addr) Route {
+	dst = dst.Unmap()
+	if dst == r.Resolver {
+		return RouteResolver
+	}
+	for _, p := range r.Cluster {
+		if p.Contains(dst) {
+			return RouteCluster
+		}
+	}
+	if r.Learned != nil && r.Learned(dst) {
+		return RouteCluster
+	}
+	return RouteWorkstation
+}
+
+// ClusterDomain is the cluster's DNS domain, read from the pod's search
+// path: the part after "svc." of the first entry that has it
+// ("shop.svc.cluster.local svc.cluster.local cluster.local" → cluster.local);
+// "" when the search path has none.
+func ClusterDomain(search []string) string {
+	for _, s := range search {
+		s = strings.TrimSuffix(strings.ToLower(s), ".")
+		if rest, ok := strings.CutPrefix(s, "svc."); ok && rest != "" {
+			return rest
+		}
+		if i := strings.Index(s, ".svc."); i >= 0 {
+			return s[i+len(".svc."):]
+		}
+	}
+	return ""
+}

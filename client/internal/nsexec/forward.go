@@ -1,0 +1,125 @@
+package nsexec
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/detour-dev/detour/tunnel"
+)
+
+// The forward socket's protocol: the caller writes the port (u16), the
+// first process dials 127.0.0.1:PORT (then [::1]:PORT) inside the
+// namespace and answers one byte, forwardOK or forwardRefused; then raw
+// bytes.
+const (
+	forwardOK      byte = 0
+	forwardRefused byte = 1
+)
+
+// ErrNothingListens means no socket in the namespace listens on the port.
+var ErrNothingListens = errors.New("nothing listens on that port inside the command's namespace")
+
+// forwards are the relays into the namespace in progress: when the
+// command exits, the first process lets them finish (at most drainTimeout)
+// before it exits and the kernel ends the namespace, so a command that
+// answers and exits has its answer delivered.
+var forwards sync.WaitGroup
+
+const drainTimeout = 5 * time.Second
+
+// serveForwards accepts on the unix socket at path, in the background,
+// for as long as the process lives.
+func serveForwards(path string) error {
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return fmt.Errorf("forward socket %s: %w", path, err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			forwards.Add(1)
+			go func() {
+				defer forwards.Done()
+				forwardOne(c)
+			}()
+		}
+	}()
+	return nil
+}
+
+// drainForwards waits for the relays in progress, at most drainTimeout.
+func drainForwards() {
+	done := make(chan struct{})
+	go func() { forwards.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(drainTimeout):
+	}
+}
+
+func forwardOne(c net.Conn) {
+	defer c.Close()
+	var p [2]byte
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(c, p[:]); err != nil {
+		return
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	port := strconv.Itoa(int(binary.BigEndian.Uint16(p[:])))
+	var target net.Conn
+	var err error
+	for _, host := range []string{"127.0.0.1", "::1"} {
+		target, err = net.DialTimeout("tcp", net.JoinHostPort(host, port), 5*time.Second)
+		if err == nil {
+			break
+		}
+	}
+	if err != nil {
+		_, _ = c.Write([]byte{forwardRefused})
+		return
+	}
+	if _, err := c.Write([]byte{forwardOK}); err != nil {
+		target.Close()
+		return
+	}
+	tunnel.Join(c, target)
+}
+
+// dialForward connects to 127.0.0.1:port inside the namespace through the
+// first process's forward socket.
+func dialForward(ctx context.Context, socket string, port uint16) (net.Conn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", socket)
+	if err != nil {
+		return nil, fmt.Errorf("reach the command's namespace: %w", err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(dl)
+	}
+	var p [2]byte
+	binary.BigEndian.PutUint16(p[:], port)
+	var st [1]byte
+	if _, err := c.Write(p[:]); err == nil {
+		_, err = io.ReadFull(c, st[:])
+	}
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("reach port %d in the command's namespace: %w", port, err)
+	}
+	_ = c.SetDeadline(time.Time{})
+	if st[0] != forwardOK {
+		c.Close()
+		return nil, fmt.Errorf("port %d: %w", port, ErrNothingListens)
+	}
+	return c, nil
+}

@@ -1,0 +1,44 @@
+//go:build !linux
+
+package nsexec
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"syscall"
+)
+
+// Options say what to run in the namespace.
+type Options struct {
+	Command []string
+	Env     []string
+	Dir     string
+	MTU     int
+	Files   map[string][]byte
+}
+
+// Namespace is not available on this system.
+type Namespace struct{ TUN *os.File }
+
+// IsChild is false off Linux.
+func IsChild() bool { return false }
+
+// ChildMain is never called off Linux.
+func ChildMain() int { return 125 }
+
+// Start explains that this needs Linux.
+func Start(Options) (*Namespace, error) {
+	return nil, fmt.Errorf("%s has no unprivileged network namespaces: %w", runtime.GOOS, ErrUnsupported)
+}
+
+func (n *Namespace) Done() <-chan struct{}       { return nil }
+func (n *Namespace) Wait() (int, error)          { return 0, ErrUnsupported }
+func (n *Namespace) Signal(syscall.Signal) error { return ErrUnsupported }
+func (n *Namespace) DialLoopback(context.Context, uint16) (net.Conn, error) {
+	return nil, ErrUnsupported
+}
+func (n *Namespace) Kill()  {}
+func (n *Namespace) Close() {}

@@ -1,0 +1,131 @@
+//go:build linux
+
+package nsexec
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// childEnv marks the re-executed binary as the namespace's first process.
+const childEnv = "DETOUR_NSEXEC_CHILD"
+
+// ctrlFD is the control socket's descriptor in the child (ExtraFiles[0]).
+const ctrlFD = 3
+
+// Addresses inside the namespace. 198.18.0.0/15 is reserved for network
+// benchmarks (RFC 2544) and fd64:6465:746f:7572::/64 a random ULA: neither
+// is in use on a workstation or a cluster. The stack answers for every
+// address; these only give the namespace's own socket a source address.
+const (
+	Addr4 = "198.18.0.1"
+	// ResolverAddr is where the namespace's resolv.conf sends queries;
+	// the stack answers them (the route covers it like any address).
+	ResolverAddr = "198.18.0.2"
+	Addr6        = "fd64:6465:746f:7572::1"
+	TUNName      = "tun0"
+	DefaultMTU   = 65520
+)
+
+// childConfig is what the first process is told to set up.
+type childConfig struct {
+	Command []string `json:"command"`
+	Env     []string `json:"env"`
+	Dir     string   `json:"dir"`
+	MTU     int      `json:"mtu"`
+	// Binds are files or directories bind-mounted read-only over Target.
+	Binds []Bind `json:"binds"`
+	// ForwardSocket is where the first process accepts connections for
+	// 127.0.0.1:PORT inside the namespace.
+	ForwardSocket string `json:"forwardSocket"`
+	Foreground    bool   `json:"foreground"`
+}
+
+// Bind is a read-only bind mount in the namespace's private mount table.
+type Bind struct {
+	Source string `json:"source"`
+	Target string `json:"target"`
+}
+
+// ctrlMsg travels on the control socket (SOCK_SEQPACKET: one message per
+// datagram). The child sends "tun" (with the fd), then "started" or
+// "error"; the parent sends "signal".
+type ctrlMsg struct {
+	Kind   string `json:"kind"`
+	Error  string `json:"error,omitempty"`
+	Cause  string `json:"cause,omitempty"` // a sentinel's name, for errors.Is across the process boundary
+	Signal int    `json:"signal,omitempty"`
+	PID    int    `json:"pid,omitempty"`
+	// Config is the parent's first message.
+	Config *childConfig `json:"config,omitempty"`
+}
+
+func sendMsg(c *net.UnixConn, m ctrlMsg, fd int) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	var oob []byte
+	if fd >= 0 {
+		oob = unix.UnixRights(fd)
+	}
+	_, _, err = c.WriteMsgUnix(b, oob, nil)
+	return err
+}
+
+func recvMsg(c *net.UnixConn) (ctrlMsg, *os.File, error) {
+	buf := make([]byte, 64<<10)
+	oob := make([]byte, unix.CmsgSpace(4))
+	n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return ctrlMsg{}, nil, err
+	}
+	if n == 0 {
+		return ctrlMsg{}, nil, errors.New("control socket closed")
+	}
+	var m ctrlMsg
+	if err := json.Unmarshal(buf[:n], &m); err != nil {
+		return ctrlMsg{}, nil, fmt.Errorf("control message: %w", err)
+	}
+	var f *os.File
+	if oobn > 0 {
+		cmsgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+		if err == nil && len(cmsgs) == 1 {
+			if fds, err := unix.ParseUnixRights(&cmsgs[0]); err == nil && len(fds) == 1 {
+				f = os.NewFile(uintptr(fds[0]), "tun")
+			}
+		}
+	}
+	return m, f, nil
+}
+
+// socketpair returns a connected SOCK_SEQPACKET pair: ours, and the file
+// the child inherits.
+func socketpair() (*net.UnixConn, *os.File, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("control socketpair: %w", err)
+	}
+	parent := os.NewFile(uintptr(fds[0]), "nsexec-ctrl")
+	child := os.NewFile(uintptr(fds[1]), "nsexec-ctrl-child")
+	fc, err := net.FileConn(parent)
+	parent.Close()
+	if err != nil {
+		child.Close()
+		return nil, nil, err
+	}
+	return fc.(*net.UnixConn), child, nil
+}
+
+// remoteError rebuilds the child's error on the parent's side.
+func remoteError(m ctrlMsg) error {
+	if s, ok := sentinels[m.Cause]; ok {
+		return fmt.Errorf("%s: %w", m.Error, s)
+	}
+	return errors.New(m.Error)
+}

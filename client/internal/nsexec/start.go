@@ -1,0 +1,247 @@
+//go:build linux
+
+package nsexec
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+	"golang.org/x/term"
+)
+
+// Options say what to run in the namespace.
+type Options struct {
+	Command []string
+	Env     []string // the command's whole environment
+	Dir     string
+	MTU     int
+	// Files are written into the namespace's private directory and
+	// bind-mounted read-only over their target path (e.g. resolv.conf
+	// over /etc/resolv.conf). The target must exist.
+	Files map[string][]byte
+}
+
+// Namespace is a command running in its own namespaces.
+type Namespace struct {
+	// TUN is the namespace's TUN device; run the stack on it.
+	TUN *os.File
+
+	cmd    *exec.Cmd
+	ctrl   *net.UnixConn
+	dir    string
+	socket string
+	fg     bool
+	done   chan struct{}
+	status int
+	err    error
+}
+
+// capabilities the first process holds in the new namespaces only.
+const (
+	capNetAdmin = 12
+	capSysAdmin = 21
+)
+
+// Start creates the namespaces and starts opts.Command in them. The
+// errors wrap ErrNoUserNamespaces or ErrNoTUN when the machine cannot do
+// it, with the cause and the fix in their text.
+func Start(opts Options) (*Namespace, error) {
+	if len(opts.Command) == 0 {
+		return nil, errors.New("no command to run")
+	}
+	if opts.MTU == 0 {
+		opts.MTU = DefaultMTU
+	}
+	dir, err := os.MkdirTemp("", "detour-ns-")
+	if err != nil {
+		return nil, fmt.Errorf("private directory: %w", err)
+	}
+	n := &Namespace{dir: dir, socket: filepath.Join(dir, "forward.sock"), done: make(chan struct{})}
+	if err := n.start(opts); err != nil {
+		n.cleanup()
+		return nil, err
+	}
+	go n.wait()
+	return n, nil
+}
+
+func (n *Namespace) start(opts Options) error {
+	cfg := childConfig{Command: opts.Command, Env: opts.Env, Dir: opts.Dir, MTU: opts.MTU, ForwardSocket: n.socket}
+	for target, content := range opts.Files {
+		src := filepath.Join(n.dir, "file-"+filepath.Base(target))
+		if err := os.WriteFile(src, content, 0o644); err != nil {
+			return fmt.Errorf("write %s for the namespace: %w", target, err)
+		}
+		cfg.Binds = append(cfg.Binds, Bind{Source: src, Target: target})
+	}
+	ctrl, childEnd, err := socketpair()
+	if err != nil {
+		return err
+	}
+	n.ctrl = ctrl
+	self, err := os.Executable()
+	if err != nil {
+		childEnd.Close()
+		return fmt.Errorf("find detour's own binary: %w", err)
+	}
+	uid, gid := os.Getuid(), os.Getgid()
+	cmd := exec.Command(self)
+	cmd.Args = []string{"detour-namespace"}
+	cmd.Env = append(os.Environ(), childEnv+"=1")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.ExtraFiles = []*os.File{childEnd}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID,
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: uid, HostID: uid, Size: 1}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: gid, HostID: gid, Size: 1}},
+		AmbientCaps: []uintptr{capNetAdmin, capSysAdmin},
+		Pdeathsig:   syscall.SIGKILL,
+	}
+	// In a terminal, the command's process group becomes the foreground
+	// one: Ctrl-C then reaches the command (once), not detour.
+	if term.IsTerminal(int(os.Stdin.Fd())) {
+		cmd.SysProcAttr.Setpgid, cmd.SysProcAttr.Foreground, cmd.SysProcAttr.Ctty = true, true, int(os.Stdin.Fd())
+		n.fg = true
+	}
+	err = cmd.Start()
+	childEnd.Close()
+	if err != nil {
+		return cloneError(err)
+	}
+	defer func() {
+		if n.cmd == nil && n.TUN != nil { // failed after the TUN came
+			n.Close()
+		}
+	}()
+	n.cmd = cmd
+	if err := sendMsg(ctrl, ctrlMsg{Kind: "config", Config: &cfg}, -1); err != nil {
+		n.kill()
+		return fmt.Errorf("configure the namespace: %w", err)
+	}
+	return n.handshake()
+}
+
+// handshake waits for the TUN and for the command to start.
+func (n *Namespace) handshake() error {
+	for {
+		m, f, err := recvMsg(n.ctrl)
+		if err != nil {
+			n.kill()
+			return fmt.Errorf("the namespace's first process ended before the command started: %w", err)
+		}
+		switch m.Kind {
+		case "tun":
+			if f == nil {
+				n.kill()
+				return fmt.Errorf("the namespace sent no TUN descriptor: %w", ErrNoTUN)
+			}
+			n.TUN = f
+		case "error":
+			n.kill()
+			return remoteError(m)
+		case "started":
+			if n.TUN == nil {
+				n.kill()
+				return fmt.Errorf("the command started without a TUN: %w", ErrNoTUN)
+			}
+			return nil
+		}
+	}
+}
+
+func (n *Namespace) kill() {
+	if n.cmd != nil && n.cmd.Process != nil {
+		_ = n.cmd.Process.Kill()
+		_ = n.cmd.Wait()
+		n.cmd = nil
+	}
+}
+
+func (n *Namespace) wait() {
+	err := n.cmd.Wait()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		n.status = ee.ExitCode()
+		if n.status < 0 { // killed by a signal
+			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+				n.status = 128 + int(ws.Signal())
+			}
+		}
+	case err != nil:
+		n.err = err
+	}
+	if n.fg {
+		reclaimTerminal()
+	}
+	n.cleanup()
+	close(n.done)
+}
+
+// Done is closed when the command (and with it every process of the
+// namespace) has ended.
+func (n *Namespace) Done() <-chan struct{} { return n.done }
+
+// Wait returns the command's exit status (128+N when signal N ended it).
+func (n *Namespace) Wait() (int, error) {
+	<-n.done
+	return n.status, n.err
+}
+
+// Signal passes sig on to the command.
+func (n *Namespace) Signal(sig syscall.Signal) error {
+	return sendMsg(n.ctrl, ctrlMsg{Kind: "signal", Signal: int(sig)}, -1)
+}
+
+// DialLoopback connects to 127.0.0.1:port inside the namespace (where the
+// command listens); ErrNothingListens when nothing does.
+func (n *Namespace) DialLoopback(ctx context.Context, port uint16) (net.Conn, error) {
+	return dialForward(ctx, n.socket, port)
+}
+
+// Kill ends the command and every process in its namespace.
+func (n *Namespace) Kill() {
+	if n.cmd != nil && n.cmd.Process != nil {
+		_ = n.cmd.Process.Kill()
+	}
+	<-n.done
+}
+
+// Close releases the TUN; call it once the stack on it has stopped.
+func (n *Namespace) Close() {
+	if n.TUN != nil {
+		_ = n.TUN.Close()
+	}
+}
+
+func (n *Namespace) cleanup() {
+	if n.ctrl != nil {
+		_ = n.ctrl.Close()
+	}
+	_ = os.RemoveAll(n.dir)
+}
+
+func tcsetpgrp(fd, pgrp int) error { return unix.IoctlSetPointerInt(fd, unix.TIOCSPGRP, pgrp) }
+
+func ignoreTTOU(f func()) {
+	signal.Ignore(syscall.SIGTTOU)
+	defer signal.Reset(syscall.SIGTTOU)
+	f()
+}
+
+// reclaimTerminal makes detour's process group the terminal's foreground
+// group again after the command's ended.
+func reclaimTerminal() {
+	fd := int(os.Stdin.Fd())
+	pgrp := syscall.Getpgrp()
+	// A background group calling tcsetpgrp gets SIGTTOU unless it ignores it.
+	ignoreTTOU(func() { _ = tcsetpgrp(fd, pgrp) })
+}
