@@ -25,6 +25,9 @@ type InjectConfig struct {
 	// limits.
 	AgentResources corev1.ResourceRequirements
 	InitResources  corev1.ResourceRequirements
+	// ClusterCIDRs are the pod and Service ranges agents dial for a
+	// local process (the agent's --cluster-cidrs); set by detour install.
+	ClusterCIDRs []string
 }
 
 // DefaultInjectConfig is the configuration the webhook starts from.
@@ -417,23 +420,30 @@ func agentContainer(app *corev1.Container, image string, cfg InjectConfig) corev
 		}
 		env = append(env, e)
 	}
+	// The agent's own setting comes after the app's variables, so an app
+	// variable of the same name cannot change it.
+	env = append(env, fieldEnv("DETOUR_EGRESS_ALLOW", "metadata.annotations['"+annotations.EgressAllow+"']"))
 	var envFrom []corev1.EnvFromSource
 	for _, e := range app.EnvFrom {
 		envFrom = append(envFrom, *e.DeepCopy())
+	}
+	args := []string{
+		"run",
+		"--tunnel-addr", fmt.Sprintf("127.0.0.1:%d", annotations.TunnelPort),
+		"--health-addr", fmt.Sprintf(":%d", annotations.HealthPort),
+		"--metrics-addr", fmt.Sprintf(":%d", annotations.MetricsPort),
+	}
+	if len(cfg.ClusterCIDRs) > 0 {
+		args = append(args, "--cluster-cidrs", strings.Join(cfg.ClusterCIDRs, ","))
 	}
 	return corev1.Container{
 		Name:            annotations.AgentContainerName,
 		Image:           image,
 		ImagePullPolicy: cfg.PullPolicy,
 		Command:         []string{annotations.AgentBinary},
-		Args: []string{
-			"run",
-			"--tunnel-addr", fmt.Sprintf("127.0.0.1:%d", annotations.TunnelPort),
-			"--health-addr", fmt.Sprintf(":%d", annotations.HealthPort),
-			"--metrics-addr", fmt.Sprintf(":%d", annotations.MetricsPort),
-		},
-		Env:     env,
-		EnvFrom: envFrom,
+		Args:            args,
+		Env:             env,
+		EnvFrom:         envFrom,
 		Ports: []corev1.ContainerPort{
 			{Name: "detour-health", ContainerPort: annotations.HealthPort, Protocol: corev1.ProtocolTCP},
 			{Name: "detour-metrics", ContainerPort: annotations.MetricsPort, Protocol: corev1.ProtocolTCP},

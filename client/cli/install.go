@@ -40,6 +40,7 @@ Workloads get the agent when they opt in; detour intercept does that for you.`,
 			return nil
 		},
 	}
+	cmd.Flags().StringSliceVar(&opts.ClusterCIDRs, "cluster-cidrs", nil, "the pod and Service ranges agents dial for local processes (detour run, intercept -- CMD), comma-separated (default: detected from ServiceCIDRs and the nodes' podCIDRs)")
 	cmd.Flags().StringVar(&opts.Image, "image", "", "the detour image (webhook and agents) to install (default from config images.agentImage, else "+install.DefaultImage+")")
 	cmd.Flags().DurationVar(&opts.Timeout, "timeout", 3*time.Minute, "how long to wait for the webhook to be ready")
 	return cmd

@@ -55,6 +55,9 @@ type Options struct {
 	Timeout time.Duration
 	// PollInterval is how often the wait looks (default 1 second).
 	PollInterval time.Duration
+	// ClusterCIDRs are the pod and Service ranges the agents dial for a
+	// local process; empty: detected (DetectClusterCIDRs).
+	ClusterCIDRs []string
 }
 
 // ObjectRef names a Kubernetes object.
@@ -145,8 +148,11 @@ func Install(ctx context.Context, client kubernetes.Interface, opts Options) (Su
 		return Summary{}, err
 	}
 	sum := Summary{Image: opts.Image}
+	if err := clusterCIDRs(ctx, client, &opts); err != nil {
+		return sum, err
+	}
 	for _, o := range objs {
-		if err := apply(ctx, client, o, opts.Image); err != nil {
+		if err := apply(ctx, client, o, opts); err != nil {
 			return sum, fmt.Errorf("apply %s: %w", o.ref, err)
 		}
 		fmt.Fprintf(opts.Progress, "applied %s\n", o.ref)
@@ -166,7 +172,7 @@ func Install(ctx context.Context, client kubernetes.Interface, opts Options) (Su
 var applyOptions = metav1.ApplyOptions{FieldManager: FieldManager, Force: true}
 
 // apply server-side-applies one object through the typed client of its kind.
-func apply(ctx context.Context, c kubernetes.Interface, o object, image string) error {
+func apply(ctx context.Context, c kubernetes.Interface, o object, opts Options) error {
 	ns := o.ref.Namespace
 	switch o.ref.Kind {
 	case "Namespace":
@@ -206,7 +212,8 @@ func apply(ctx context.Context, c kubernetes.Interface, o object, image string) 
 		})
 	case "Deployment":
 		return applyAs(o, func(ac *appsv1ac.DeploymentApplyConfiguration) error {
-			setImage(ac, image)
+			setImage(ac, opts.Image)
+			setArg(ac, "--cluster-cidrs", strings.Join(opts.ClusterCIDRs, ","))
 			_, err := c.AppsV1().Deployments(ns).Apply(ctx, ac, applyOptions)
 			return err
 		})
@@ -246,6 +253,35 @@ func setImage(ac *appsv1ac.DeploymentApplyConfiguration, image string) {
 			}
 		}
 	}
+}
+
+// setArg sets --name=value on the webhook container, replacing an old one.
+func setArg(ac *appsv1ac.DeploymentApplyConfiguration, name, value string) {
+	if ac.Spec == nil || ac.Spec.Template == nil || ac.Spec.Template.Spec == nil || value == "" {
+		return
+	}
+	for i := range ac.Spec.Template.Spec.Containers {
+		c := &ac.Spec.Template.Spec.Containers[i]
+		c.Args = slices.DeleteFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, name+"=") })
+		c.Args = append(c.Args, name+"="+value)
+	}
+}
+
+// clusterCIDRs fills opts.ClusterCIDRs from the cluster when not given.
+func clusterCIDRs(ctx context.Context, c kubernetes.Interface, opts *Options) error {
+	if len(opts.ClusterCIDRs) > 0 {
+		return ValidateCIDRs(opts.ClusterCIDRs)
+	}
+	cidrs, notes, err := DetectClusterCIDRs(ctx, c)
+	if err != nil {
+		return err
+	}
+	for _, n := range notes {
+		fmt.Fprintf(opts.Progress, "note: %s\n", n)
+	}
+	opts.ClusterCIDRs = cidrs
+	fmt.Fprintf(opts.Progress, "cluster ranges the agents dial for local processes: %s\n", strings.Join(cidrs, ", "))
+	return nil
 }
 
 // waitReady waits until every webhook replica is updated and available and

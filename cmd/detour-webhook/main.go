@@ -9,8 +9,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -78,6 +80,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.certs.CertValidity, "cert-validity", o.certs.CertValidity, "lifetime of a self-managed serving certificate; renewed with a third left")
 	fs.DurationVar(&o.certCheckInterval, "cert-check-interval", 10*time.Second, "how often to re-read the certificate Secret and rotate what is due")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGTERM, how long in-flight reviews may take")
+	clusterCIDRs := fs.String("cluster-cidrs", "", "pod and Service ranges that agents dial for local processes, comma-separated (detour install detects them)")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -93,6 +96,15 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		o.inject.PullPolicy = p
 	default:
 		return o, fmt.Errorf("%w: --agent-pull-policy %q: want Always, IfNotPresent or Never", errUsage, o.pullPolicy)
+	}
+	for _, c := range strings.Split(*clusterCIDRs, ",") {
+		if c = strings.TrimSpace(c); c == "" {
+			continue
+		}
+		if _, err := netip.ParsePrefix(c); err != nil {
+			return o, fmt.Errorf("%w: --cluster-cidrs: %q is not a CIDR", errUsage, c)
+		}
+		o.inject.ClusterCIDRs = append(o.inject.ClusterCIDRs, c)
 	}
 	if o.inject.AgentImage == "" {
 		return o, fmt.Errorf("%w: --agent-image is empty", errUsage)

@@ -30,6 +30,11 @@ const (
 	TerminatingTLSSecret = "detour.dev/terminating-tls-secret"
 	OriginatingTLSSecret = "detour.dev/originating-tls-secret"
 
+	// EgressAllow lists further destinations (CIDRs, or *) that agents of
+	// the pod may dial for a local process, besides the cluster's ranges
+	// and names; link-local and metadata addresses stay refused.
+	EgressAllow = "detour.dev/egress-allow"
+
 	// Injected is the status annotation the webhook writes on a pod it
 	// injected; its value is a JSON Status. A pod carrying it is never
 	// injected again.
