@@ -147,7 +147,7 @@ func freeLoopbackPort(t *testing.T) int {
 func hostNetworkState(t *testing.T) string {
 	t.Helper()
 	var b strings.Builder
-	for _, c := range [][]string{{"ip", "route", "show", "table", "all"}, {"ip", "-6", "route", "show", "table", "all"}, {"nft", "list", "ruleset"}} {
+	for _, c := range [][]string{{"ip", "route", "show", "table", "all"}, {"ip", "-6", "route", "show", "table", "all"}, {"nft", "-s", "list", "ruleset"}} {
 		out, err := runOut(c[0], c[1:]...)
 		if err != nil {
 			t.Fatalf("%v: %v", c, err)

@@ -12,6 +12,11 @@
 // POSTs BODY to URL (retrying for up to 30 s) and prints
 // "pod=<X-Echo-Pod> body=<response>"; the exit code says whether it worked.
 //
+//	echo get URL
+//
+// GETs URL once and prints "pod=<X-Echo-Pod> peer=<X-Echo-Peer>": who
+// answered, and the address the server saw the request come from.
+//
 // DNS mode, for the cluster DNS tests:
 //
 //	echo dns NAME...
@@ -33,6 +38,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"slices"
@@ -52,6 +58,13 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) == 3 && os.Args[1] == "get" {
+		if err := get(os.Args[2]); err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) == 4 && os.Args[1] == "post" {
 		if err := post(os.Args[2], os.Args[3]); err != nil {
 			log.Fatal(err)
@@ -61,6 +74,19 @@ func main() {
 	if err := run(); err != nil {
 		log.Fatal(err)
 	}
+}
+
+// get is the client mode that says who answered and whom it saw:
+// "pod=<X-Echo-Pod> peer=<X-Echo-Peer>", one try, 5 s.
+func get(url string) error {
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	fmt.Printf("pod=%s peer=%s\n", resp.Header.Get("X-Echo-Pod"), resp.Header.Get("X-Echo-Peer"))
+	return nil
 }
 
 // post is the client mode.
@@ -204,6 +230,9 @@ func run() error {
 func handler(pod string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Echo-Pod", pod)
+		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+			w.Header().Set("X-Echo-Peer", ap.Addr().Unmap().String()) // who called: the e2e tests check where a connection left from
+		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if r.Method == http.MethodGet || r.Method == http.MethodHead {
 			fmt.Fprintf(w, "hello from %s\n", pod)
