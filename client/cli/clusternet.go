@@ -65,7 +65,7 @@ func (a *app) runInClusterNetwork(ctx context.Context, c clusterNet) (int, error
 	}
 	return RunClusterNetwork(ctx, ClusterRun{
 		Connect: a.agentConnector(c), What: c.workload.Ref(), Command: c.command, Env: c.env,
-		Ports: append(ports, c.inbound...), AlsoProxy: also, Stderr: a.errOut,
+		Ports: ports, Inbound: c.inbound, AlsoProxy: also, Stderr: a.errOut,
 	})
 }
 
@@ -79,8 +79,13 @@ type ClusterRun struct {
 	// Env is the app's environment, set over ours; nil asks the agent.
 	Env map[string]string
 	// Ports CMD listens on (inside its namespace) that the workstation's
-	// 127.0.0.1:PORT reaches: --expose and the intercept's local port.
-	Ports     []uint16
+	// 127.0.0.1:PORT reaches (--expose): each must be free there.
+	Ports []uint16
+	// Inbound are the intercept's local ports, where the daemon delivers
+	// intercepted connections: exposed like Ports when free; when a
+	// process on the workstation already serves one, it keeps getting
+	// them (a note says so).
+	Inbound   []uint16
 	AlsoProxy []netip.Prefix
 	Stderr    io.Writer
 }
@@ -99,8 +104,13 @@ func RunClusterNetwork(ctx context.Context, r ClusterRun) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	lns = append(lns, listenInbound(r.Inbound, r.Stderr)...)
 	defer closeAll(lns)
 	ns, err := nsexec.Start(nsexec.Options{Command: r.Command, Env: commandEnv(env), Files: map[string][]byte{"/etc/resolv.conf": netw.ResolvConf()}})
+	if errorsIsNoNamespaces(err) {
+		closeAll(lns) // CMD listens on the workstation's ports itself
+		return runProxyFallback(ctx, netw, env, r, err)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("run %q with the cluster's network: %w", r.Command[0], err)
 	}
@@ -215,6 +225,21 @@ func listenExposed(ports []uint16) ([]net.Listener, error) {
 		lns = append(lns, ln)
 	}
 	return lns, nil
+}
+
+// listenInbound exposes the intercept's local ports that are free on the
+// workstation.
+func listenInbound(ports []uint16, stderr io.Writer) []net.Listener {
+	var lns []net.Listener
+	for _, p := range ports {
+		ln, err := listenExposed([]uint16{p})
+		if err != nil {
+			fmt.Fprintf(stderr, "note: 127.0.0.1:%d is already served on this workstation: intercepted connections go there, not into CMD's namespace\n", p)
+			continue
+		}
+		lns = append(lns, ln...)
+	}
+	return lns
 }
 
 func closeAll(lns []net.Listener) {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -107,6 +108,33 @@ func TestClusterNetwork(t *testing.T) {
 			t.Errorf("exit code: %s", r)
 		}
 	})
+	t.Run("intercept -- CMD serves the intercepted traffic from inside its namespace", func(t *testing.T) {
+		appSvc, err := cs.CoreV1().Services(ns).Get(ctx, "app", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		url := fmt.Sprintf("http://%s:%d/", appSvc.Spec.ClusterIP, appSvc.Spec.Ports[0].Port)
+		local := freePort(t)
+		// CMD is the echo server, listening on 127.0.0.1:LOCAL inside its
+		// own namespace only: the intercepted requests reach it there.
+		cmd := dev.command(ctx, []string{"POD_NAME=cmd-in-namespace", fmt.Sprintf("HTTP_ADDR=127.0.0.1:%d", local), "TCP_ADDR=127.0.0.1:0"},
+			"intercept", "app", "--port", fmt.Sprintf("%d:http", local), "--", dev.echo)
+		var errOut bytes.Buffer
+		cmd.Stderr = &errOut
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM) // detour passes it to CMD, then leaves
+			_ = cmd.Wait()
+			if t.Failed() {
+				t.Logf("detour intercept stderr:\n%s", errOut.String())
+			}
+		}()
+		if !waitForSteady(t, url, "hello from cmd-in-namespace", 5, 2*time.Minute) {
+			t.FailNow()
+		}
+	})
 	if after := hostNetworkState(t); after != hostBefore {
 		t.Errorf("the workstation's network changed:\nbefore:\n%s\nafter:\n%s", hostBefore, after)
 	}
@@ -130,6 +158,8 @@ func newRootlessDev(ctx context.Context, t *testing.T, cs kubernetes.Interface, 
 		{APIGroups: []string{""}, Resources: []string{"services", "endpoints"}, Verbs: []string{"get", "list", "watch"}},
 		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch", "delete", "deletecollection"}},
 		{APIGroups: []string{""}, Resources: []string{"pods/portforward"}, Verbs: []string{"create"}},
+		{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},
+		{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"ingresses"}, Verbs: []string{"get", "list", "watch"}},
 	})
 	tok, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa, &authenticationv1.TokenRequest{
 		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: new(int64(1800))}}, metav1.CreateOptions{})
@@ -152,6 +182,12 @@ func newRootlessDev(ctx context.Context, t *testing.T, cs kubernetes.Interface, 
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build echo: %v\n%s", err, out)
 	}
+	// The daemon's directory (intercept), the user's own, 0700.
+	home := filepath.Join(dir, "home")
+	if err := os.Mkdir(home, 0o700); err != nil || os.Chown(home, nobody, nobody) != nil {
+		t.Fatalf("daemon home: %v", err)
+	}
+	t.Cleanup(func() { _ = d.command(context.Background(), nil, "quit").Run() })
 	// The workstation's resolvers for names outside the cluster: loopback,
 	// where nothing answers — no lookup leaves the machine.
 	if err := os.WriteFile(d.resolv, []byte("nameserver 127.0.0.1\n"), 0o644); err != nil {
@@ -172,16 +208,22 @@ func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
 	_ = os.Chmod(dst, mode)
 }
 
+// command prepares the detour CLI to run as nobody, with env added.
+func (d *rootlessDev) command(ctx context.Context, env []string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, d.bin, args...)
+	cmd.Dir = d.dir
+	cmd.Env = append([]string{"PATH=/usr/bin:/bin", "HOME=" + d.dir, "KUBECONFIG=" + d.kube, "XDG_CONFIG_HOME=" + filepath.Join(d.dir, "config"),
+		"DETOUR_HOME=" + filepath.Join(d.dir, "home"), "DETOUR_WORKSTATION_RESOLV_CONF=" + d.resolv}, env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+	return cmd
+}
+
 // run runs the detour CLI as nobody.
 func (d *rootlessDev) run(t *testing.T, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, d.bin, args...)
-	cmd.Dir = d.dir
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + d.dir, "KUBECONFIG=" + d.kube, "XDG_CONFIG_HOME=" + filepath.Join(d.dir, "config"),
-		"DETOUR_HOME=" + filepath.Join(d.dir, "home"), "DETOUR_WORKSTATION_RESOLV_CONF=" + d.resolv}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+	cmd := d.command(ctx, nil, args...)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
@@ -224,4 +266,14 @@ func hostNetworkState(t *testing.T) string {
 	resolv, _ := os.ReadFile("/etc/resolv.conf")
 	b.Write(resolv)
 	return b.String()
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }
