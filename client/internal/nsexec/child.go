@@ -72,6 +72,11 @@ func setUp(ctrl *net.UnixConn, cfg childConfig) (*exec.Cmd, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hand the TUN to detour: %w", err)
 	}
+	// The pod's files first: a bind below (resolv.conf) may land in a
+	// directory they made a mirror of.
+	if err := mountTrees(cfg.Trees, cfg.Scratch); err != nil {
+		return nil, err
+	}
 	for _, b := range cfg.Binds {
 		if err := bindReadOnly(b); err != nil {
 			return nil, err

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -68,5 +70,87 @@ func TestCommandRunsInItsOwnNamespaces(t *testing.T) {
 	}
 	if _, err := os.Stat(n.dir); !os.IsNotExist(err) {
 		t.Fatalf("private directory left behind: %v", err)
+	}
+}
+
+// TestTreesAppearAtTheirRealPaths: a ConfigMap at /etc/config (which does
+// not exist here), the service-account token under /var/run/secrets (a
+// symlink to /run on Debian), and a subPath file beside /etc's own files:
+// inside, all readable with their modes, read-only, /etc's own entries
+// still there; outside, nothing was created.
+func TestTreesAppearAtTheirRealPaths(t *testing.T) {
+	for _, p := range []string{"/etc/config", "/var/run/secrets/kubernetes.io", "/etc/detour-app.conf"} {
+		if _, err := os.Stat(p); err == nil {
+			t.Skipf("%s exists on this machine", p)
+		}
+	}
+	out, err := os.CreateTemp(t.TempDir(), "out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(filepath.Dir(out.Name()), 0o777)
+	os.Chmod(out.Name(), 0o666)
+	script := `{ cat /etc/config/app.yaml; stat -c '%a' /etc/config/app.yaml; cat /var/run/secrets/kubernetes.io/serviceaccount/token; stat -c '%a' /var/run/secrets/kubernetes.io/serviceaccount/token;
+cat /etc/detour-app.conf; test -e /etc/passwd && echo passwd-kept; touch /etc/config/new 2>/dev/null || echo read-only; cat /etc/config/conf/nested.yaml; } >` + out.Name() + ` 2>&1`
+	n := startOrSkip(t, Options{
+		Command: []string{"sh", "-c", script},
+		Env:     []string{"PATH=" + os.Getenv("PATH")},
+		Trees: []Tree{
+			{Target: "/etc/config", Files: map[string]TreeFile{"app.yaml": {Data: []byte("greeting: hi\n"), Mode: 0o644}, "conf/nested.yaml": {Data: []byte("nested: yes\n"), Mode: 0o644}}},
+			{Target: "/etc/detour-app.conf", SingleFile: true, Files: map[string]TreeFile{"detour-app.conf": {Data: []byte("sub=path\n"), Mode: 0o644}}},
+			{Target: "/var/run/secrets/kubernetes.io/serviceaccount", Files: map[string]TreeFile{"token": {Data: []byte("eyJ.token\n"), Mode: 0o600}}},
+		},
+	})
+	if code, err := n.Wait(); err != nil || code != 0 {
+		b, _ := os.ReadFile(out.Name())
+		t.Fatalf("exit %d, %v:\n%s", code, err, b)
+	}
+	b, _ := os.ReadFile(out.Name())
+	want := "greeting: hi\n644\neyJ.token\n600\nsub=path\npasswd-kept\nread-only\nnested: yes\n"
+	if string(b) != want {
+		t.Fatalf("inside the namespace:\n%s\nwant:\n%s", b, want)
+	}
+	for _, p := range []string{"/etc/config", "/run/secrets/kubernetes.io", "/etc/detour-app.conf"} {
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("%s was created on the workstation", p)
+		}
+	}
+}
+
+// TestTreesRootless runs the test above as nobody, with /dev/net/tun open
+// to all as standard distributions ship it.
+func TestTreesRootless(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("runs the tree test as nobody: needs root to switch")
+	}
+	dir, err := os.MkdirTemp("", "nsexec-rootless-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755)
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmp, 0o700); err != nil || os.Chown(tmp, 65534, 65534) != nil {
+		t.Fatal("tmp for nobody:", err)
+	}
+	self, _ := os.Executable()
+	b, _ := os.ReadFile(self)
+	bin := filepath.Join(dir, "nsexec.test")
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat("/dev/net/tun")
+	if err != nil {
+		t.Skip("no /dev/net/tun")
+	}
+	os.Chmod("/dev/net/tun", 0o666)
+	defer os.Chmod("/dev/net/tun", fi.Mode().Perm())
+	cmd := exec.Command(bin, "-test.run", "^TestTreesAppearAtTheirRealPaths$", "-test.v")
+	cmd.Dir = dir
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "TMPDIR=" + tmp}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS") {
+		t.Fatalf("as nobody: %v\n%s", err, out)
 	}
 }

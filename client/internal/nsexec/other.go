@@ -18,6 +18,20 @@ type Options struct {
 	Dir     string
 	MTU     int
 	Files   map[string][]byte
+	Trees   []Tree
+}
+
+// Tree is a read-only directory of files (or one file) shown at Target.
+type Tree struct {
+	Target     string
+	Files      map[string]TreeFile
+	SingleFile bool
+}
+
+// TreeFile is one file's content and mode.
+type TreeFile struct {
+	Data []byte
+	Mode os.FileMode
 }
 
 // Namespace is not available on this system.

@@ -44,6 +44,10 @@ type childConfig struct {
 	// 127.0.0.1:PORT inside the namespace.
 	ForwardSocket string `json:"forwardSocket"`
 	Foreground    bool   `json:"foreground"`
+	// Trees are staged under the private directory; Scratch is where
+	// the first process keeps what mirroring needs.
+	Trees   []treeMount `json:"trees,omitempty"`
+	Scratch string      `json:"scratch"`
 }
 
 // Bind is a read-only bind mount in the namespace's private mount table.

@@ -27,6 +27,8 @@ type Options struct {
 	// bind-mounted read-only over their target path (e.g. resolv.conf
 	// over /etc/resolv.conf). The target must exist.
 	Files map[string][]byte
+	// Trees are shown read-only at their real paths (a pod's volumes).
+	Trees []Tree
 }
 
 // Namespace is a command running in its own namespaces.
@@ -82,6 +84,11 @@ func (n *Namespace) start(opts Options) error {
 		}
 		cfg.Binds = append(cfg.Binds, Bind{Source: src, Target: target})
 	}
+	trees, err := stageTrees(n.dir, opts.Trees)
+	if err != nil {
+		return fmt.Errorf("stage the pod's files: %w", err)
+	}
+	cfg.Trees, cfg.Scratch = trees, filepath.Join(n.dir, "scratch")
 	ctrl, childEnd, err := socketpair()
 	if err != nil {
 		return err
