@@ -412,6 +412,12 @@ func agentContainer(app *corev1.Container, image string, cfg InjectConfig) corev
 		if e.Name == "POD_NAME" || e.Name == "POD_NAMESPACE" || e.Name == "POD_IP" {
 			continue
 		}
+		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+			// Never in the agent: a port-forward must be no way around
+			// RBAC for a Secret. The CLI reads Secret-backed values with
+			// the user's own permissions.
+			continue
+		}
 		e = *e.DeepCopy()
 		// A resource reference without a container means "this container":
 		// point it at the app so the agent reports the app's value.
@@ -425,6 +431,9 @@ func agentContainer(app *corev1.Container, image string, cfg InjectConfig) corev
 	env = append(env, fieldEnv("DETOUR_EGRESS_ALLOW", "metadata.annotations['"+annotations.EgressAllow+"']"))
 	var envFrom []corev1.EnvFromSource
 	for _, e := range app.EnvFrom {
+		if e.SecretRef != nil {
+			continue // as for secretKeyRef above
+		}
 		envFrom = append(envFrom, *e.DeepCopy())
 	}
 	args := []string{

@@ -63,8 +63,13 @@ func (a *app) runInClusterNetwork(ctx context.Context, c clusterNet) (int, error
 	if err != nil {
 		return 0, err
 	}
+	view, err := readPodView(ctx, c.cs, c.workload, true)
+	if err != nil {
+		return 0, err
+	}
+	printNotes(a.errOut, view.notes)
 	return RunClusterNetwork(ctx, ClusterRun{
-		Connect: a.agentConnector(c), What: c.workload.Ref(), Command: c.command, Env: c.env,
+		Connect: a.agentConnector(c), What: c.workload.Ref(), Command: c.command, Env: c.env, UserEnv: view.env, Trees: view.trees,
 		Ports: ports, Inbound: c.inbound, AlsoProxy: also, Stderr: a.errOut,
 	})
 }
@@ -76,8 +81,13 @@ type ClusterRun struct {
 	Connect func(ctx context.Context) (*client.Session, error)
 	What    string // the workload, for messages
 	Command []string
-	// Env is the app's environment, set over ours; nil asks the agent.
-	Env map[string]string
+	// Env is the app's environment as the agent reports it, set over
+	// ours; nil asks the agent. UserEnv, read with the user's own
+	// permissions (Secret-backed values among them), goes over it.
+	Env     map[string]string
+	UserEnv map[string]string
+	// Trees are the pod's files, shown at their real paths.
+	Trees []nsexec.Tree
 	// Ports CMD listens on (inside its namespace) that the workstation's
 	// 127.0.0.1:PORT reaches (--expose): each must be free there.
 	Ports []uint16
@@ -106,7 +116,8 @@ func RunClusterNetwork(ctx context.Context, r ClusterRun) (int, error) {
 	}
 	lns = append(lns, listenInbound(r.Inbound, r.Stderr)...)
 	defer closeAll(lns)
-	ns, err := nsexec.Start(nsexec.Options{Command: r.Command, Env: commandEnv(env), Files: map[string][]byte{"/etc/resolv.conf": netw.ResolvConf()}})
+	ns, err := nsexec.Start(nsexec.Options{Command: r.Command, Env: commandEnv(mergeEnv(env, r.UserEnv)), Trees: r.Trees,
+		Files: map[string][]byte{"/etc/resolv.conf": netw.ResolvConf()}})
 	if errorsIsNoNamespaces(err) {
 		closeAll(lns) // CMD listens on the workstation's ports itself
 		return runProxyFallback(ctx, netw, env, r, err)

@@ -281,6 +281,17 @@ func (a *app) intercept(ctx context.Context, name string, f interceptFlags, comm
 		// The intercept lives as long as CMD: whatever happens from here on.
 		defer leave()
 	}
+	if f.envFile != "" || f.envJSON != "" || (len(command) > 0 && !f.net.enabled) {
+		// Secret-backed values come from the API with the user's own
+		// permissions, never from the agent (the cluster-network path
+		// reads them itself, with the files).
+		view, err := readPodView(ctx, cs, w, false)
+		if err != nil {
+			return err
+		}
+		printNotes(a.errOut, view.notes)
+		st.Env = mergeEnv(st.Env, view.env)
+	}
 	var written []string
 	if f.envFile != "" {
 		unsafe, err := writeEnvFile(f.envFile, st.Env)

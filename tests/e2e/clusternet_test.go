@@ -53,6 +53,7 @@ func TestClusterNetwork(t *testing.T) {
 	dbPod, dbSvc := deployEcho(ctx, t, cs, ns, "db")
 	web := deployStatefulEcho(ctx, t, cs, ns, "web")
 	deployEcho(ctx, t, cs, ns, "app")
+	addAppFiles(ctx, t, cs, ns, "app")
 	waitHostDNS(ctx, t, "web-0.web."+ns+".svc.cluster.local", web.Status.PodIP)
 
 	dev := newRootlessDev(ctx, t, cs, cfg, ns)
@@ -103,6 +104,22 @@ func TestClusterNetwork(t *testing.T) {
 			t.Errorf("non-cluster destination: %s", r)
 		}
 	})
+	t.Run("the pod's files at their real paths, read with the user's permissions", func(t *testing.T) {
+		script := `cat /etc/app-config/app.yaml; cat /etc/app-secret/password 2>/dev/null || echo no-secret-file
+cat /var/run/secrets/kubernetes.io/serviceaccount/namespace; echo; test -s /var/run/secrets/kubernetes.io/serviceaccount/token && echo token-ok
+echo "pw=${APP_PASSWORD:-unset} greeting=$GREETING"`
+		r := dev.run(t, "run", "--workload", "app", "--", "/bin/sh", "-c", script)
+		want := "greeting: from-the-configmap\nno-secret-file\n" + ns + "\ntoken-ok\npw=unset greeting=hello-config\n"
+		if r.code != 0 || r.stdout != want || !strings.Contains(r.stderr, "you lack get on secrets in namespace "+ns) {
+			t.Fatalf("without get secrets: want stdout %q and a note naming the permission; got %s", want, r)
+		}
+		secGrant(ctx, t, cs, ns, "cnet-dev-secrets", "cnet-dev", []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get"}}})
+		want = "greeting: from-the-configmap\ns3cret-value" + ns + "\ntoken-ok\npw=s3cret-value greeting=hello-config\n"
+		eventually(t, 10*time.Second, "the secrets grant takes effect", func() bool {
+			r = dev.run(t, "run", "--workload", "app", "--", "/bin/sh", "-c", script)
+			return r.stdout == want
+		})
+	})
 	t.Run("exit code passes through", func(t *testing.T) {
 		if r := dev.run(t, "run", "--workload", "app", "--", "/bin/sh", "-c", "exit 7"); r.code != 7 {
 			t.Errorf("exit code: %s", r)
@@ -117,8 +134,10 @@ func TestClusterNetwork(t *testing.T) {
 		local := freePort(t)
 		// CMD is the echo server, listening on 127.0.0.1:LOCAL inside its
 		// own namespace only: the intercepted requests reach it there.
-		cmd := dev.command(ctx, []string{"POD_NAME=cmd-in-namespace", fmt.Sprintf("HTTP_ADDR=127.0.0.1:%d", local), "TCP_ADDR=127.0.0.1:0"},
-			"intercept", "app", "--port", fmt.Sprintf("%d:http", local), "--", dev.echo)
+		// (POD_NAME is set inside: the app's own, the pod's name, is in
+		// CMD's environment as in the pod.)
+		cmd := dev.command(ctx, []string{fmt.Sprintf("HTTP_ADDR=127.0.0.1:%d", local), "TCP_ADDR=127.0.0.1:0"},
+			"intercept", "app", "--port", fmt.Sprintf("%d:http", local), "--", "/bin/sh", "-c", "POD_NAME=cmd-in-namespace exec "+dev.echo)
 		var errOut bytes.Buffer
 		cmd.Stderr = &errOut
 		if err := cmd.Start(); err != nil {
@@ -160,6 +179,10 @@ func newRootlessDev(ctx context.Context, t *testing.T, cs kubernetes.Interface, 
 		{APIGroups: []string{""}, Resources: []string{"pods/portforward"}, Verbs: []string{"create"}},
 		{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},
 		{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"ingresses"}, Verbs: []string{"get", "list", "watch"}},
+		// The pod's files: ConfigMaps and a token, but no Secrets (granted
+		// later by the files subtest, to show both sides).
+		{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get"}},
+		{APIGroups: []string{""}, Resources: []string{"serviceaccounts/token"}, Verbs: []string{"create"}},
 	})
 	tok, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa, &authenticationv1.TokenRequest{
 		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: new(int64(1800))}}, metav1.CreateOptions{})
@@ -276,4 +299,45 @@ func freePort(t *testing.T) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// addAppFiles gives the workload what real apps read: a ConfigMap and a
+// Secret as files and as variables, and a service-account token.
+func addAppFiles(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns, name string) {
+	t.Helper()
+	if _, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name + "-config"},
+		Data: map[string]string{"app.yaml": "greeting: from-the-configmap\n", "greeting": "hello-config"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name + "-secret"},
+		StringData: map[string]string{"password": "s3cret-value"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := cs.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := &d.Spec.Template.Spec
+	expiry := int64(3600)
+	spec.Volumes = append(spec.Volumes,
+		corev1.Volume{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: name + "-config"}, Items: []corev1.KeyToPath{{Key: "app.yaml", Path: "app.yaml"}}}}},
+		corev1.Volume{Name: "secret", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: name + "-secret"}}},
+		corev1.Volume{Name: "token", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{
+			{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", ExpirationSeconds: &expiry}},
+			{DownwardAPI: &corev1.DownwardAPIProjection{Items: []corev1.DownwardAPIVolumeFile{{Path: "namespace", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}}}},
+		}}}},
+	)
+	c := &spec.Containers[0]
+	c.VolumeMounts = append(c.VolumeMounts,
+		corev1.VolumeMount{Name: "config", MountPath: "/etc/app-config", ReadOnly: true},
+		corev1.VolumeMount{Name: "secret", MountPath: "/etc/app-secret", ReadOnly: true},
+		corev1.VolumeMount{Name: "token", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount", ReadOnly: true},
+	)
+	c.Env = append(c.Env,
+		corev1.EnvVar{Name: "APP_PASSWORD", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: name + "-secret"}, Key: "password"}}},
+		corev1.EnvVar{Name: "GREETING", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: name + "-config"}, Key: "greeting"}}},
+	)
+	if _, err := cs.AppsV1().Deployments(ns).Update(ctx, d, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 }
