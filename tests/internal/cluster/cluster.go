@@ -203,7 +203,8 @@ func Status(ctx context.Context, w io.Writer, cfg Config) (bool, error) {
 		}
 		line("guard drop counters", e, fmt.Sprintf("%d rules", len(drops)))
 	}
-	line("netns "+NetnsName, Precheck(ctx), "sealed: no default route, no external link")
+	sealed := Precheck(ctx)
+	line("netns "+NetnsName, sealed, "sealed: no default route, no external link")
 	h := &health{ctx: ctx, cfg: cfg}
 	for _, c := range components(cfg, h) {
 		pid, alive := pidOf(cfg, c)
@@ -217,7 +218,13 @@ func Status(ctx context.Context, w io.Writer, cfg Config) (bool, error) {
 		line(c.name, err, "pid "+strconv.Itoa(pid))
 	}
 	line("node "+NodeName, nodeReady(ctx, cfg), "Ready")
-	line("coredns "+ClusterDNS, DNSAnswers(ctx), "kube-system/kube-dns: "+strings.TrimSuffix(dnsProbeName, ".")+" → "+APIServerSvcIP+" over udp and tcp")
+	// Without the host's routes into the netns a query to the cluster DNS
+	// address would leave by the host's default route: not asked then.
+	dns := errors.New("not asked: the cluster's network is not up")
+	if sealed == nil {
+		dns = DNSAnswers(ctx)
+	}
+	line("coredns "+ClusterDNS, dns, "kube-system/kube-dns: "+strings.TrimSuffix(dnsProbeName, ".")+" → "+APIServerSvcIP+" over udp and tcp")
 	return ok, nil
 }
 
