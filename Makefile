@@ -69,7 +69,9 @@ lint:
 test: deps lint unit fuzz e2e
 
 # demo is the README's main job: the local cluster (built on first use),
-# detour installed, a personal intercept side by side with the app, leave.
+# detour installed, a data store (etcd) and a sample app, a personal intercept
+# whose command (the local version, via intercept -- CMD) reads the store
+# through the pod, side by side with the app; Ctrl-C leaves.
 # The cluster stays up afterwards; `make cluster-down` removes it.
 demo: deps build
 	flock -o /tmp/detour-e2e.lock $(GO) run ./tests/clusterdemo -bin $(BIN)

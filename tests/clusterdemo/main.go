@@ -1,11 +1,14 @@
 // Command clusterdemo is detour's main demo (`make demo`): on the local
 // Kubernetes cluster built from source (tests/cluster), it installs detour,
-// deploys a two-replica sample app, runs a local version of it in this
-// process, takes a personal (http) intercept with the real detour CLI, and
-// shows a request with the header answered by this machine beside one
-// without it answered by the cluster, the imported environment and a
-// preview URL; then it leaves and shows the traffic back at the cluster.
-// The cluster stays up afterwards, for you to keep playing.
+// deploys a data store (etcd, Service "store") and a two-replica sample app
+// that answers with what the store holds, builds a local version of the app
+// and starts it with `detour intercept … -- CMD`: a personal (http)
+// intercept whose command sees the cluster as the pod does, so the local
+// version reads the same store by its DNS name. It shows a request with the
+// header answered by this machine beside one without it answered by the
+// cluster, the imported environment, a preview URL and status; then it
+// stops the local version (detour leaves) and shows the traffic back at the
+// cluster. The cluster stays up afterwards, for you to keep playing.
 package main
 
 import (
@@ -15,7 +18,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -28,11 +30,6 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -59,6 +56,22 @@ func main() {
 
 func say(format string, a ...any) { fmt.Printf("\n==> "+format+"\n", a...) }
 
+// demo is the state the steps share.
+type demo struct {
+	cs         kubernetes.Interface
+	u          *cli
+	cfg        cluster.Config
+	kubeconfig string
+	home       string
+	ingress    string // the sample app's ClusterIP
+	url        string // the sample app's Service, http://ClusterIP/
+	greeting   string // what the store holds
+	localBin   string // the local version of the app
+	local      *background
+	header     [2]string
+	preview    string
+}
+
 func run(ctx context.Context, bin string) error {
 	detour, err := filepath.Abs(filepath.Join(bin, "detour"))
 	if err != nil {
@@ -67,118 +80,205 @@ func run(ctx context.Context, bin string) error {
 	if _, err := os.Stat(detour); err != nil {
 		return fmt.Errorf("%s: %w (run make build)", detour, err)
 	}
-	cfg := cluster.DefaultConfig()
-	say("Bringing up the local Kubernetes cluster (first run: builds Kubernetes %s and etcd from source, ~20 min on 2 cores; later runs reuse %s)", cluster.KubernetesVersion, cfg.CacheDir)
-	log := progressLogger()
-	if err := cluster.Up(ctx, log, cfg); err != nil {
+	d := &demo{cfg: cluster.DefaultConfig()}
+	if err := d.up(ctx); err != nil {
+		return err
+	}
+	if d.home, err = os.MkdirTemp("", "detour-demo-home-"); err != nil {
+		return err
+	}
+	defer os.RemoveAll(d.home)
+	if d.u, err = newCLI(detour, d.kubeconfig, d.home); err != nil {
+		return err
+	}
+	defer d.u.run(context.WithoutCancel(ctx), "quit")
+	defer d.stopLocal()
+	for _, step := range []func(context.Context) error{
+		d.install, d.deployStore, d.deployApp, d.buildLocal, d.intercept, d.sideBySide, d.showEnv, d.showPreview, d.status, d.leave,
+	} {
+		if err := step(ctx); err != nil {
+			return err
+		}
+	}
+	d.done(filepath.Dir(detour))
+	return nil
+}
+
+func (d *demo) up(ctx context.Context) error {
+	say("Bringing up the local Kubernetes cluster (first run: builds Kubernetes %s, etcd and CoreDNS from source, ~20 min on 2 cores; later runs reuse %s)", cluster.KubernetesVersion, d.cfg.CacheDir)
+	if err := cluster.Up(ctx, progressLogger(), d.cfg); err != nil {
 		return fmt.Errorf("cluster up: %w (make cluster-down cleans up a half-started cluster)", err)
 	}
-	kubeconfig := cfg.AdminKubeconfig()
-	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	d.kubeconfig = d.cfg.AdminKubeconfig()
+	rc, err := clientcmd.BuildConfigFromFlags("", d.kubeconfig)
 	if err != nil {
 		return err
 	}
-	cs, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return err
-	}
+	d.cs, err = kubernetes.NewForConfig(rc)
+	return err
+}
 
-	home, err := os.MkdirTemp("", "detour-demo-home-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(home)
-	u := &cli{bin: detour, env: []string{"KUBECONFIG=" + kubeconfig, "DETOUR_HOME=" + home, "XDG_CONFIG_HOME=" + filepath.Join(home, "config")}}
-	defer u.run(context.WithoutCancel(ctx), "quit")
-
+func (d *demo) install(ctx context.Context) error {
 	say("Installing detour into the cluster: detour install")
-	if _, err := u.show(ctx, "install", "--image", images.Detour); err != nil {
+	_, err := d.u.show(ctx, "install", "--image", images.Detour)
+	return err
+}
+
+func (d *demo) deployStore(ctx context.Context) error {
+	say("Deploying the app's data store in namespace %s: etcd (the cluster's own etcd binary, as image %s), Service %q port %d, data in an emptyDir", namespace, images.Etcd, storeName, storePort)
+	if err := freshStart(ctx, d.cs); err != nil {
 		return err
 	}
-
-	say("Deploying the sample app %q (2 replicas) and its Service in namespace %s", appName, namespace)
-	svc, err := deploySample(ctx, cs)
+	if err := deployStore(ctx, d.cs); err != nil {
+		return fmt.Errorf("the store never became ready: %w", err)
+	}
+	d.greeting = "hello from the cluster's etcd, written at " + time.Now().Format("15:04:05")
+	fmt.Printf("    store ready; a one-shot pod writes %s into it, by the Service's name:\n", storeKey)
+	fmt.Printf("    pod %s: /echo put %s %s %q\n", seedName, storeURL, storeKey, d.greeting)
+	out, err := seedStore(ctx, d.cs, d.greeting)
 	if err != nil {
 		return err
 	}
-	url := fmt.Sprintf("http://%s/", svc.Spec.ClusterIP)
-	if err := waitFor(ctx, 2*time.Minute, func() bool { return strings.HasPrefix(get(url), "hello from "+appName) }); err != nil {
-		return fmt.Errorf("the sample app never answered at %s: %w", url, err)
-	}
-	fmt.Printf("    curl %s  →  %s\n", url, get(url))
+	fmt.Printf("      %s\n", out)
+	return nil
+}
 
-	say("Starting a local version of the app on this machine (your laptop, with your changes)")
-	local, stopLocal, err := serveLocal()
+func (d *demo) deployApp(ctx context.Context) error {
+	say("Deploying the sample app %q (2 replicas) and its Service; it reads %q from STORE_URL=%s on every request", appName, storeKey, storeURL)
+	svc, err := deploySample(ctx, d.cs)
 	if err != nil {
 		return err
 	}
-	defer stopLocal()
-	fmt.Printf("    http://127.0.0.1:%d  →  %s\n", local, get(fmt.Sprintf("http://127.0.0.1:%d/", local)))
+	d.ingress = svc.Spec.ClusterIP
+	d.url = fmt.Sprintf("http://%s/", d.ingress)
+	if err := waitFor(ctx, 2*time.Minute, func() bool { return isApp(get(d.url)) && strings.Contains(get(d.url), d.greeting) }); err != nil {
+		return fmt.Errorf("the sample app never answered with the store's value at %s (last: %q): %w", d.url, get(d.url), err)
+	}
+	fmt.Printf("    curl %s  →  %s\n", d.url, get(d.url))
+	return nil
+}
 
-	envFile := filepath.Join(home, "hello.env")
-	say("Personal intercept: only requests that carry your header come to this machine")
-	out, err := u.show(ctx, "intercept", appName, "-n", namespace, "--port", fmt.Sprintf("%d:http", local),
-		"--http-match", "auto", "--env-file", envFile,
-		"--preview-url", "--ingress-host", svc.Spec.ClusterIP, "--ingress-port", "80")
+func (d *demo) buildLocal(ctx context.Context) error {
+	say("Building a local version of the app for this machine (the same code; your changes would go here)")
+	dir, err := demoDir(d.cfg.StateDir)
 	if err != nil {
 		return err
 	}
+	d.localBin = filepath.Join(dir, appName)
+	return buildLocal(ctx, d.cfg.RepoDir, d.localBin)
+}
+
+func (d *demo) intercept(ctx context.Context) error {
+	say("Personal intercept, with the local version as its command: only requests with your header reach it, and\n" +
+		"    detour intercept … -- CMD runs CMD with the pod's view of the cluster: the pod's DNS (\"store\" resolves), its\n" +
+		"    Services dialled from the pod, the app's environment (STORE_URL). Rootless by design: CMD gets its own user and\n" +
+		"    network namespaces and a TUN device; this demo runs detour as root, which may open this machine's /dev/net/tun\n" +
+		"    (mode 0600 here; standard distributions ship it 0666 for every user)")
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	args := []string{"intercept", appName, "-n", namespace, "--port", fmt.Sprintf("%d:http", port),
+		"--http-match", "auto", "--env-file", d.envFile(),
+		"--preview-url", "--ingress-host", d.ingress, "--ingress-port", "80", "--"}
+	if d.local, err = d.u.start(append(args, localCommand(d.localBin, port)...)...); err != nil {
+		return err
+	}
+	if err := d.local.waitOutput(ctx, "Leave with:", 5*time.Minute); err != nil {
+		return err
+	}
+	out := d.local.output()
 	header := regexp.MustCompile(`(?m)^\s+header:\s+(\S+): (\S+)$`).FindStringSubmatch(out)
 	preview := regexp.MustCompile(`(?m)^\s+preview:\s+(\S+)$`).FindStringSubmatch(out)
 	if header == nil || preview == nil {
 		return errors.New("the intercept summary lacks the header or the preview URL")
 	}
+	d.header, d.preview = [2]string{header[1], header[2]}, preview[1]
+	return d.local.waitOutput(ctx, "echo: pod "+localName, time.Minute) // the local version is listening
+}
 
-	say("Side by side: the same Service, with and without your header")
+func (d *demo) sideBySide(ctx context.Context) error {
+	say("Side by side: the same Service, with and without your header; both read the same store")
+	h := d.header
 	withHeader, without := "", ""
-	// kube-proxy and the agents need a moment after the rollout.
+	// kube-proxy and the agents need a moment after the rollout, and the
+	// local version a moment to start.
 	if err := waitFor(ctx, time.Minute, func() bool {
-		withHeader, without = get(url, header[1], header[2]), get(url)
-		return strings.Contains(withHeader, "laptop") && strings.HasPrefix(without, "hello from "+appName)
+		withHeader, without = get(d.url, h[0], h[1]), get(d.url)
+		return strings.HasPrefix(withHeader, "hello from "+localName) && strings.Contains(withHeader, d.greeting) && isApp(without)
 	}); err != nil {
 		return fmt.Errorf("routing did not settle: with header %q, without %q", withHeader, without)
 	}
 	for i := 0; i < 3; i++ {
-		fmt.Printf("    curl -H '%s: %s' %s  →  %s\n", header[1], header[2], url, get(url, header[1], header[2]))
-		fmt.Printf("    curl %s %s→  %s\n", url, strings.Repeat(" ", len(header[1])+len(header[2])+8), get(url))
+		fmt.Printf("    curl -H '%s: %s' %s  →  %s\n", h[0], h[1], d.url, get(d.url, h[0], h[1]))
+		fmt.Printf("    curl %s %s→  %s\n", d.url, strings.Repeat(" ", len(h[0])+len(h[1])+8), get(d.url))
 	}
+	fmt.Printf("    (%s: the local version resolved %q and reached etcd through the pod)\n", localName, storeName)
+	return nil
+}
 
-	say("The app's environment, imported into %s (ConfigMap and Secret values resolved)", envFile)
-	if b, err := os.ReadFile(envFile); err == nil {
-		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-			fmt.Println("    " + line)
-		}
+func (d *demo) envFile() string { return filepath.Join(d.home, "hello.env") }
+
+func (d *demo) showEnv(context.Context) error {
+	say("The app's environment, imported into %s (ConfigMap and Secret values resolved; the local version got it too)", d.envFile())
+	b, err := os.ReadFile(d.envFile())
+	if err != nil {
+		return err
 	}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		fmt.Println("    " + line)
+	}
+	return nil
+}
 
+func (d *demo) showPreview(context.Context) error {
 	say("Preview URL: opened in any browser, it routes that browser to this machine (a cookie), no header plugin")
-	fmt.Printf("    %s\n", preview[1])
-	fmt.Printf("    opening it    →  %s\n", get(preview[1]))
+	fmt.Printf("    %s\n", d.preview)
+	fmt.Printf("    opening it    →  %s\n", get(d.preview))
+	return nil
+}
 
+func (d *demo) status(ctx context.Context) error {
 	say("detour status")
-	if _, err := u.show(ctx, "status"); err != nil {
-		return err
-	}
+	_, err := d.u.show(ctx, "status")
+	return err
+}
 
-	say("Leaving: detour leave")
-	if _, err := u.show(ctx, "leave", appName+"-"+namespace); err != nil {
-		return err
+func (d *demo) leave(ctx context.Context) error {
+	say("Leaving: Ctrl-C in the intercept's terminal (here: SIGINT to detour) stops the local version, and detour leaves")
+	err := d.local.interrupt()
+	d.local = nil
+	if err != nil {
+		return fmt.Errorf("stopping detour intercept: %w", err)
 	}
-	if err := waitFor(ctx, 30*time.Second, func() bool { return strings.HasPrefix(get(url, header[1], header[2]), "hello from "+appName) }); err != nil {
+	h := d.header
+	if err := waitFor(ctx, 30*time.Second, func() bool { return isApp(get(d.url, h[0], h[1])) }); err != nil {
 		return errors.New("the traffic did not come back to the cluster after leave")
 	}
-	fmt.Printf("    curl -H '%s: %s' %s  →  %s\n", header[1], header[2], url, get(url, header[1], header[2]))
+	fmt.Printf("    curl -H '%s: %s' %s  →  %s\n", h[0], h[1], d.url, get(d.url, h[0], h[1]))
+	return nil
+}
 
+// stopLocal stops a local version still running when a step failed.
+func (d *demo) stopLocal() {
+	if d.local != nil {
+		_ = d.local.interrupt()
+	}
+}
+
+func (d *demo) done(binDir string) {
 	say("Done. The cluster is still up; keep playing:")
-	fmt.Printf(`    export KUBECONFIG=%s PATH=%s:$PATH
-    python3 -m http.server 8000 &                                   # any local server
-    detour intercept %s -n %s --port 8000:http --http-match x-dev=me
-    curl -H 'x-dev: me' %s                                # → your server
+	fmt.Printf(`    export KUBECONFIG=%[1]s PATH=%[2]s:$PATH
+    detour intercept %[3]s -n %[4]s --port 8000:http --http-match x-dev=me \
+        -- env POD_NAME=me HTTP_ADDR=127.0.0.1:8000 %[5]s   # the local version, as the demo ran it
+    curl -H 'x-dev: me' %[6]s                         # (another terminal) → hello from me; store says: …
+    detour run -n %[4]s --workload %[3]s -- curl -s %[7]s/version   # any command, with the pod's view
+    detour intercept %[3]s -n %[4]s --port 8000:http --http-match x-dev=me   # no CMD: serve 8000 yourself
     detour status          # your intercepts, per pod
-    detour leave %s-%s
+    detour leave %[3]s-%[4]s
     detour quit            # stop the background daemon
     make cluster-down      # remove the cluster (the built binaries stay cached)
-`, kubeconfig, filepath.Dir(detour), appName, namespace, url, appName, namespace)
-	return nil
+`, d.kubeconfig, binDir, appName, namespace, d.localBin, d.url, storeURL)
 }
 
 // cli runs the real detour binary as a user would, with the demo's own
@@ -186,6 +286,19 @@ func run(ctx context.Context, bin string) error {
 type cli struct {
 	bin string
 	env []string
+}
+
+// newCLI gives detour its own home, and a workstation resolver on loopback:
+// names outside the cluster, which CMD's resolver would ask the
+// workstation's nameservers, stay on this machine (the demo resolves only
+// cluster names; nothing it does may leave the machine).
+func newCLI(bin, kubeconfig, home string) (*cli, error) {
+	resolv := filepath.Join(home, "workstation-resolv.conf")
+	if err := os.WriteFile(resolv, []byte("nameserver 127.0.0.1\n"), 0o644); err != nil {
+		return nil, err
+	}
+	return &cli{bin: bin, env: []string{"KUBECONFIG=" + kubeconfig, "DETOUR_HOME=" + home,
+		"XDG_CONFIG_HOME=" + filepath.Join(home, "config"), "DETOUR_WORKSTATION_RESOLV_CONF=" + resolv}}, nil
 }
 
 func (c *cli) run(ctx context.Context, args ...string) (string, error) {
@@ -205,7 +318,7 @@ func (c *cli) run(ctx context.Context, args ...string) (string, error) {
 
 // show prints the command and its output, indented.
 func (c *cli) show(ctx context.Context, args ...string) (string, error) {
-	fmt.Printf("    $ detour %s\n", strings.Join(args, " "))
+	fmt.Printf("    $ detour %s\n", shellJoin(args))
 	out, err := c.run(ctx, args...)
 	for _, line := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
 		if line != "" {
@@ -215,86 +328,8 @@ func (c *cli) show(ctx context.Context, args ...string) (string, error) {
 	return out, err
 }
 
-func deploySample(ctx context.Context, cs kubernetes.Interface) (*corev1.Service, error) {
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return nil, err
-	}
-	// A fresh start: an earlier run's app (and its agent) go first.
-	_ = cs.AppsV1().Deployments(namespace).Delete(ctx, appName, metav1.DeleteOptions{})
-	_ = cs.CoreV1().Services(namespace).Delete(ctx, appName, metav1.DeleteOptions{})
-	_ = cs.CoreV1().ConfigMaps(namespace).Delete(ctx, appName+"-config", metav1.DeleteOptions{})
-	_ = cs.CoreV1().Secrets(namespace).Delete(ctx, appName+"-db", metav1.DeleteOptions{})
-	if _, err := cs.CoreV1().ConfigMaps(namespace).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: appName + "-config"},
-		Data: map[string]string{"GREETING_STYLE": "friendly", "FEATURE_FLAGS": "new-checkout"}}, metav1.CreateOptions{}); err != nil {
-		return nil, err
-	}
-	if _, err := cs.CoreV1().Secrets(namespace).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: appName + "-db"},
-		StringData: map[string]string{"url": "postgres://demo:demo-password@db." + namespace + ":5432/hello"}}, metav1.CreateOptions{}); err != nil {
-		return nil, err
-	}
-	labels := map[string]string{"app": appName}
-	replicas := int32(2)
-	uid, nonRoot := int64(images.NonRoot), true
-	dep := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: appName},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: &replicas,
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{
-					AutomountServiceAccountToken: new(bool),
-					Containers: []corev1.Container{{
-						Name: appName, Image: images.Echo, ImagePullPolicy: corev1.PullNever,
-						Env: []corev1.EnvVar{
-							{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
-							{Name: "DATABASE_URL", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
-								LocalObjectReference: corev1.LocalObjectReference{Name: appName + "-db"}, Key: "url"}}},
-						},
-						EnvFrom:         []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: appName + "-config"}}}},
-						Ports:           []corev1.ContainerPort{{Name: "http", ContainerPort: appPort}},
-						ReadinessProbe:  &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intstr.FromString("http")}}, PeriodSeconds: 1},
-						SecurityContext: &corev1.SecurityContext{RunAsNonRoot: &nonRoot, RunAsUser: &uid, AllowPrivilegeEscalation: new(bool)},
-					}},
-				},
-			},
-		},
-	}
-	if err := waitFor(ctx, time.Minute, func() bool {
-		_, err := cs.AppsV1().Deployments(namespace).Create(ctx, dep, metav1.CreateOptions{})
-		return err == nil
-	}); err != nil {
-		return nil, fmt.Errorf("create the sample Deployment: %w", err)
-	}
-	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: appName},
-		Spec: corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{
-			{Name: "http", Port: 80, TargetPort: intstr.FromString("http")},
-		}},
-	}
-	var created *corev1.Service
-	if err := waitFor(ctx, time.Minute, func() bool {
-		var err error
-		created, err = cs.CoreV1().Services(namespace).Create(ctx, svc, metav1.CreateOptions{})
-		return err == nil
-	}); err != nil {
-		return nil, fmt.Errorf("create the sample Service: %w", err)
-	}
-	return created, nil
-}
-
-// serveLocal runs "your local version" of the app.
-func serveLocal() (port int, stop func(), err error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, nil, err
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintln(w, "hello from your laptop (local version, with your changes)")
-	}), ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
-	return ln.Addr().(*net.TCPAddr).Port, func() { srv.Close() }, nil
-}
+// isApp reports an answer from the app's pods in the cluster.
+func isApp(answer string) bool { return strings.HasPrefix(answer, "hello from "+appName+"-") }
 
 func get(url string, header ...string) string {
 	req, err := http.NewRequest(http.MethodGet, url, nil)
@@ -325,6 +360,16 @@ func waitFor(ctx context.Context, within time.Duration, cond func() bool) error 
 			return ctx.Err()
 		case <-time.After(500 * time.Millisecond):
 		}
+	}
+	return nil
+}
+
+// createRetrying creates an object, retrying for a minute while an earlier
+// run's object of the same name is still going away.
+func createRetrying(ctx context.Context, what string, create func() error) error {
+	var err error
+	if werr := waitFor(ctx, time.Minute, func() bool { err = create(); return err == nil }); werr != nil {
+		return fmt.Errorf("create %s: %w", what, err)
 	}
 	return nil
 }

@@ -1,6 +1,6 @@
 // Command images builds detour's local test images (the pause sandbox image,
-// the echo test server, detour's own image from bin/, and the CoreDNS image
-// from the cluster's build cache) and imports them into the local cluster's
+// the echo test server, detour's own image from bin/, and the CoreDNS and
+// etcd images from the cluster's build cache) and imports them into the local cluster's
 // containerd:
 //
 //	go run ./tests/images            # build and import (cluster must be up)
@@ -47,11 +47,9 @@ func run(ctx context.Context, log *zap.Logger, cfg cluster.Config, out string) e
 	if dir == "" {
 		dir = filepath.Join(cfg.StateDir, "images")
 	}
-	var extra []images.Spec
-	if s, err := images.CoreDNSSpec(cfg.CoreDNSBinary()); err != nil {
-		log.Warn("skipping the coredns image (go run ./tests/cluster build makes it)", zap.Error(err))
-	} else {
-		extra = append(extra, s)
+	extra, err := cfg.BinaryImages()
+	if err != nil {
+		log.Warn("skipping the coredns and etcd images (go run ./tests/cluster build makes them)", zap.Error(err))
 	}
 	tarballs, err := images.Build(ctx, log, cfg.RepoDir, dir, extra...)
 	if err != nil {

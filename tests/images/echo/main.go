@@ -3,7 +3,11 @@
 // gets "hello from POD\n", any other method gets its request body back.
 // On a raw TCP port (default :9000) it echoes bytes until the peer half-closes.
 //
-// Environment: POD_NAME (else the hostname), HTTP_ADDR, TCP_ADDR.
+// Environment: POD_NAME (else the hostname), HTTP_ADDR, TCP_ADDR, and
+// STORE_URL: an etcd client URL (http://store:2379, as the demo sets it);
+// with it, a GET's answer adds what the store holds under STORE_KEY
+// (default "greeting"): "hello from POD; store says: VALUE\n", read through
+// etcd's HTTP/JSON gateway on every request (store.go).
 //
 // Client mode, for tests that need a request made from inside a pod:
 //
@@ -16,6 +20,11 @@
 //
 // GETs URL once and prints "pod=<X-Echo-Pod> peer=<X-Echo-Peer>": who
 // answered, and the address the server saw the request come from.
+//
+//	echo put URL KEY VALUE
+//
+// puts KEY=VALUE into the etcd at URL (retrying for up to 60 s while it
+// starts) and prints "put KEY"; the demo's one-shot pod runs it.
 //
 // DNS mode, for the cluster DNS tests:
 //
@@ -63,6 +72,13 @@ func main() {
 			fmt.Println("error:", err)
 			os.Exit(1)
 		}
+		return
+	}
+	if len(os.Args) == 5 && os.Args[1] == "put" {
+		if err := putRetrying(os.Args[2], os.Args[3], os.Args[4], time.Minute); err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println("put", os.Args[3])
 		return
 	}
 	if len(os.Args) == 4 && os.Args[1] == "post" {
@@ -210,7 +226,7 @@ func run() error {
 
 	srv := &http.Server{
 		Addr:              envOr("HTTP_ADDR", ":8080"),
-		Handler:           handler(pod),
+		Handler:           handler(pod, newStore(os.Getenv("STORE_URL"), envOr("STORE_KEY", "greeting"))),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	errc := make(chan error, 1)
@@ -227,7 +243,7 @@ func run() error {
 	return srv.Shutdown(sctx)
 }
 
-func handler(pod string) http.Handler {
+func handler(pod string, st *store) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Echo-Pod", pod)
 		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
@@ -235,7 +251,11 @@ func handler(pod string) http.Handler {
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if r.Method == http.MethodGet || r.Method == http.MethodHead {
-			fmt.Fprintf(w, "hello from %s\n", pod)
+			if st == nil {
+				fmt.Fprintf(w, "hello from %s\n", pod)
+				return
+			}
+			fmt.Fprintf(w, "hello from %s; store says: %s\n", pod, st.says(r.Context()))
 			return
 		}
 		// Bounded: this is a test server, 16 MiB is more than any test sends.

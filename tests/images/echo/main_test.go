@@ -11,7 +11,7 @@ import (
 )
 
 func TestHandler(t *testing.T) {
-	srv := httptest.NewServer(handler("pod-a"))
+	srv := httptest.NewServer(handler("pod-a", nil))
 	defer srv.Close()
 
 	resp, err := http.Post(srv.URL+"/x", "text/plain", strings.NewReader("ping-body"))

@@ -100,14 +100,15 @@ func Up(ctx context.Context, log *zap.Logger, cfg Config) error {
 	return nil
 }
 
-// buildImages builds the test images and the CoreDNS image and imports them
-// into the cluster's containerd.
+// buildImages builds the test images, the CoreDNS image and the etcd image
+// (the demo's data store: the cluster's own cached etcd binary) and imports
+// them into the cluster's containerd.
 func buildImages(ctx context.Context, log *zap.Logger, cfg Config) error {
-	coredns, err := images.CoreDNSSpec(cfg.CoreDNSBinary())
+	extra, err := cfg.BinaryImages()
 	if err != nil {
 		return err
 	}
-	tarballs, err := images.Build(ctx, log, cfg.RepoDir, filepath.Join(cfg.StateDir, "images"), coredns)
+	tarballs, err := images.Build(ctx, log, cfg.RepoDir, filepath.Join(cfg.StateDir, "images"), extra...)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,8 @@ package cluster
 import (
 	"os"
 	"path/filepath"
+
+	"github.com/detour-dev/detour/tests/internal/images"
 )
 
 // Versions of the components built from source.
@@ -116,4 +118,21 @@ func (c Config) EtcdBinDir() string { return filepath.Join(c.CacheDir, "etcd-"+E
 // CoreDNSBinary is the cached CoreDNS executable.
 func (c Config) CoreDNSBinary() string {
 	return filepath.Join(c.CacheDir, "coredns-"+CoreDNSVersion, "coredns")
+}
+
+// EtcdBinary is the cached etcd executable.
+func (c Config) EtcdBinary() string { return filepath.Join(c.EtcdBinDir(), "etcd") }
+
+// BinaryImages are the images of binaries the cluster builds from source:
+// CoreDNS (the cluster DNS) and etcd (the demo's data store).
+func (c Config) BinaryImages() ([]images.Spec, error) {
+	coredns, err := images.CoreDNSSpec(c.CoreDNSBinary())
+	if err != nil {
+		return nil, err
+	}
+	etcd, err := images.EtcdSpec(c.EtcdBinary())
+	if err != nil {
+		return nil, err
+	}
+	return []images.Spec{coredns, etcd}, nil
 }

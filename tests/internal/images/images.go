@@ -31,15 +31,17 @@ import (
 
 // Image names. Pause is containerd's sandbox image (see the cluster's
 // containerd.toml); Echo is the e2e test server; Detour holds bin/; CoreDNS
-// is the cluster DNS, built from source by tests/internal/cluster.
+// is the cluster DNS and Etcd the demo's data store, both built from source
+// by tests/internal/cluster (Etcd is the binary the cluster itself runs).
 const (
 	Pause   = "detour.local/pause:dev"
 	Echo    = "detour.local/echo:dev"
 	Detour  = "detour.local/detour:dev"
 	CoreDNS = "detour.local/coredns:dev"
+	Etcd    = "detour.local/etcd:dev"
 )
 
-// NonRoot is the uid and gid the echo, detour and coredns images run as.
+// NonRoot is the uid and gid the echo, detour, coredns and etcd images run as.
 const NonRoot = 65532
 
 // ErrNoDetourBinaries means bin/detour-agent is missing, so the detour image
@@ -125,14 +127,22 @@ func DetourSpec(binDir string) (Spec, error) {
 // CoreDNSSpec describes the CoreDNS image: the static binary at /coredns,
 // entrypoint /coredns, uid 65532 (it binds port 53 unprivileged: the
 // cluster's containerd sets ip_unprivileged_port_start=0 in every pod).
-func CoreDNSSpec(bin string) (Spec, error) {
+func CoreDNSSpec(bin string) (Spec, error) { return binarySpec(CoreDNS, "/coredns", bin) }
+
+// EtcdSpec describes the etcd image: the static binary at /etcd,
+// entrypoint /etcd, uid 65532 (its data directory is the pod's to give,
+// an emptyDir in the demo).
+func EtcdSpec(bin string) (Spec, error) { return binarySpec(Etcd, "/etcd", bin) }
+
+// binarySpec is an image of one static binary at path, its entrypoint.
+func binarySpec(ref, path, bin string) (Spec, error) {
 	if _, err := os.Stat(bin); err != nil {
-		return Spec{}, fmt.Errorf("coredns binary: %w", err)
+		return Spec{}, fmt.Errorf("%s binary: %w", strings.TrimPrefix(path, "/"), err)
 	}
 	if err := requireStatic(bin); err != nil {
 		return Spec{}, err
 	}
-	return Spec{Ref: CoreDNS, Files: map[string]string{"/coredns": bin}, Entrypoint: []string{"/coredns"}, UID: NonRoot}, nil
+	return Spec{Ref: ref, Files: map[string]string{path: bin}, Entrypoint: []string{path}, UID: NonRoot}, nil
 }
 
 // requireStatic refuses a dynamically linked ELF binary: the image has no

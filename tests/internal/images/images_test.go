@@ -112,6 +112,23 @@ func TestCoreDNSSpec(t *testing.T) {
 	}
 }
 
+func TestEtcdSpec(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "etcd")
+	if _, err := EtcdSpec(bin); err == nil {
+		t.Fatal("EtcdSpec accepted a missing binary")
+	}
+	if err := os.WriteFile(bin, []byte("#!etcd"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s, err := EtcdSpec(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Ref != Etcd || s.Files["/etcd"] != bin || len(s.Entrypoint) != 1 || s.Entrypoint[0] != "/etcd" || s.UID != NonRoot {
+		t.Fatalf("spec = %+v", s)
+	}
+}
+
 func keys(m map[string]*tar.Header) []string {
 	var out []string
 	for k := range m {
