@@ -40,6 +40,7 @@ fuzz:
 	$(GO) test ./agent -run '^$$' -fuzz '^FuzzHTTPRouting$$' $(FUZZFLAGS)
 	$(GO) test ./client/cli -run '^$$' -fuzz '^FuzzLoadConfig$$' $(FUZZFLAGS)
 	$(GO) test ./client/cli -run '^$$' -fuzz '^FuzzLoadExtensions$$' $(FUZZFLAGS)
+	$(GO) test ./client/internal/clusternet -run '^$$' -fuzz '^FuzzResolve$$' $(FUZZFLAGS)
 
 # bench prints each detour path beside its baseline, measured in the same
 # run (docs/benchmarks.md explains every figure). Needs root for the netns.

@@ -65,6 +65,13 @@ detour.dev/inject annotation to its pod template and waits for the rollout.
 The intercept then holds on every pod of the workload, follows new pods, and
 lasts until 'detour leave NAME' (or, with -- CMD, until CMD exits).
 
+With -- CMD, CMD also gets the pod's view of the cluster (see 'detour run
+--help'): the cluster's names and Services, reached from the pod, and the
+app's environment and files, read with your permissions — rootless, in
+its own namespaces. The intercepted traffic reaches CMD on 127.0.0.1:LOCAL
+inside them. --cluster-network=false runs CMD on your workstation's
+network instead.
+
 Mechanisms: tcp (the default) takes every connection to the port: one
 person at a time. http takes only the requests that carry your header, so
 several developers share a workload and everyone else keeps reaching the
