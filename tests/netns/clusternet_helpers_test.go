@@ -5,11 +5,14 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +25,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/net/proxy"
 
 	"github.com/detour-dev/detour/client"
 	"github.com/detour-dev/detour/client/cli"
@@ -38,9 +42,13 @@ const (
 	exposeEnv     = "DETOUR_NETNS_EXPOSE"     // ports, comma-separated
 	alsoProxyEnv  = "DETOUR_NETNS_ALSO_PROXY" // a CIDR
 	probeEnv      = "DETOUR_NETNS_PROBE"
+	noUserNSEnv   = "DETOUR_NETNS_NO_USERNS" // set user.max_user_namespaces=0 in the runner's own user namespace first
 )
 
 func clusterRunMain() int {
+	if os.Getenv(noUserNSEnv) != "" {
+		return execWithoutUserNamespaces()
+	}
 	addr := os.Getenv(clusterRunEnv)
 	var ports []uint16
 	for _, p := range strings.Split(os.Getenv(exposeEnv), ",") {
@@ -71,6 +79,31 @@ func clusterRunMain() int {
 		return 1
 	}
 	return code
+}
+
+// execWithoutUserNamespaces runs as root of a user namespace of its own
+// (runOpts.noUserNS): it sets user.max_user_namespaces=0 there — the limit
+// is per user namespace, so the machine's own stays as it is — then
+// becomes nobody and re-executes itself as the runner, which can then
+// create no user namespace, exactly as with the sysctl set machine-wide.
+func execWithoutUserNamespaces() int {
+	if err := os.WriteFile("/proc/sys/user/max_user_namespaces", []byte("0"), 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, "set user.max_user_namespaces=0:", err)
+		return 1
+	}
+	os.Unsetenv(noUserNSEnv)
+	for _, err := range []error{syscall.Setgroups(nil), syscall.Setgid(65534), syscall.Setuid(65534)} {
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "become nobody:", err)
+			return 1
+		}
+	}
+	self, err := os.Executable()
+	if err == nil {
+		err = syscall.Exec(self, os.Args, os.Environ())
+	}
+	fmt.Fprintln(os.Stderr, "re-execute as the runner:", err)
+	return 1
 }
 
 // probeMain is the command run inside the namespace.
@@ -142,9 +175,91 @@ func probeMain() int {
 	case "exit":
 		n, _ := strconv.Atoi(args[1])
 		return n
+	case "socks", "httpconnect":
+		return proxyProbe(args[0], args[1])
 	}
 	return fail(2, fmt.Errorf("unknown probe %q", args[0]))
 }
+
+// proxyProbe connects to addr (host:port, a cluster name) through the
+// proxy the fallback names in ALL_PROXY (socks) or HTTPS_PROXY
+// (httpconnect), as a program honouring them would, and prints the
+// server's first line. It never dials or resolves anything itself: without
+// a loopback proxy in the variable it fails.
+func proxyProbe(mode, addr string) int {
+	variable := map[string]string{"socks": "ALL_PROXY", "httpconnect": "HTTPS_PROXY"}[mode]
+	u, err := url.Parse(os.Getenv(variable))
+	var host netip.Addr
+	if err == nil {
+		host, err = netip.ParseAddr(u.Hostname())
+	}
+	if err != nil || !host.IsLoopback() {
+		fmt.Printf("error: %s=%q is not a proxy on loopback\n", variable, os.Getenv(variable))
+		return 8
+	}
+	var c net.Conn
+	if mode == "socks" {
+		var d proxy.Dialer
+		if d, err = proxy.FromURL(u, proxy.Direct); err == nil {
+			c, err = d.Dial("tcp", addr)
+		}
+	} else {
+		c, err = httpConnect(u, addr)
+	}
+	if err != nil {
+		fmt.Println("error:", err)
+		return 8
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		fmt.Println("error:", err)
+		return 8
+	}
+	fmt.Println(strings.TrimSpace(line))
+	return 0
+}
+
+// httpConnect opens a tunnel to addr with CONNECT through the proxy at u.
+func httpConnect(u *url.URL, addr string) (net.Conn, error) {
+	c, err := net.DialTimeout("tcp", u.Host, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	req := &http.Request{Method: http.MethodConnect, URL: &url.URL{Opaque: addr}, Host: addr, Header: http.Header{}}
+	if u.User != nil {
+		pw, _ := u.User.Password()
+		req.Header.Set("Proxy-Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(u.User.Username()+":"+pw)))
+	}
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	if err := req.Write(c); err != nil {
+		c.Close()
+		return nil, err
+	}
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		c.Close()
+		return nil, fmt.Errorf("CONNECT %s: %s: %s", addr, resp.Status, b)
+	}
+	if br.Buffered() > 0 {
+		return &bufferedConn{Conn: c, r: br}, nil
+	}
+	return c, nil
+}
+
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // bulkProbe sends size random bytes to an echo server and checks that the
 // same bytes come back (sha256 both ways).
@@ -308,7 +423,10 @@ type runResult struct {
 }
 
 // run runs `detour run`'s machinery as uid/gid nobody with probe as CMD.
-type runOpts struct{ alsoProxy string }
+type runOpts struct {
+	alsoProxy string
+	noUserNS  bool // the runner may create no user namespace (the proxy fallback)
+}
 
 func (cw *clusterWorld) run(t *testing.T, probe string) runResult {
 	t.Helper()
@@ -319,6 +437,13 @@ func (cw *clusterWorld) runWith(t *testing.T, o runOpts, probe string) runResult
 	t.Helper()
 	cmd := cw.command(probe)
 	cmd.Env = append(cmd.Env, alsoProxyEnv+"="+o.alsoProxy)
+	if o.noUserNS {
+		// Root of a new user namespace (identity-mapped), which lowers its
+		// own limit and then runs the runner as nobody.
+		ids := []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 65536}}
+		cmd.Env = append(cmd.Env, noUserNSEnv+"=1")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWUSER, UidMappings: ids, GidMappings: ids, GidMappingsEnableSetgroups: true}
+	}
 	var out, errOut strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	start := time.Now()

@@ -123,14 +123,16 @@ func TestClusterNetworkRootless(t *testing.T) {
 }
 
 // TestClusterNetworkWithoutTUN: /dev/net/tun 0600 (root only, as on this
-// machine) — the runner says why, and what to do, in one line.
+// machine) — the runner says why, and what to do, in one line, and the
+// proxy fallback takes over (proxyfallback_test.go).
 func TestClusterNetworkWithoutTUN(t *testing.T) {
 	cw := startClusterWorld(t)
 	openTUN(t, 0o600)
-	r := cw.run(t, "exit 0")
-	if r.code == 0 || !strings.Contains(r.stderr, "/dev/net/tun") || !strings.Contains(r.stderr, "chmod 0666") {
-		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	r := cw.run(t, fmt.Sprintf("socks db:%d", peerTCPPort))
+	if r.code != 0 || r.stdout != "peer="+cw.w.PodIP.String() || !strings.Contains(r.stderr, "chmod 0666") {
+		t.Fatalf("exit %d, %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
+	checkFallbackLine(t, r.stderr, "/dev/net/tun")
 }
 
 func freeLoopbackPort(t *testing.T) int {
