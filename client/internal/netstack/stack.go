@@ -102,7 +102,11 @@ func (st *Stack) configure() error {
 	if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, &snd); err != nil {
 		return fmt.Errorf("netstack: send buffer: %s", err)
 	}
-	if err := s.CreateNIC(nicID, st.ep); err != nil {
+	tcpFwd := tcp.NewForwarder(s, 0, st.cfg.MaxInFlight, st.handleTCP)
+	s.SetTransportProtocolHandler(tcp.ProtocolNumber, tcpFwd.HandlePacket)
+	udpFwd := udp.NewForwarder(s, st.handleUDP)
+	s.SetTransportProtocolHandler(udp.ProtocolNumber, udpFwd.HandlePacket)
+	if err := s.CreateNICWithOptions(nicID, st.ep, stack.NICOptions{Disabled: true}); err != nil {
 		return fmt.Errorf("netstack: NIC: %s", err)
 	}
 	// Any destination is ours: accept packets for every address
@@ -114,10 +118,12 @@ func (st *Stack) configure() error {
 		return fmt.Errorf("netstack: spoofing: %s", err)
 	}
 	s.SetRouteTable([]tcpip.Route{{Destination: header.IPv4EmptySubnet, NIC: nicID}, {Destination: header.IPv6EmptySubnet, NIC: nicID}})
-	tcpFwd := tcp.NewForwarder(s, 0, st.cfg.MaxInFlight, st.handleTCP)
-	s.SetTransportProtocolHandler(tcp.ProtocolNumber, tcpFwd.HandlePacket)
-	udpFwd := udp.NewForwarder(s, st.handleUDP)
-	s.SetTransportProtocolHandler(udp.ProtocolNumber, udpFwd.HandlePacket)
+	// Only now, with everything set, does the link start reading the
+	// fd: packets never meet a half-configured stack (the race detector
+	// saw the dispatcher read the handlers while they were being set).
+	if err := s.EnableNIC(nicID); err != nil {
+		return fmt.Errorf("netstack: enable NIC: %s", err)
+	}
 	return nil
 }
 
