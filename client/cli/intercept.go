@@ -27,6 +27,7 @@ import (
 	"github.com/detour-dev/detour/client"
 	"github.com/detour-dev/detour/client/internal/daemon"
 	"github.com/detour-dev/detour/client/internal/kube"
+	"github.com/detour-dev/detour/client/internal/nsexec"
 	"github.com/detour-dev/detour/client/internal/resolve"
 	"github.com/detour-dev/detour/tunnel"
 )
@@ -421,6 +422,12 @@ func runCommand(ctx context.Context, command []string, env map[string]string) (i
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{}
+	if nsexec.ForegroundInTerminal(cmd.SysProcAttr) {
+		// The terminal's signals now reach CMD alone; those forwarded
+		// below are the ones sent to detour itself.
+		defer nsexec.ReclaimTerminal()
+	}
 	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("run %q: %w", command[0], err)
 	}
@@ -436,6 +443,9 @@ func runCommand(ctx context.Context, command []string, env map[string]string) (i
 		case err := <-done:
 			var ee *exec.ExitError
 			if errors.As(err, &ee) {
+				if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+					return 128 + int(ws.Signal()), nil // as a shell reports it
+				}
 				return ee.ExitCode(), nil
 			}
 			if err != nil {

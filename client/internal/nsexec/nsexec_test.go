@@ -5,17 +5,27 @@ package nsexec
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestMain(m *testing.M) {
 	if IsChild() {
 		os.Exit(ChildMain())
+	}
+	if os.Getenv(ttyHelperEnv) != "" {
+		os.Exit(ttyHelper())
+	}
+	if os.Getenv(signalCounterEnv) != "" {
+		os.Exit(signalCounter())
 	}
 	os.Exit(m.Run())
 }
@@ -153,4 +163,105 @@ func TestTreesRootless(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "--- PASS") {
 		t.Fatalf("as nobody: %v\n%s", err, out)
 	}
+}
+
+// ttyHelperEnv makes the test binary the detour side of a Ctrl-C test: it
+// starts a command in a namespace and passes on every SIGINT it gets
+// itself, as the CLI does.
+const ttyHelperEnv = "NSEXEC_TTY_HELPER"
+
+// signalCounterEnv makes the test binary the command: it prints one line
+// per SIGINT delivered to it (a shell's trap would merge two that arrive
+// while it waits for a child), for 3 s.
+const signalCounterEnv = "NSEXEC_SIGNAL_COUNTER"
+
+func signalCounter() int {
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, os.Interrupt)
+	fmt.Println("ready")
+	end := time.After(3 * time.Second)
+	for {
+		select {
+		case <-sigs:
+			fmt.Println("got-INT")
+		case <-end:
+			fmt.Println("done")
+			return 0
+		}
+	}
+}
+
+func ttyHelper() int {
+	self, _ := os.Executable()
+	n, err := Start(Options{Command: []string{self, "-test.run=^$"}, Env: []string{"PATH=" + os.Getenv("PATH"), signalCounterEnv + "=1"}})
+	if err != nil {
+		fmt.Println("start:", err)
+		return 1
+	}
+	defer n.Close()
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, os.Interrupt)
+	for {
+		select {
+		case s := <-sigs:
+			_ = n.Signal(s.(syscall.Signal))
+		case <-n.Done():
+			code, _ := n.Wait()
+			return code
+		}
+	}
+}
+
+// TestCtrlCReachesTheCommandOnce types Ctrl-C into a real terminal (a
+// pty from script(1)) while a command runs in its namespace: the command
+// gets SIGINT exactly once — the terminal sends it to the command's
+// foreground process group only, so detour has nothing to pass on twice.
+func TestCtrlCReachesTheCommandOnce(t *testing.T) {
+	if _, err := exec.LookPath("script"); err != nil {
+		t.Skip("needs script(1) from util-linux for a pty")
+	}
+	self, _ := os.Executable()
+	cmd := exec.Command("script", "-qfec", self+" -test.run=^$", "/dev/null")
+	cmd.Env = append(os.Environ(), ttyHelperEnv+"=1")
+	stdin, _ := cmd.StdinPipe()
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), "ready") {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("command not ready: %q", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := stdin.Write([]byte{0x03}); err != nil { // Ctrl-C
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("%v: %q", err, out.String())
+	}
+	got := out.String()
+	if n := strings.Count(got, "got-INT"); n != 1 || !strings.Contains(got, "done") {
+		t.Fatalf("SIGINT reached the command %d times (want 1), output %q", n, got)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -56,3 +56,9 @@ func (n *Namespace) DialLoopback(context.Context, uint16) (net.Conn, error) {
 }
 func (n *Namespace) Kill()  {}
 func (n *Namespace) Close() {}
+
+// ForegroundInTerminal does nothing off Linux.
+func ForegroundInTerminal(*syscall.SysProcAttr) bool { return false }
+
+// ReclaimTerminal does nothing off Linux.
+func ReclaimTerminal() {}

@@ -114,10 +114,7 @@ func (n *Namespace) start(opts Options) error {
 	}
 	// In a terminal, the command's process group becomes the foreground
 	// one: Ctrl-C then reaches the command (once), not detour.
-	if term.IsTerminal(int(os.Stdin.Fd())) {
-		cmd.SysProcAttr.Setpgid, cmd.SysProcAttr.Foreground, cmd.SysProcAttr.Ctty = true, true, int(os.Stdin.Fd())
-		n.fg = true
-	}
+	n.fg = ForegroundInTerminal(cmd.SysProcAttr)
 	err = cmd.Start()
 	childEnd.Close()
 	if err != nil {
@@ -187,7 +184,7 @@ func (n *Namespace) wait() {
 		n.err = err
 	}
 	if n.fg {
-		reclaimTerminal()
+		ReclaimTerminal()
 	}
 	n.cleanup()
 	close(n.done)
@@ -244,9 +241,23 @@ func ignoreTTOU(f func()) {
 	f()
 }
 
-// reclaimTerminal makes detour's process group the terminal's foreground
+// ForegroundInTerminal sets attr so that, when stdin is a terminal, the
+// command starts in its own process group and that group becomes the
+// terminal's foreground one: the terminal's Ctrl-C (SIGINT), Ctrl-\ and
+// SIGWINCH then reach the command — once — and not detour, which would
+// otherwise pass them on a second time. It reports whether it did; call
+// ReclaimTerminal once the command has ended.
+func ForegroundInTerminal(attr *syscall.SysProcAttr) bool {
+	if !term.IsTerminal(int(os.Stdin.Fd())) {
+		return false
+	}
+	attr.Setpgid, attr.Foreground, attr.Ctty = true, true, int(os.Stdin.Fd())
+	return true
+}
+
+// ReclaimTerminal makes detour's process group the terminal's foreground
 // group again after the command's ended.
-func reclaimTerminal() {
+func ReclaimTerminal() {
 	fd := int(os.Stdin.Fd())
 	pgrp := syscall.Getpgrp()
 	// A background group calling tcsetpgrp gets SIGTTOU unless it ignores it.
