@@ -49,6 +49,7 @@ bench: build
 	$(GO) test -run '^$$' -bench 'Passthrough|InterceptedBulk' -benchtime $(BENCHTIME) -count=1 ./tests/netns/
 	$(GO) test -run '^$$' -bench 'HTTPRouting|H2CRouting' -benchtime $(BENCHTIME) -count=1 ./tests/netns/
 	$(GO) test -run '^$$' -bench 'AgentRSS' -benchtime 1x -count=1 ./tests/netns/
+	$(GO) test -run '^$$' -bench 'ClusterNetwork' -benchtime 1x -count=1 ./tests/netns/
 	$(GO) test -run '^$$' -bench 'Admission' -benchtime 5000x -count=1 ./webhook/
 	flock -o /tmp/detour-e2e.lock $(MAKE) --no-print-directory bench-cluster-locked
 

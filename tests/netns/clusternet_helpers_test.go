@@ -172,6 +172,8 @@ func probeMain() int {
 		fmt.Fprintf(c, "cmd-here uid=%d env=%s\n", os.Getuid(), os.Getenv("APP_ENV"))
 		c.Close()
 		return 0
+	case "bench": // clusternet_bench_test.go
+		return benchProbe()
 	case "exit":
 		n, _ := strconv.Atoi(args[1])
 		return n
@@ -307,7 +309,7 @@ const (
 	echoBulkPort = 7002
 )
 
-func startClusterWorld(t *testing.T, agentExtra ...string) *clusterWorld {
+func startClusterWorld(t testing.TB, agentExtra ...string) *clusterWorld {
 	t.Helper()
 	requireWorld(t)
 	w, err := nsworld.New()
@@ -340,7 +342,7 @@ func startClusterWorld(t *testing.T, agentExtra ...string) *clusterWorld {
 	return cw
 }
 
-func writeFile(t *testing.T, path, content string) {
+func writeFile(t testing.TB, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
@@ -349,7 +351,7 @@ func writeFile(t *testing.T, path, content string) {
 
 // forwardToPod listens on the host's loopback and connects each client to
 // the agent's tunnel port inside the pod, as the kubelet's port-forward does.
-func forwardToPod(t *testing.T, w *nsworld.World) string {
+func forwardToPod(t testing.TB, w *nsworld.World) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -376,7 +378,7 @@ func forwardToPod(t *testing.T, w *nsworld.World) string {
 }
 
 // unprivilegedCopy copies the test binary where nobody can run it.
-func unprivilegedCopy(t *testing.T) string {
+func unprivilegedCopy(t testing.TB) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "detour-rootless-")
 	if err != nil {
@@ -400,7 +402,7 @@ func unprivilegedCopy(t *testing.T) string {
 
 // openTUN makes /dev/net/tun 0666 (as standard distributions ship it) for
 // the test, restoring its mode afterwards.
-func openTUN(t *testing.T, mode os.FileMode) {
+func openTUN(t testing.TB, mode os.FileMode) {
 	t.Helper()
 	fi, err := os.Stat("/dev/net/tun")
 	if err != nil {
@@ -479,7 +481,7 @@ func (cw *clusterWorld) command(probe string, expose ...string) *exec.Cmd {
 
 // startClusterDNS serves the cluster's names from the other namespace: the
 // pod's nameserver.
-func startClusterDNS(t *testing.T, w *nsworld.World) {
+func startClusterDNS(t testing.TB, w *nsworld.World) {
 	t.Helper()
 	ip := w.ClientIP.String()
 	records := map[string]string{
@@ -491,7 +493,7 @@ func startClusterDNS(t *testing.T, w *nsworld.World) {
 }
 
 // workstationDNS serves a name only the workstation knows, on loopback.
-func workstationDNS(t *testing.T) string {
+func workstationDNS(t testing.TB) string {
 	t.Helper()
 	serveDNS(t, "", "127.0.0.153:53", map[string]string{"public.example.test.": "192.0.2.77"}, nil)
 	return "127.0.0.153"
@@ -502,7 +504,7 @@ func reverse(ip string) string {
 	return a
 }
 
-func serveDNS(t *testing.T, ns, addr string, a, ptr map[string]string) {
+func serveDNS(t testing.TB, ns, addr string, a, ptr map[string]string) {
 	t.Helper()
 	var pc net.PacketConn
 	listen := func() (err error) { pc, err = net.ListenPacket("udp", addr); return err }
@@ -537,7 +539,7 @@ func serveDNS(t *testing.T, ns, addr string, a, ptr map[string]string) {
 }
 
 // servePeerTCP answers each connection with the caller's address.
-func servePeerTCP(t *testing.T, w *nsworld.World) {
+func servePeerTCP(t testing.TB, w *nsworld.World) {
 	t.Helper()
 	ln := listen(t, w.Client, fmt.Sprintf("%s:%d", w.ClientIP, peerTCPPort))
 	go func() {
@@ -554,7 +556,7 @@ func servePeerTCP(t *testing.T, w *nsworld.World) {
 }
 
 // servePeerUDP answers each datagram with the sender's address.
-func servePeerUDP(t *testing.T, w *nsworld.World) {
+func servePeerUDP(t testing.TB, w *nsworld.World) {
 	t.Helper()
 	var pc net.PacketConn
 	err := nsworld.In(w.Client, func() (err error) {
@@ -579,7 +581,7 @@ func servePeerUDP(t *testing.T, w *nsworld.World) {
 }
 
 // serveEcho echoes every connection, half-closing after the client does.
-func serveEcho(t *testing.T, ns, addr string) {
+func serveEcho(t testing.TB, ns, addr string) {
 	t.Helper()
 	ln := listen(t, ns, addr)
 	go func() {
