@@ -172,6 +172,8 @@ func probeMain() int {
 		fmt.Fprintf(c, "cmd-here uid=%d env=%s\n", os.Getuid(), os.Getenv("APP_ENV"))
 		c.Close()
 		return 0
+	case "loop":
+		return loopProbe(args[1], args[2])
 	case "bench": // clusternet_bench_test.go
 		return benchProbe()
 	case "exit":
@@ -301,6 +303,18 @@ type clusterWorld struct {
 	tunnel   string // 127.0.0.1:PORT on the host: a stand-in for a port-forward
 	binary   string // this test binary, where the unprivileged user can run it
 	wsResolv string // the workstation's resolv.conf for the helper
+
+	agent     *nsworld.Process
+	agentArgs []string
+}
+
+// restartAgent kills the agent (as a crash or a restarted container
+// would) and starts it again.
+func (cw *clusterWorld) restartAgent(t *testing.T) {
+	t.Helper()
+	cw.agent.Kill()
+	<-cw.agent.Done()
+	cw.agent = runAgent(t, cw.w, cw.agentArgs...)
 }
 
 const (
@@ -334,7 +348,7 @@ func startClusterWorld(t testing.TB, agentExtra ...string) *clusterWorld {
 		"--health-addr", fmt.Sprintf(":%d", healthPort), "--metrics-addr", fmt.Sprintf("127.0.0.1:%d", metricsPort),
 		"--listen", fmt.Sprintf("18080:%d", appHTTP), "--resolv-conf", resolv, "--cluster-cidrs", "10.251.0.0/16",
 		"--pod-ip", w.PodIP.String()}, agentExtra...)
-	runAgent(t, w, args...)
+	cw.agent, cw.agentArgs = runAgent(t, w, args...), args
 	cw.tunnel = forwardToPod(t, w)
 	cw.binary = unprivilegedCopy(t)
 	cw.wsResolv = filepath.Join(dir, "workstation-resolv.conf")
@@ -597,4 +611,30 @@ func serveEcho(t testing.TB, ns, addr string) {
 			}()
 		}
 	}()
+}
+
+// loopProbe opens a new connection to addr every 100 ms for the duration
+// given and prints one word per try: ok@MS or fail@MS, MS since the start. A try is bounded (2 s),
+// so a hang shows as a fail, not a stuck probe.
+func loopProbe(addr, duration string) int {
+	d, _ := time.ParseDuration(duration)
+	end := time.Now().Add(d)
+	var words []string
+	start := time.Now()
+	for time.Now().Before(end) {
+		at := time.Since(start).Milliseconds()
+		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		word := "fail"
+		if err == nil {
+			_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+			if line, err := bufio.NewReader(c).ReadString('\n'); err == nil && strings.HasPrefix(line, "peer=") {
+				word = "ok"
+			}
+			c.Close()
+		}
+		words = append(words, fmt.Sprintf("%s@%d", word, at))
+		time.Sleep(100 * time.Millisecond)
+	}
+	fmt.Println(strings.Join(words, " "))
+	return 0
 }

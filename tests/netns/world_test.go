@@ -145,7 +145,7 @@ func runAgent(tb testing.TB, w *nsworld.World, args ...string) *nsworld.Process 
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() {
-		if err := p.Stop(5 * time.Second); err != nil {
+		if err := p.Stop(5 * time.Second); err != nil && !p.Killed() {
 			tb.Errorf("agent exit: %v\n%s", err, p.Output())
 		}
 		if tb.Failed() {

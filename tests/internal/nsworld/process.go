@@ -22,6 +22,8 @@ type Process struct {
 	out  bytes.Buffer
 	done chan struct{}
 	err  error
+	// killed: ended by Kill, so its exit status is no failure.
+	killed bool
 }
 
 type lockedWriter struct{ p *Process }
@@ -75,8 +77,18 @@ func (p *Process) Stop(d time.Duration) error {
 
 // Kill sends SIGKILL: no goodbye, no cleanup, as a crash would.
 func (p *Process) Kill() {
+	p.mu.Lock()
+	p.killed = true
+	p.mu.Unlock()
 	_ = p.Cmd.Process.Kill()
 	<-p.done
+}
+
+// Killed reports whether Kill ended the process.
+func (p *Process) Killed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.killed
 }
 
 // RSS returns the resident set size in bytes, from /proc (for nsenter'd
