@@ -3,7 +3,6 @@ package agent
 import (
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"strconv"
 	"time"
@@ -11,6 +10,7 @@ import (
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
 
+	"github.com/detour-dev/detour/internal/addrset"
 	"github.com/detour-dev/detour/tunnel"
 )
 
@@ -89,19 +89,8 @@ func (a *Agent) exchange(q *dns.Msg) *dns.Msg {
 
 // learn records the addresses in an answer as cluster destinations.
 func (a *Agent) learn(r *dns.Msg) {
-	for _, rr := range r.Answer {
-		var ip net.IP
-		switch rr := rr.(type) {
-		case *dns.A:
-			ip = rr.A
-		case *dns.AAAA:
-			ip = rr.AAAA
-		default:
-			continue
-		}
-		if addr, ok := netip.AddrFromSlice(ip); ok {
-			a.learned.Add(addr, time.Duration(rr.Header().Ttl)*time.Second)
-		}
+	for _, ans := range addrset.Answers(r.Answer) {
+		a.learned.Add(ans.Addr, ans.TTL)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
 
+	"github.com/detour-dev/detour/internal/addrset"
 	"github.com/detour-dev/detour/tunnel"
 )
 
@@ -103,17 +104,8 @@ func (r *Resolver) learn(a *dns.Msg) {
 	if r.Learn == nil {
 		return
 	}
-	for _, rr := range a.Answer {
-		var ip net.IP
-		switch rr := rr.(type) {
-		case *dns.A:
-			ip = rr.A
-		case *dns.AAAA:
-			ip = rr.AAAA
-		}
-		if addr, ok := netip.AddrFromSlice(ip); ok {
-			r.Learn(addr.Unmap(), time.Duration(rr.Header().Ttl)*time.Second)
-		}
+	for _, ans := range addrset.Answers(a.Answer) {
+		r.Learn(ans.Addr, ans.TTL)
 	}
 }
 

@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"strings"
 
 	"github.com/miekg/dns"
+
+	"github.com/detour-dev/detour/internal/addrset"
 )
 
 // StubResolver looks host names up as a stub resolver reading a
@@ -126,16 +127,9 @@ func (r *StubResolver) query(ctx context.Context, fqdn string, qtype uint16) ([]
 		return nil, fmt.Errorf("%s: the resolver answered %s", fqdn, dns.RcodeToString[a.Rcode])
 	}
 	var addrs []netip.Addr
-	for _, rr := range a.Answer {
-		var ip net.IP
-		switch rr := rr.(type) {
-		case *dns.A:
-			ip = rr.A
-		case *dns.AAAA:
-			ip = rr.AAAA
-		}
-		if addr, ok := netip.AddrFromSlice(ip); ok && rr.Header().Rrtype == qtype {
-			addrs = append(addrs, addr.Unmap())
+	for _, ans := range addrset.Answers(a.Answer) {
+		if ans.Type == qtype {
+			addrs = append(addrs, ans.Addr)
 		}
 	}
 	if len(addrs) == 0 {
