@@ -174,6 +174,9 @@ func probeMain() int {
 		return 0
 	case "loop":
 		return loopProbe(args[1], args[2])
+	case "udpflood":
+		n, _ := strconv.Atoi(args[2])
+		return udpFloodProbe(args[1], n)
 	case "bench": // clusternet_bench_test.go
 		return benchProbe()
 	case "exit":
@@ -637,4 +640,27 @@ func loopProbe(addr, duration string) int {
 	}
 	fmt.Println(strings.Join(words, " "))
 	return 0
+}
+
+// udpFloodProbe sends n datagrams of 1 KiB to addr as fast as it can,
+// then makes one ordinary exchange and prints its answer: the queues on
+// the way are bounded (drops, not memory), and the path still works.
+func udpFloodProbe(addr string, n int) int {
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		fmt.Println("error:", err)
+		return 5
+	}
+	payload := make([]byte, 1024)
+	for range n {
+		_, _ = c.Write(payload) // a full queue drops: the point of the test
+	}
+	c.Close()
+	return probeMain2("udp " + addr)
+}
+
+// probeMain2 runs one more probe in the same process.
+func probeMain2(probe string) int {
+	os.Setenv(probeEnv, probe)
+	return probeMain()
 }

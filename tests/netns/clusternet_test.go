@@ -3,6 +3,7 @@ package netnstest
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -161,6 +162,39 @@ func TestClusterNetworkSurvivesAgentRestart(t *testing.T) {
 	}
 	if okAfter == 0 {
 		t.Fatalf("no new connection worked after the agent came back: %v", last)
+	}
+}
+
+// TestClusterNetworkBadInput: what a misbehaving or unlucky CMD does must
+// fail cleanly and promptly — an unreachable cluster address (no route
+// from the pod) is refused within moments, not hung; a flood of UDP leaves
+// the path working (bounded queues drop); a CMD that forks a child and
+// exits returns at once with its status, and the child goes with its
+// namespace.
+func TestClusterNetworkBadInput(t *testing.T) {
+	cw := startClusterWorld(t)
+	openTUN(t, 0o666)
+	base := cw.run(t, "exit 0")
+	r := cw.run(t, "tcp 10.251.200.1:80") // in the cluster's range, no route from the pod
+	if took := r.took - base.took; r.code != 4 || !strings.Contains(r.stdout, "refused") || took > 2*time.Second {
+		t.Errorf("unreachable: exit %d %q, %s more than an empty run", r.code, r.stdout, took)
+	}
+	r = cw.run(t, fmt.Sprintf("udpflood db:%d 50000", peerUDPPort))
+	if r.code != 0 || r.stdout != "peer="+cw.w.PodIP.String() {
+		t.Errorf("after a UDP flood: exit %d %q (stderr %s)", r.code, r.stdout, r.stderr)
+	}
+	cmd := cw.command("exit 0")
+	cmd.Args = []string{cw.binary, "/bin/sh", "-c", "sleep 300 & echo forked; exit 3"}
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	start := time.Now()
+	err := cmd.Run()
+	var ee *osexec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 || time.Since(start) > 10*time.Second || !strings.Contains(out.String(), "forked") {
+		t.Errorf("fork and exit: %v after %s, %q", err, time.Since(start), out.String())
+	}
+	if left, _ := runOut("pgrep", "-u", "65534", "-f", "sleep 300"); strings.TrimSpace(left) != "" {
+		t.Errorf("the forked child outlived CMD's namespace: %s", left)
 	}
 }
 
