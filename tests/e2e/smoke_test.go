@@ -115,7 +115,7 @@ func createNamespace(ctx context.Context, t testing.TB, cs kubernetes.Interface,
 
 // deployEcho applies a Deployment of the echo image and a ClusterIP Service
 // in front of it, and waits for the pod to be Running and Ready.
-func deployEcho(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns, name string) (*corev1.Pod, *corev1.Service) {
+func deployEcho(ctx context.Context, t testing.TB, cs kubernetes.Interface, ns, name string) (*corev1.Pod, *corev1.Service) {
 	t.Helper()
 	labels := map[string]string{"app": name}
 	one := int32(1)
