@@ -35,10 +35,13 @@ type Agent struct {
 	tls     *tlsFiles
 	clients clientSet
 
-	resolv  tunnel.ResolvConf // the pod's resolv.conf
-	dnsPort int               // the nameservers' port (53; tests change it)
-	egress  Egress            // with the nameservers of resolv
-	learned *addrset.Set      // addresses the cluster DNS returned
+	resolv tunnel.ResolvConf // the pod's resolv.conf
+	// clusterDomain (from resolv's search path) bounds what DNS answers
+	// may teach the egress rules (dns.go, learn).
+	clusterDomain string
+	dnsPort       int          // the nameservers' port (53; tests change it)
+	egress        Egress       // with the nameservers of resolv
+	learned       *addrset.Set // addresses the cluster DNS returned
 
 	httpMu     sync.Mutex
 	httpPorts  map[uint16]*httpPort // ports that have had http intercepts
@@ -73,17 +76,18 @@ func New(cfg Config, log *zap.Logger) (*Agent, error) {
 	egress := cfg.Egress
 	egress.Nameservers = append(nameserverAddrs(resolv), egress.Nameservers...)
 	return &Agent{
-		resolv:   resolv,
-		dnsPort:  53,
-		egress:   egress,
-		learned:  addrset.New(time.Now),
-		cfg:      cfg,
-		log:      log,
-		reg:      newRegistry(cfg.appPorts()),
-		m:        newMetrics(promReg),
-		gatherer: promReg,
-		readyCh:  make(chan struct{}),
-		tls:      &tlsFiles{terminatingDir: cfg.TerminatingTLSDir, originatingDir: cfg.OriginatingTLSDir},
+		resolv:        resolv,
+		clusterDomain: addrset.ClusterDomain(resolv.Search),
+		dnsPort:       53,
+		egress:        egress,
+		learned:       addrset.New(time.Now),
+		cfg:           cfg,
+		log:           log,
+		reg:           newRegistry(cfg.appPorts()),
+		m:             newMetrics(promReg),
+		gatherer:      promReg,
+		readyCh:       make(chan struct{}),
+		tls:           &tlsFiles{terminatingDir: cfg.TerminatingTLSDir, originatingDir: cfg.OriginatingTLSDir},
 
 		httpPorts: map[uint16]*httpPort{},
 	}, nil

@@ -79,7 +79,7 @@ func (a *Agent) exchange(q *dns.Msg) *dns.Msg {
 		if err != nil {
 			continue
 		}
-		a.learn(r)
+		a.learn(q, r)
 		a.m.dnsQueries.WithLabelValues(dns.RcodeToString[r.Rcode]).Inc()
 		return r
 	}
@@ -87,10 +87,25 @@ func (a *Agent) exchange(q *dns.Msg) *dns.Msg {
 	return servfail(q)
 }
 
-// learn records the addresses in an answer as cluster destinations.
-func (a *Agent) learn(r *dns.Msg) {
-	for _, ans := range addrset.Answers(r.Answer) {
-		a.learned.Add(ans.Addr, ans.TTL)
+// learn records the addresses in an answer as cluster destinations — only
+// for a question in the cluster's domain, and only records whose own name
+// is in it. The client chooses the question: an answer the pod's
+// nameserver forwarded upstream (203.0.113.9.nip.io, any domain the
+// client controls) must not make an outside address a "cluster"
+// destination, nor must an ExternalName Service's CNAME target. Without a
+// cluster domain in the search path nothing is learned: the cluster
+// ranges alone decide.
+func (a *Agent) learn(q, r *dns.Msg) {
+	if len(q.Question) != 1 || !addrset.InDomain(q.Question[0].Name, a.clusterDomain) {
+		return
+	}
+	for _, rr := range r.Answer {
+		if !addrset.InDomain(rr.Header().Name, a.clusterDomain) {
+			continue
+		}
+		for _, ans := range addrset.Answers([]dns.RR{rr}) {
+			a.learned.Add(ans.Addr, ans.TTL)
+		}
 	}
 }
 

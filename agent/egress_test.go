@@ -106,6 +106,18 @@ func fakeNameserver(t *testing.T) (port int, queries *atomic.Int64) {
 		r := new(dns.Msg)
 		r.SetReply(q)
 		name := q.Question[0].Name
+		switch {
+		case name == "203.0.113.9.nip.io.": // a public wildcard-DNS name the client chose
+			r.Answer = append(r.Answer, &dns.A{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 30}, A: net.ParseIP("203.0.113.9")})
+			_ = w.WriteMsg(r)
+			return
+		case name == "ext.shop.svc.cluster.local.": // an ExternalName Service: CNAME out of the cluster
+			r.Answer = append(r.Answer,
+				&dns.CNAME{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: 30}, Target: "evil.example."},
+				&dns.A{Hdr: dns.RR_Header{Name: "evil.example.", Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 30}, A: net.ParseIP("198.51.100.5")})
+			_ = w.WriteMsg(r)
+			return
+		}
 		if strings.HasSuffix(name, ".cluster.local.") && q.Question[0].Qtype == dns.TypeA {
 			r.Answer = append(r.Answer, &dns.A{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 30}, A: net.ParseIP("10.96.0.9")})
 		} else {
@@ -177,14 +189,25 @@ func TestDNSStreamAnswersWithThePodsNameserversAndLearns(t *testing.T) {
 	if r := ask("nope.example."); r.Rcode != dns.RcodeNameError {
 		t.Fatalf("unknown name: rcode %d", r.Rcode)
 	}
-	if queries.Load() != 2 {
-		t.Fatalf("nameserver saw %d queries, want 2", queries.Load())
+	// A client must not unlock outside addresses by asking for them: an
+	// answer to a question outside the cluster's domain, or a record
+	// outside it (an ExternalName's CNAME target), teaches nothing.
+	for _, c := range []struct{ name, addr string }{{"203.0.113.9.nip.io.", "203.0.113.9"}, {"ext.shop.svc.cluster.local.", "198.51.100.5"}} {
+		if r := ask(c.name); len(r.Answer) == 0 {
+			t.Fatalf("%s: no answer", c.name)
+		}
+		if v := a.egress.Decide(netip.MustParseAddr(c.addr), a.learned.Has); v.Allowed {
+			t.Errorf("asking for %s made %s a cluster destination (%s)", c.name, c.addr, v.Rule)
+		}
+	}
+	if queries.Load() != 4 {
+		t.Fatalf("nameserver saw %d queries, want 4", queries.Load())
 	}
 	// Garbage ends the stream; nothing reaches the nameserver.
 	_ = tunnel.WriteMessage(client, []byte{1, 2, 3})
 	<-done
 	client.Close()
-	if queries.Load() != 2 {
+	if queries.Load() != 4 {
 		t.Fatal("a malformed query was forwarded")
 	}
 }

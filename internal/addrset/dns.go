@@ -3,6 +3,7 @@ package addrset
 import (
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/miekg/dns"
@@ -35,4 +36,32 @@ func Answers(rrs []dns.RR) []Answer {
 		}
 	}
 	return out
+}
+
+// ClusterDomain is the cluster's DNS domain, read from the pod's search
+// path: the part after "svc." of the first entry that has it
+// ("shop.svc.cluster.local svc.cluster.local cluster.local" → cluster.local);
+// "" when the search path has none.
+func ClusterDomain(search []string) string {
+	for _, s := range search {
+		s = strings.TrimSuffix(strings.ToLower(s), ".")
+		if rest, ok := strings.CutPrefix(s, "svc."); ok && rest != "" {
+			return rest
+		}
+		if i := strings.Index(s, ".svc."); i >= 0 {
+			return s[i+len(".svc."):]
+		}
+	}
+	return ""
+}
+
+// InDomain reports whether name is domain or below it (case-insensitive,
+// with or without the final dot); false when domain is "".
+func InDomain(name, domain string) bool {
+	if domain == "" {
+		return false
+	}
+	name = strings.TrimSuffix(strings.ToLower(name), ".")
+	domain = strings.TrimSuffix(strings.ToLower(domain), ".")
+	return name == domain || strings.HasSuffix(name, "."+domain)
 }

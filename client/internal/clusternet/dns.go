@@ -51,7 +51,7 @@ func (r *Resolver) Order(name string, qtype uint16) []Source {
 	if r.Workstation == nil {
 		return []Source{SourceCluster}
 	}
-	if d := r.ClusterDomain; d != "" && (name == dns.Fqdn(d) || strings.HasSuffix(name, "."+dns.Fqdn(d))) {
+	if addrset.InDomain(name, r.ClusterDomain) {
 		return []Source{SourceCluster}
 	}
 	if qtype == dns.TypePTR {

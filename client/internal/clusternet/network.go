@@ -81,7 +81,7 @@ func New(cfg Config) (*Net, error) {
 	n.resolver = &Resolver{
 		Cluster:       streamExchanger{open: cfg.Link.DNS},
 		Workstation:   cfg.Workstation,
-		ClusterDomain: ClusterDomain(cfg.Pod.DNS.Search),
+		ClusterDomain: addrset.ClusterDomain(cfg.Pod.DNS.Search),
 		IsCluster:     func(a netip.Addr) bool { return n.routes.Decide(a) == RouteCluster },
 		Learn:         n.learned.Add,
 		Log:           cfg.Log,

@@ -2,7 +2,6 @@ package clusternet
 
 import (
 	"net/netip"
-	"strings"
 )
 
 // Route is where a connection from the local process goes.
@@ -48,21 +47,4 @@ func (r Routes) Decide(dst netip.Addr) Route {
 		return RouteCluster
 	}
 	return RouteWorkstation
-}
-
-// ClusterDomain is the cluster's DNS domain, read from the pod's search
-// path: the part after "svc." of the first entry that has it
-// ("shop.svc.cluster.local svc.cluster.local cluster.local" → cluster.local);
-// "" when the search path has none.
-func ClusterDomain(search []string) string {
-	for _, s := range search {
-		s = strings.TrimSuffix(strings.ToLower(s), ".")
-		if rest, ok := strings.CutPrefix(s, "svc."); ok && rest != "" {
-			return rest
-		}
-		if i := strings.Index(s, ".svc."); i >= 0 {
-			return s[i+len(".svc."):]
-		}
-	}
-	return ""
 }

@@ -8,6 +8,8 @@ import (
 
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
+
+	"github.com/detour-dev/detour/internal/addrset"
 )
 
 func TestRoutesDecide(t *testing.T) {
@@ -46,7 +48,7 @@ func TestClusterDomain(t *testing.T) {
 		{nil, ""},
 	}
 	for _, c := range cases {
-		if got := ClusterDomain(c.search); got != c.want {
+		if got := addrset.ClusterDomain(c.search); got != c.want {
 			t.Errorf("%v: %q, want %q", c.search, got, c.want)
 		}
 	}
