@@ -202,6 +202,9 @@ func relayDatagrams(st net.Conn, uc *net.UDPConn, idle time.Duration, dropped fu
 		}
 	}
 	_ = uc.Close()
+	// A writer blocked on a client that stopped reading must not hold the
+	// stream until the idle timer: end its write now.
+	_ = st.SetWriteDeadline(time.Now())
 	<-done
 }
 

@@ -283,6 +283,9 @@ func serveExposed(ln net.Listener, ns *nsexec.Namespace) {
 
 // waitForwardingSignals waits for CMD, passing on the signals detour gets
 // (in a terminal, Ctrl-C goes to CMD's process group directly, not here).
+//
+// The command's context is not watched here: main cancels it on SIGINT and
+// SIGTERM, which must reach CMD as signals (for a graceful exit), not kill it.
 func waitForwardingSignals(ns *nsexec.Namespace) (int, error) {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)

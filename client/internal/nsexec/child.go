@@ -157,7 +157,7 @@ func bindReadOnly(b Bind) error {
 	if err := unix.Mount(b.Source, b.Target, "", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("bind %s over %s: %w", b.Source, b.Target, err)
 	}
-	if err := unix.Mount("", b.Target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+	if err := unix.Mount("", b.Target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|lockedFlags(b.Target), ""); err != nil {
 		return fmt.Errorf("make %s read-only: %w", b.Target, err)
 	}
 	return nil
@@ -207,4 +207,25 @@ func supervise(ctrl *net.UnixConn, cmd *exec.Cmd) int {
 			return 128 + int(ws.Signal())
 		}
 	}
+}
+
+// lockedFlags are the mount flags a bind inherited from its source's
+// filesystem (a /tmp mounted nosuid,nodev): in a mount namespace made
+// without privilege they are locked, and a remount that drops them is
+// refused (EPERM), so the remount repeats them, as runc and bwrap do.
+func lockedFlags(path string) uintptr {
+	var st unix.Statfs_t
+	if unix.Statfs(path, &st) != nil {
+		return 0
+	}
+	var flags uintptr
+	for _, f := range []struct{ st, ms int64 }{
+		{unix.ST_NOSUID, unix.MS_NOSUID}, {unix.ST_NODEV, unix.MS_NODEV}, {unix.ST_NOEXEC, unix.MS_NOEXEC},
+		{unix.ST_NOATIME, unix.MS_NOATIME}, {unix.ST_NODIRATIME, unix.MS_NODIRATIME}, {unix.ST_RELATIME, unix.MS_RELATIME},
+	} {
+		if st.Flags&f.st != 0 {
+			flags |= uintptr(f.ms)
+		}
+	}
+	return flags
 }

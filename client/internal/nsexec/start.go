@@ -62,7 +62,9 @@ func Start(opts Options) (*Namespace, error) {
 	if opts.MTU == 0 {
 		opts.MTU = DefaultMTU
 	}
-	dir, err := os.MkdirTemp("", "detour-ns-")
+	// $XDG_RUNTIME_DIR is the user's own tmpfs: the staged copies of the
+	// pod's files (Secrets among them) never reach a disk there.
+	dir, err := os.MkdirTemp(os.Getenv("XDG_RUNTIME_DIR"), "detour-ns-")
 	if err != nil {
 		return nil, fmt.Errorf("private directory: %w", err)
 	}
@@ -77,8 +79,10 @@ func Start(opts Options) (*Namespace, error) {
 
 func (n *Namespace) start(opts Options) error {
 	cfg := childConfig{Command: opts.Command, Env: opts.Env, Dir: opts.Dir, MTU: opts.MTU, ForwardSocket: n.socket}
+	i := 0
 	for target, content := range opts.Files {
-		src := filepath.Join(n.dir, "file-"+filepath.Base(target))
+		i++ // by index: two targets with one base name must not share a file
+		src := filepath.Join(n.dir, fmt.Sprintf("file-%d-%s", i, filepath.Base(target)))
 		if err := os.WriteFile(src, content, 0o644); err != nil {
 			return fmt.Errorf("write %s for the namespace: %w", target, err)
 		}
