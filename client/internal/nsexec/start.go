@@ -64,7 +64,7 @@ func Start(opts Options) (*Namespace, error) {
 	}
 	// $XDG_RUNTIME_DIR is the user's own tmpfs: the staged copies of the
 	// pod's files (Secrets among them) never reach a disk there.
-	dir, err := os.MkdirTemp(os.Getenv("XDG_RUNTIME_DIR"), "detour-ns-")
+	dir, err := os.MkdirTemp(runtimeDir(), "detour-ns-")
 	if err != nil {
 		return nil, fmt.Errorf("private directory: %w", err)
 	}
@@ -266,4 +266,18 @@ func ReclaimTerminal() {
 	pgrp := syscall.Getpgrp()
 	// A background group calling tcsetpgrp gets SIGTTOU unless it ignores it.
 	ignoreTTOU(func() { _ = tcsetpgrp(fd, pgrp) })
+}
+
+// runtimeDir is $XDG_RUNTIME_DIR when it is a directory of this user's,
+// else "" (the system's temporary directory).
+func runtimeDir() string {
+	d := os.Getenv("XDG_RUNTIME_DIR")
+	fi, err := os.Stat(d)
+	if d == "" || err != nil || !fi.IsDir() {
+		return ""
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != os.Getuid() {
+		return ""
+	}
+	return d
 }
