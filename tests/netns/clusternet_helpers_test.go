@@ -30,7 +30,6 @@ import (
 	"github.com/detour-dev/detour/client"
 	"github.com/detour-dev/detour/client/cli"
 	"github.com/detour-dev/detour/tests/internal/nsworld"
-	"github.com/detour-dev/detour/tunnel"
 )
 
 // The cluster-network helpers: the test binary re-executed (1) as an
@@ -370,28 +369,7 @@ func writeFile(t testing.TB, path, content string) {
 // the agent's tunnel port inside the pod, as the kubelet's port-forward does.
 func forwardToPod(t testing.TB, w *nsworld.World) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				p, err := nsworld.Dial(context.Background(), w.Pod, fmt.Sprintf("127.0.0.1:%d", tunnelPort))
-				if err != nil {
-					c.Close()
-					return
-				}
-				tunnel.Join(c, p)
-			}()
-		}
-	}()
-	return ln.Addr().String()
+	return forwardToPodPort(t, w, tunnelPort)
 }
 
 // unprivilegedCopy copies the test binary where nobody can run it.
