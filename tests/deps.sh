@@ -7,6 +7,7 @@ packages=(
   iproute2 nftables iptables conntrack          # netns worlds, guard, kube-proxy
   containerd runc containernetworking-plugins   # the local cluster's runtime
   curl ca-certificates libcap2-bin util-linux   # readiness checks; capsh for the NET_ADMIN test; flock, nsenter
+  procps bsdutils                               # pgrep (leftover-process checks), script(1) (the Ctrl-C pty test)
   haproxy chromium                              # HTTP-routing benchmark and e2e: a reverse proxy, a real browser
 )
 
