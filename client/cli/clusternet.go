@@ -126,6 +126,9 @@ func RunClusterNetwork(ctx context.Context, r ClusterRun) (int, error) {
 		return 0, fmt.Errorf("run %q with the cluster's network: %w", r.Command[0], err)
 	}
 	defer ns.Close()
+	for _, n := range ns.Notes {
+		fmt.Fprintln(r.Stderr, "note: "+n)
+	}
 	st, err := netstack.New(netstack.Config{FD: int(ns.TUN.Fd()), Handler: netw, Log: zap.NewNop()})
 	if err != nil {
 		ns.Kill()

@@ -81,10 +81,16 @@ func setUp(ctrl *net.UnixConn, cfg childConfig) (*exec.Cmd, error) {
 		if err := bindReadOnly(b); err != nil {
 			return nil, err
 		}
+		_ = os.Remove(b.Source) // the mount keeps it; no copy stays behind
 	}
 	if cfg.ForwardSocket != "" {
 		if err := serveForwards(cfg.ForwardSocket); err != nil {
 			return nil, err
+		}
+	}
+	if cfg.HostSocket != "" {
+		if err := serveHostLoopback(cfg.HostSocket); err != nil {
+			_ = sendMsg(ctrl, ctrlMsg{Kind: "note", Error: fmt.Sprintf("ports of 127.0.0.1 the command does not listen on stay inside its namespace, not the workstation's: %v", err)}, -1)
 		}
 	}
 	// The command gets no capability: ambient ones would survive its exec.

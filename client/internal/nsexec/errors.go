@@ -18,6 +18,8 @@ var (
 	ErrNoTUN = errors.New("no usable TUN device")
 	// ErrUnsupported: not Linux.
 	ErrUnsupported = errors.New("per-process cluster networking needs Linux")
+	// ErrNothingListens: no socket in the namespace listens on the port.
+	ErrNothingListens = errors.New("nothing listens on that port inside the command's namespace")
 )
 
 var sentinels = map[string]error{
@@ -75,10 +77,10 @@ func tunError(err error) error {
 		if fi, serr := os.Stat("/dev/net/tun"); serr == nil {
 			mode = fmt.Sprintf("mode %04o", fi.Mode().Perm())
 		}
-		return fmt.Errorf("/dev/net/tun is not open to you (%s; standard distributions ship it 0666): chmod 0666 /dev/net/tun, or use the proxy fallback: %w", mode, ErrNoTUN)
+		return fmt.Errorf("/dev/net/tun is not open to you (%s; standard distributions ship it 0666): run chmod 0666 /dev/net/tun as root for the full cluster network: %w", mode, ErrNoTUN)
 	}
 	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENODEV) {
-		return fmt.Errorf("/dev/net/tun does not exist (%v): load the tun module (modprobe tun), or use the proxy fallback: %w", err, ErrNoTUN)
+		return fmt.Errorf("/dev/net/tun does not exist (%v): load the tun module (modprobe tun) for the full cluster network: %w", err, ErrNoTUN)
 	}
 	return fmt.Errorf("open /dev/net/tun: %v: %w", err, ErrNoTUN)
 }

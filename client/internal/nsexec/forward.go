@@ -1,9 +1,10 @@
+//go:build linux
+
 package nsexec
 
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -17,14 +18,12 @@ import (
 // The forward socket's protocol: the caller writes the port (u16), the
 // first process dials 127.0.0.1:PORT (then [::1]:PORT) inside the
 // namespace and answers one byte, forwardOK or forwardRefused; then raw
-// bytes.
+// bytes. The host socket speaks the same protocol the other way: the
+// first process asks, detour dials the workstation's 127.0.0.1:PORT.
 const (
 	forwardOK      byte = 0
 	forwardRefused byte = 1
 )
-
-// ErrNothingListens means no socket in the namespace listens on the port.
-var ErrNothingListens = errors.New("nothing listens on that port inside the command's namespace")
 
 // forwards are the relays into the namespace in progress: when the
 // command exits, the first process lets them finish (at most drainTimeout)
@@ -50,7 +49,7 @@ func serveForwards(path string) error {
 			forwards.Add(1)
 			go func() {
 				defer forwards.Done()
-				forwardOne(c)
+				answerPort(c, dialInside)
 			}()
 		}
 	}()
@@ -67,7 +66,9 @@ func drainForwards() {
 	}
 }
 
-func forwardOne(c net.Conn) {
+// answerPort reads the port c asks for, dials it and answers forwardOK
+// (then relays) or forwardRefused.
+func answerPort(c net.Conn, dial func(port string) (net.Conn, error)) {
 	defer c.Close()
 	var p [2]byte
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -75,15 +76,7 @@ func forwardOne(c net.Conn) {
 		return
 	}
 	_ = c.SetReadDeadline(time.Time{})
-	port := strconv.Itoa(int(binary.BigEndian.Uint16(p[:])))
-	var target net.Conn
-	var err error
-	for _, host := range []string{"127.0.0.1", "::1"} {
-		target, err = net.DialTimeout("tcp", net.JoinHostPort(host, port), 5*time.Second)
-		if err == nil {
-			break
-		}
-	}
+	target, err := dial(strconv.Itoa(int(binary.BigEndian.Uint16(p[:]))))
 	if err != nil {
 		_, _ = c.Write([]byte{forwardRefused})
 		return

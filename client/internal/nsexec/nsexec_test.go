@@ -27,6 +27,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(signalCounterEnv) != "" {
 		os.Exit(signalCounter())
 	}
+	if os.Getenv(loopbackProbeEnv) != "" {
+		os.Exit(loopbackProbe())
+	}
 	os.Exit(m.Run())
 }
 
@@ -101,7 +104,7 @@ func TestTreesAppearAtTheirRealPaths(t *testing.T) {
 	os.Chmod(filepath.Dir(out.Name()), 0o777)
 	os.Chmod(out.Name(), 0o666)
 	script := `{ cat /etc/config/app.yaml; stat -c '%a' /etc/config/app.yaml; cat /var/run/secrets/kubernetes.io/serviceaccount/token; stat -c '%a' /var/run/secrets/kubernetes.io/serviceaccount/token;
-cat /etc/detour-app.conf; test -e /etc/passwd && echo passwd-kept; touch /etc/config/new 2>/dev/null || echo read-only; cat /etc/config/conf/nested.yaml; } >` + out.Name() + ` 2>&1`
+cat /etc/detour-app.conf; test -e /etc/passwd && echo passwd-kept; touch /etc/config/new 2>/dev/null || echo read-only; cat /etc/config/conf/nested.yaml; } >` + out.Name() + ` 2>&1; sleep 1`
 	n := startOrSkip(t, Options{
 		Command: []string{"sh", "-c", script},
 		Env:     []string{"PATH=" + os.Getenv("PATH")},
@@ -111,6 +114,19 @@ cat /etc/detour-app.conf; test -e /etc/passwd && echo passwd-kept; touch /etc/co
 			{Target: "/var/run/secrets/kubernetes.io/serviceaccount", Files: map[string]TreeFile{"token": {Data: []byte("eyJ.token\n"), Mode: 0o600}}},
 		},
 	})
+	// While the command runs, no copy of the files is left in detour's
+	// private directory (a SIGKILL of detour would leave it there): the
+	// mounts hold the only ones.
+	var staged []string
+	err = filepath.WalkDir(n.dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			staged = append(staged, p)
+		}
+		return err
+	})
+	if err != nil || len(staged) > 0 {
+		t.Errorf("while the command runs, detour's directory holds %v (%v)", staged, err)
+	}
 	if code, err := n.Wait(); err != nil || code != 0 {
 		b, _ := os.ReadFile(out.Name())
 		t.Fatalf("exit %d, %v:\n%s", code, err, b)
@@ -129,9 +145,13 @@ cat /etc/detour-app.conf; test -e /etc/passwd && echo passwd-kept; touch /etc/co
 
 // TestTreesRootless runs the test above as nobody, with /dev/net/tun open
 // to all as standard distributions ship it.
-func TestTreesRootless(t *testing.T) {
+func TestTreesRootless(t *testing.T) { runAsNobody(t, "TestTreesAppearAtTheirRealPaths") }
+
+// runAsNobody runs the named test in a copy of this binary as nobody,
+// with /dev/net/tun opened up as distributions ship it (0666).
+func runAsNobody(t *testing.T, test string) {
 	if os.Getuid() != 0 {
-		t.Skip("runs the tree test as nobody: needs root to switch")
+		t.Skip("runs " + test + " as nobody: needs root to switch")
 	}
 	dir, err := os.MkdirTemp("", "nsexec-rootless-")
 	if err != nil {
@@ -155,7 +175,7 @@ func TestTreesRootless(t *testing.T) {
 	}
 	os.Chmod("/dev/net/tun", 0o666)
 	defer os.Chmod("/dev/net/tun", fi.Mode().Perm())
-	cmd := exec.Command(bin, "-test.run", "^TestTreesAppearAtTheirRealPaths$", "-test.v")
+	cmd := exec.Command(bin, "-test.run", "^"+test+"$", "-test.v")
 	cmd.Dir = dir
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "TMPDIR=" + tmp}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}

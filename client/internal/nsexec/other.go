@@ -35,7 +35,10 @@ type TreeFile struct {
 }
 
 // Namespace is not available on this system.
-type Namespace struct{ TUN *os.File }
+type Namespace struct {
+	TUN   *os.File
+	Notes []string
+}
 
 // IsChild is false off Linux.
 func IsChild() bool { return false }

@@ -43,7 +43,10 @@ type childConfig struct {
 	// ForwardSocket is where the first process accepts connections for
 	// 127.0.0.1:PORT inside the namespace.
 	ForwardSocket string `json:"forwardSocket"`
-	Foreground    bool   `json:"foreground"`
+	// HostSocket is where detour dials the workstation's 127.0.0.1:PORT
+	// for the first process (ports nothing in the namespace listens on).
+	HostSocket string `json:"hostSocket"`
+	Foreground bool   `json:"foreground"`
 	// Trees are staged under the private directory; Scratch is where
 	// the first process keeps what mirroring needs.
 	Trees   []treeMount `json:"trees,omitempty"`
@@ -57,8 +60,9 @@ type Bind struct {
 }
 
 // ctrlMsg travels on the control socket (SOCK_SEQPACKET: one message per
-// datagram). The child sends "tun" (with the fd), then "started" or
-// "error"; the parent sends "signal".
+// datagram). The child sends "tun" (with the fd), any "note"s (a part
+// that does not work, in Error), then "started" or "error"; the parent
+// sends "signal".
 type ctrlMsg struct {
 	Kind   string `json:"kind"`
 	Error  string `json:"error,omitempty"`
@@ -126,10 +130,20 @@ func socketpair() (*net.UnixConn, *os.File, error) {
 	return fc.(*net.UnixConn), child, nil
 }
 
-// remoteError rebuilds the child's error on the parent's side.
+// remoteError rebuilds the child's error on the parent's side: the same
+// text (which ends with the sentinel's, as %w wrote it), and errors.Is
+// finds the sentinel again.
 func remoteError(m ctrlMsg) error {
 	if s, ok := sentinels[m.Cause]; ok {
-		return fmt.Errorf("%s: %w", m.Error, s)
+		return sentinelError{text: m.Error, sentinel: s}
 	}
 	return errors.New(m.Error)
 }
+
+type sentinelError struct {
+	text     string
+	sentinel error
+}
+
+func (e sentinelError) Error() string { return e.text }
+func (e sentinelError) Unwrap() error { return e.sentinel }

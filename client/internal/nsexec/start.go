@@ -35,11 +35,15 @@ type Options struct {
 type Namespace struct {
 	// TUN is the namespace's TUN device; run the stack on it.
 	TUN *os.File
+	// Notes are the parts that do not work here (each one line, for the
+	// user); the command runs without them.
+	Notes []string
 
 	cmd    *exec.Cmd
 	ctrl   *net.UnixConn
 	dir    string
 	socket string
+	host   net.Listener // the first process's way to the workstation's 127.0.0.1
 	fg     bool
 	done   chan struct{}
 	status int
@@ -78,7 +82,14 @@ func Start(opts Options) (*Namespace, error) {
 }
 
 func (n *Namespace) start(opts Options) error {
-	cfg := childConfig{Command: opts.Command, Env: opts.Env, Dir: opts.Dir, MTU: opts.MTU, ForwardSocket: n.socket}
+	cfg := childConfig{Command: opts.Command, Env: opts.Env, Dir: opts.Dir, MTU: opts.MTU, ForwardSocket: n.socket,
+		HostSocket: filepath.Join(n.dir, "host.sock")}
+	host, err := net.Listen("unix", cfg.HostSocket)
+	if err != nil {
+		return fmt.Errorf("host socket: %w", err)
+	}
+	n.host = host
+	go serveHost(host)
 	i := 0
 	for target, content := range opts.Files {
 		i++ // by index: two targets with one base name must not share a file
@@ -152,6 +163,8 @@ func (n *Namespace) handshake() error {
 				return fmt.Errorf("the namespace sent no TUN descriptor: %w", ErrNoTUN)
 			}
 			n.TUN = f
+		case "note":
+			n.Notes = append(n.Notes, m.Error)
 		case "error":
 			n.kill()
 			return remoteError(m)
@@ -231,6 +244,9 @@ func (n *Namespace) Close() {
 }
 
 func (n *Namespace) cleanup() {
+	if n.host != nil {
+		_ = n.host.Close()
+	}
 	if n.ctrl != nil {
 		_ = n.ctrl.Close()
 	}

@@ -160,8 +160,8 @@ func (m *mirror) mountFile(src, target string) error {
 			return err
 		}
 	}
-	// A bind of the staged file: it stays on disk (0700 directory) for
-	// the namespace's life, unlike the tmpfs copies of directories.
+	// A bind of the staged file, which is then unlinked: the mount holds
+	// the only reference, so nothing stays behind if detour is killed.
 	m.n++
 	file := filepath.Join(m.scratch, "file-"+strconv.Itoa(m.n), files[0].Name())
 	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
@@ -170,7 +170,10 @@ func (m *mirror) mountFile(src, target string) error {
 	if err := os.Rename(filepath.Join(src, files[0].Name()), file); err != nil {
 		return err
 	}
-	return bindReadOnly(Bind{Source: file, Target: target})
+	if err := bindReadOnly(Bind{Source: file, Target: target}); err != nil {
+		return err
+	}
+	return os.Remove(file)
 }
 
 // ensureDir makes dir exist: each missing component is made in a tmpfs
