@@ -91,6 +91,29 @@ func parse(fs *flag.FlagSet, args []string) error {
 }
 
 func runCommand(ctx context.Context, args []string, stderr io.Writer) error {
+	cfg, logLevel, err := parseRunFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(logLevel, stderr)
+	if err != nil {
+		return err
+	}
+	defer log.Sync()
+	a, err := New(cfg, log)
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}
+
+// parseRunFlags turns run's flags into a validated Config and the log
+// level. The agent's egress ranges are flags only, never the environment:
+// the webhook copies the app's variables into the agent, and an app's
+// DETOUR_CLUSTER_CIDRS must not widen what clients may dial. (The one
+// variable read, DETOUR_EGRESS_ALLOW, is set by the webhook after the
+// app's, from the pod's annotation.)
+func parseRunFlags(args []string, stderr io.Writer) (Config, string, error) {
 	cfg := DefaultConfig()
 	cfg.Version = version.Version
 	fs := flag.NewFlagSet("detour-agent run", flag.ContinueOnError)
@@ -111,38 +134,29 @@ func runCommand(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.OriginatingTLSDir, "originating-tls-dir", annotations.OriginatingTLSMountPath, "http intercepts: speak TLS to the app with tls.crt/tls.key (and ca.crt) from here, when present")
 	fs.StringVar(&cfg.PodIP, "pod-ip", os.Getenv("POD_IP"), "pod IP, reported to clients (default $POD_IP)")
 	fs.StringVar(&cfg.ResolvConf, "resolv-conf", cfg.ResolvConf, "the pod's resolv.conf: its nameservers answer clients' DNS queries")
-	clusterCIDRs := fs.String("cluster-cidrs", os.Getenv("DETOUR_CLUSTER_CIDRS"), "pod and Service ranges clients may dial from the pod, comma-separated (default $DETOUR_CLUSTER_CIDRS)")
+	clusterCIDRs := fs.String("cluster-cidrs", "", "pod and Service ranges clients may dial from the pod, comma-separated (the webhook passes what detour install detected)")
 	egressAllow := fs.String("egress-allow", os.Getenv("DETOUR_EGRESS_ALLOW"), "further destinations clients may dial from the pod: CIDRs, or * (default $DETOUR_EGRESS_ALLOW, from the detour.dev/egress-allow annotation)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := parse(fs, args); err != nil {
-		return err
+		return cfg, "", err
 	}
 	var err error
 	if cfg.Egress.ClusterCIDRs, _, err = ParsePrefixes(*clusterCIDRs, "--cluster-cidrs", false); err != nil {
-		return usageError{err}
+		return cfg, "", usageError{err}
 	}
 	if cfg.Egress.Allow, cfg.Egress.AllowAll, err = ParsePrefixes(*egressAllow, "--egress-allow (annotation detour.dev/egress-allow)", true); err != nil {
-		return usageError{err}
+		return cfg, "", usageError{err}
 	}
 	if cfg.RedirectPorts, err = parsePorts(*redirectPorts, "--redirect-ports"); err != nil {
-		return err
+		return cfg, "", err
 	}
 	if cfg.Listeners, err = parseListeners(*listeners); err != nil {
-		return err
+		return cfg, "", err
 	}
 	if err := cfg.Validate(); err != nil {
-		return usageError{err}
+		return cfg, "", usageError{err}
 	}
-	log, err := newLogger(*logLevel, stderr)
-	if err != nil {
-		return err
-	}
-	defer log.Sync()
-	a, err := New(cfg, log)
-	if err != nil {
-		return err
-	}
-	return a.Run(ctx)
+	return cfg, *logLevel, nil
 }
 
 func initCommand(args []string, stdout, stderr io.Writer) error {

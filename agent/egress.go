@@ -36,6 +36,7 @@ var alwaysDenied = []deniedRange{
 	{netip.MustParsePrefix("169.254.169.254/32"), "the cloud metadata service (instance credentials)"},
 	{netip.MustParsePrefix("fd00:ec2::254/128"), "the cloud metadata service (instance credentials)"},
 	{netip.MustParsePrefix("100.100.100.200/32"), "the cloud metadata service (instance credentials)"},
+	{netip.MustParsePrefix("168.63.129.16/32"), "Azure's host service (WireServer: VM extensions and their settings)"},
 	{netip.MustParsePrefix("169.254.0.0/16"), "a link-local address (node-local and metadata services)"},
 	{netip.MustParsePrefix("fe80::/10"), "a link-local address (node-local and metadata services)"},
 	{netip.MustParsePrefix("127.0.0.0/8"), "the pod's loopback (use --to-pod for the pod's own ports)"},

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -40,6 +41,7 @@ func TestEgressDecide(t *testing.T) {
 		{"169.254.169.254", "always-denied", false},
 		{"169.254.1.1", "always-denied", false},
 		{"fd00:ec2::254", "always-denied", false},
+		{"168.63.129.16", "always-denied", false},
 		{"fe80::1", "always-denied", false},
 		{"127.0.0.1", "always-denied", false},
 		{"::1", "always-denied", false},
@@ -58,7 +60,7 @@ func TestEgressDecide(t *testing.T) {
 	}
 	// No annotation lifts the always-denied ranges, not even "*".
 	all := Egress{AllowAll: true, Allow: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}, ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("169.254.0.0/16")}}
-	for _, dst := range []string{"169.254.169.254", "127.0.0.1", "fd00:ec2::254"} {
+	for _, dst := range []string{"169.254.169.254", "127.0.0.1", "fd00:ec2::254", "168.63.129.16"} {
 		if v := all.Decide(netip.MustParseAddr(dst), nil); v.Allowed {
 			t.Errorf("%s allowed by %+v", dst, v)
 		}
@@ -276,4 +278,23 @@ func TestRelayDatagramsKeepsBoundariesAndIdlesOut(t *testing.T) {
 		t.Fatal("idle relay did not end")
 	}
 	client.Close()
+}
+
+// TestClusterCIDRsAreFlagOnly: the webhook copies the app's environment
+// into the agent, so a DETOUR_CLUSTER_CIDRS there (0.0.0.0/0) must not
+// widen the cluster ranges; only the flag sets them.
+func TestClusterCIDRsAreFlagOnly(t *testing.T) {
+	t.Setenv("DETOUR_CLUSTER_CIDRS", "0.0.0.0/0")
+	args := []string{"--redirect-addr", ":15001", "--redirect-ports", "8080"}
+	cfg, _, err := parseRunFlags(args, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Egress.ClusterCIDRs) != 0 {
+		t.Fatalf("the environment set the cluster ranges: %v", cfg.Egress.ClusterCIDRs)
+	}
+	cfg, _, err = parseRunFlags(append(args, "--cluster-cidrs", "10.0.0.0/8"), io.Discard)
+	if err != nil || len(cfg.Egress.ClusterCIDRs) != 1 || cfg.Egress.ClusterCIDRs[0].String() != "10.0.0.0/8" {
+		t.Fatalf("the flag: %v, %v", cfg.Egress.ClusterCIDRs, err)
+	}
 }
