@@ -154,6 +154,7 @@ echo "pw=${APP_PASSWORD:-unset} greeting=$GREETING"`
 			t.FailNow()
 		}
 	})
+	reachChecks(ctx, t, cs, dev, ns, dbPod, appPod)
 	if after := hostNetworkState(t); after != hostBefore {
 		t.Errorf("the workstation's network changed:\nbefore:\n%s\nafter:\n%s", hostBefore, after)
 	}

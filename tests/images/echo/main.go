@@ -1,7 +1,8 @@
 // Command echo is detour's e2e test server. Over HTTP (default :8080) it
 // answers every request with its pod name in the X-Echo-Pod header; a GET
 // gets "hello from POD\n", any other method gets its request body back.
-// On a raw TCP port (default :9000) it echoes bytes until the peer half-closes.
+// On a raw TCP port (default :9000) it echoes bytes until the peer half-closes;
+// on UDP (default :9001) it answers each datagram with "pod=POD peer=IP".
 //
 // Environment: POD_NAME (else the hostname), HTTP_ADDR, TCP_ADDR, and
 // STORE_URL: an etcd client URL (http://store:2379, as the demo sets it);
@@ -20,6 +21,16 @@
 //
 // GETs URL once and prints "pod=<X-Echo-Pod> peer=<X-Echo-Peer>": who
 // answered, and the address the server saw the request come from.
+//
+//	echo udp ADDR
+//
+// sends a datagram to ADDR and prints the answer (the UDP port's
+// "pod=POD peer=IP").
+//
+//	echo bulk ADDR SIZE
+//
+// sends SIZE bytes to a TCP echo port and reads them back, printing
+// "sha256 equal SIZE" when both directions match.
 //
 //	echo put URL KEY VALUE
 //
@@ -79,6 +90,20 @@ func main() {
 			log.Fatal(err)
 		}
 		fmt.Println("put", os.Args[3])
+		return
+	}
+	if len(os.Args) == 3 && os.Args[1] == "udp" {
+		if err := udpProbe(os.Args[2]); err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) == 4 && os.Args[1] == "bulk" {
+		if err := bulkProbe(os.Args[2], os.Args[3]); err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
 		return
 	}
 	if len(os.Args) == 4 && os.Args[1] == "post" {
@@ -223,6 +248,12 @@ func run() error {
 		return fmt.Errorf("listen tcp: %w", err)
 	}
 	go serveTCP(tl)
+	ul, err := net.ListenPacket("udp", envOr("UDP_ADDR", ":9001"))
+	if err != nil {
+		return fmt.Errorf("listen udp: %w", err)
+	}
+	defer ul.Close()
+	go serveUDP(ul, pod)
 
 	srv := &http.Server{
 		Addr:              envOr("HTTP_ADDR", ":8080"),
