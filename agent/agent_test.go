@@ -133,13 +133,20 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 
 func openClient(t *testing.T, w *world, user string, cfg tunnel.Config) (*client.Session, net.Conn) {
 	t.Helper()
+	return openClientAs(t, w, client.Options{ClientID: user + "-id", User: user, Tunnel: cfg})
+}
+
+// openClientAs opens a session with opts (a new secret when it has none).
+func openClientAs(t *testing.T, w *world, opts client.Options) (*client.Session, net.Conn) {
+	t.Helper()
 	conn, err := net.Dial("tcp", w.tunnel)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	s, err := client.Open(ctx, conn, client.Options{ClientID: user + "-id", User: user, Tunnel: cfg, Log: zaptest.NewLogger(t).Named(user)})
+	opts.Log = zaptest.NewLogger(t).Named(opts.User)
+	s, err := client.Open(ctx, conn, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,7 +393,7 @@ func TestRefusesOtherProtocolVersionAndGarbage(t *testing.T) {
 	}
 	defer ys3.Close()
 	ctrl3, _ := ys3.OpenStream()
-	hello, _ := tunnel.NewFrame(tunnel.FrameHello, 1, tunnel.Hello{Version: tunnel.ProtocolVersion, ClientID: "c", User: "u@h"})
+	hello, _ := tunnel.NewFrame(tunnel.FrameHello, 1, tunnel.Hello{Version: tunnel.ProtocolVersion, ClientID: "c", User: "u@h", Secret: client.NewSecret()})
 	tunnel.WriteFrame(ctrl3, hello)
 	if ack, err := tunnel.ReadFrame(ctrl3); err != nil || ack.Type != tunnel.FrameHelloAck {
 		t.Fatalf("hello: %v %v", ack.Type, err)
@@ -403,6 +410,35 @@ func TestRefusesOtherProtocolVersionAndGarbage(t *testing.T) {
 	}
 	if _, err := openClientPing(t, w); err != nil {
 		t.Fatalf("good client after bad ones: %v", err)
+	}
+}
+
+// TestRefusesHellosThatProveNothingOrCarryEscapes: a hello without a
+// secret (nothing to prove a reconnect with), and one whose user label
+// carries a terminal escape sequence (it would reach other developers'
+// terminals in conflict messages and lists), are refused with a reason.
+func TestRefusesHellosThatProveNothingOrCarryEscapes(t *testing.T) {
+	w := startAgent(t, nil)
+	for _, h := range []tunnel.Hello{
+		{Version: tunnel.ProtocolVersion, ClientID: "c", User: "u@h"},
+		{Version: tunnel.ProtocolVersion, ClientID: "c", User: "\x1b]0;owned\x07alice@laptop", Secret: client.NewSecret()},
+	} {
+		conn, err := net.Dial("tcp", w.tunnel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ys, err := tunnel.Client(conn, tunnel.DefaultConfig(), zaptest.NewLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctrl, _ := ys.OpenStream()
+		f, _ := tunnel.NewFrame(tunnel.FrameHello, 1, h)
+		tunnel.WriteFrame(ctrl, f)
+		reply, err := tunnel.ReadFrame(ctrl)
+		if err != nil || reply.Type != tunnel.FrameError || !errors.Is(tunnel.AsError(reply), tunnel.ErrBadRequest) {
+			t.Errorf("hello %+v: reply %v, %v; want a bad-request error", h, reply.Type, err)
+		}
+		ys.Close()
 	}
 }
 
@@ -560,17 +596,20 @@ func TestEnvironmentReportsTheAppsVariablesOnly(t *testing.T) {
 
 // TestReconnectingClientTakesItsInterceptBack: a client whose port-forward
 // dropped reconnects before the agent noticed the old session died; the
-// same client (id and user) gets its intercept back, anyone else does not.
+// same client (the same secret) gets its intercept back. Anyone else does
+// not — not even with alice's client id and user, which anyone can read
+// or guess (the list shows the user): the secret is the proof.
 func TestReconnectingClientTakesItsInterceptBack(t *testing.T) {
 	w := startAgent(t, nil)
 	first := lineServer(t, "127.0.0.1:0", "first-session")
 	second := lineServer(t, "127.0.0.1:0", "second-session")
 	ctx := context.Background()
-	old, _ := openClient(t, w, "alice@laptop", tunnel.Config{})
+	alice := client.Options{ClientID: "alice-id", User: "alice@laptop", Secret: client.NewSecret()}
+	old, _ := openClientAs(t, w, alice)
 	if _, err := old.CreateIntercept(ctx, client.InterceptSpec{Name: "hello", Port: w.appPort, LocalAddr: first.Addr().String()}); err != nil {
 		t.Fatal(err)
 	}
-	again, _ := openClient(t, w, "alice@laptop", tunnel.Config{}) // same client id and user
+	again, _ := openClientAs(t, w, alice) // the same daemon, reconnected
 	if _, err := again.CreateIntercept(ctx, client.InterceptSpec{Name: "hello", Port: w.appPort, LocalAddr: second.Addr().String()}); err != nil {
 		t.Fatalf("the same client reconnecting was refused: %v", err)
 	}
@@ -582,11 +621,24 @@ func TestReconnectingClientTakesItsInterceptBack(t *testing.T) {
 	if got := whoAnswers(t, w.front); got != "second-session" {
 		t.Fatalf("after the old session ended: %q", got)
 	}
-	other, _ := openClient(t, w, "mallory@elsewhere", tunnel.Config{})
-	if _, err := other.CreateIntercept(ctx, client.InterceptSpec{Name: "hello", Port: w.appPort, LocalAddr: first.Addr().String()}); !errors.Is(err, tunnel.ErrAlreadyIntercepted) {
-		t.Fatalf("another client with the same intercept name: %v", err)
+	// mallory claims alice's labels exactly, without her secret.
+	impostor := alice
+	impostor.Secret = client.NewSecret()
+	mallory, _ := openClientAs(t, w, impostor)
+	list, err := mallory.List(ctx)
+	if err != nil || len(list) != 1 || list[0].Yours || list[0].Holder != "alice@laptop" {
+		t.Fatalf("mallory's list: %+v, %v", list, err)
 	}
-	// alice's second session was a reconnect; mallory's first was not.
+	if _, err := mallory.CreateIntercept(ctx, client.InterceptSpec{Name: "hello", Port: w.appPort, LocalAddr: first.Addr().String()}); !errors.Is(err, tunnel.ErrAlreadyIntercepted) {
+		t.Fatalf("alice's labels without her secret took the intercept over: %v", err)
+	}
+	if got := whoAnswers(t, w.front); got != "second-session" {
+		t.Fatalf("after the takeover attempt: %q, want alice's session still", got)
+	}
+	if list, err := again.List(ctx); err != nil || len(list) != 1 || !list[0].Yours {
+		t.Fatalf("alice's list: %+v, %v", list, err)
+	}
+	// alice's second session was a reconnect; mallory's was not.
 	resp, err := http.Get("http://" + w.agent.Addrs().Metrics.String() + "/metrics")
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
 	"fmt"
 	"slices"
 	"sort"
@@ -13,10 +15,15 @@ import (
 
 // owner is one connected client: the session its intercepted streams go to.
 type owner struct {
-	id       uint64 // unique per session on this agent
-	clientID string
-	user     string // user@host
+	id       uint64            // unique per session on this agent
+	key      [sha256.Size]byte // SHA-256 of the hello's secret: who the client is
+	user     string            // user@host: a label, anyone may claim any
+	clientID string            // a label too, for the agent's log only
 	session  *yamux.Session
+}
+
+func newOwner(id uint64, h tunnel.Hello, session *yamux.Session) *owner {
+	return &owner{id: id, key: sha256.Sum256([]byte(h.Secret)), user: h.User, clientID: h.ClientID, session: session}
 }
 
 type intercept struct {
@@ -119,9 +126,8 @@ func (r *registry) create(ic *intercept) (dropped []*intercept, err error) {
 				replaced = i
 				continue
 			}
-			if sameRules(other.http.settings.Match, ic.http.settings.Match) {
-				return nil, fmt.Errorf("port %d: %s (intercept %q) already matches exactly %s: choose another --http-match: %w",
-					ic.port, other.owner.user, other.name, matchList(ic.http.settings.Match), tunnel.ErrAlreadyIntercepted)
+			if err := mayShare(other, ic); err != nil {
+				return nil, err
 			}
 		}
 		if replaced >= 0 {
@@ -232,7 +238,8 @@ func (r *registry) clear() []*intercept {
 	return r.removeWhere(func(*intercept) bool { return true })
 }
 
-func (r *registry) list() []tunnel.InterceptInfo {
+// list is every intercept, as o sees it (Yours marks o's own).
+func (r *registry) list(o *owner) []tunnel.InterceptInfo {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	out := make([]tunnel.InterceptInfo, 0, len(r.byPort))
@@ -240,7 +247,7 @@ func (r *registry) list() []tunnel.InterceptInfo {
 		for _, ic := range st.all() {
 			info := tunnel.InterceptInfo{
 				Name: ic.name, Port: ic.port, Mechanism: ic.mechanism,
-				Holder: ic.owner.user, ClientID: ic.owner.clientID,
+				Holder: ic.owner.user, Yours: ic.owner == o,
 			}
 			if ic.http != nil {
 				for _, m := range ic.http.settings.Match {
@@ -272,8 +279,11 @@ func (r *registry) count() map[string]int {
 	return n
 }
 
+// sameClient says whether other proved to be o's client: the same
+// secret. Labels (client id, user) prove nothing: list-intercepts shows
+// the user to everyone.
 func (o *owner) sameClient(other *owner) bool {
-	return o.clientID == other.clientID && o.user == other.user
+	return subtle.ConstantTimeCompare(o.key[:], other.key[:]) == 1
 }
 
 func names(ics []*intercept) []string {
@@ -292,6 +302,42 @@ func holders(ics []*intercept) string {
 		}
 	}
 	return strings.Join(hs, ", ")
+}
+
+// mayShare says whether http intercept ic may share a port with other.
+// Another client's rules must be disjoint from ic's — a header both name,
+// with different values — or one of the two would take requests meant for
+// the other (a superset of alice's rules plus a header she always sends
+// wins as the more specific match). A client's own intercepts only may
+// not repeat a rule set exactly.
+func mayShare(other, ic *intercept) error {
+	a, b := other.http.settings.Match, ic.http.settings.Match
+	if other.owner == ic.owner || other.owner.sameClient(ic.owner) {
+		if sameRules(a, b) {
+			return fmt.Errorf("port %d: your intercept %q already matches exactly %s: choose another --http-match: %w",
+				ic.port, other.name, matchList(b), tunnel.ErrAlreadyIntercepted)
+		}
+		return nil
+	}
+	if !disjoint(a, b) {
+		return fmt.Errorf("port %d: %s holds intercept %q matching %s; rules %s could match the same requests: "+
+			"intercepts of different developers must differ in a header both name (e.g. each its own x-detour-intercept-id, as --http-match auto does): %w",
+			ic.port, other.owner.user, other.name, matchList(a), matchList(b), tunnel.ErrAlreadyIntercepted)
+	}
+	return nil
+}
+
+// disjoint reports whether no request can match both rule sets: some
+// header is named by both with different values.
+func disjoint(a, b []tunnel.HeaderMatch) bool {
+	for _, x := range a {
+		for _, y := range b {
+			if strings.EqualFold(x.Name, y.Name) && x.Value != y.Value {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func sameRules(a, b []tunnel.HeaderMatch) bool {

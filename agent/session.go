@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -108,8 +109,8 @@ func (a *Agent) hello(sess *yamux.Session) (*owner, *yamux.Stream, error) {
 	if err := h.Validate(); err != nil {
 		return refuse(err)
 	}
-	o := &owner{id: a.nextOwner.Add(1), clientID: h.ClientID, user: h.User, session: sess}
-	if a.clients.seenBefore(h.ClientID + "\x00" + h.User) {
+	o := newOwner(a.nextOwner.Add(1), h, sess)
+	if a.clients.seenBefore(o.key) {
 		a.m.reconnects.Inc()
 	}
 	ports := a.cfg.appPorts()
@@ -131,19 +132,19 @@ func (a *Agent) hello(sess *yamux.Session) (*owner, *yamux.Stream, error) {
 // It is bounded: past maxRemembered clients it starts over.
 type clientSet struct {
 	mu   sync.Mutex
-	seen map[string]struct{}
+	seen map[[sha256.Size]byte]struct{}
 }
 
 const maxRemembered = 4096
 
-func (c *clientSet) seenBefore(id string) bool {
+func (c *clientSet) seenBefore(id [sha256.Size]byte) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.seen[id]; ok {
 		return true
 	}
 	if c.seen == nil || len(c.seen) >= maxRemembered {
-		c.seen = map[string]struct{}{}
+		c.seen = map[[sha256.Size]byte]struct{}{}
 	}
 	c.seen[id] = struct{}{}
 	return false
@@ -184,7 +185,7 @@ func (a *Agent) handleControl(f tunnel.Frame, o *owner, log *zap.Logger) tunnel.
 		return tunnel.ErrorFrame(f.ID, err)
 	}
 	list := func() tunnel.Frame {
-		reply, err := tunnel.NewFrame(tunnel.FrameInterceptList, f.ID, tunnel.InterceptList{Intercepts: a.reg.list()})
+		reply, err := tunnel.NewFrame(tunnel.FrameInterceptList, f.ID, tunnel.InterceptList{Intercepts: a.reg.list(o)})
 		if err != nil {
 			return tunnel.ErrorFrame(f.ID, err)
 		}
@@ -305,5 +306,6 @@ func appEnvironment(environ []string) map[string]string {
 		}
 		env[k] = v
 	}
+	appRuntimeEnvironment(env, environ)
 	return env
 }

@@ -2,15 +2,19 @@ package client
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/user"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	"github.com/detour-dev/detour/tunnel"
 	"github.com/hashicorp/yamux"
@@ -19,8 +23,13 @@ import (
 
 // Options configure a Session.
 type Options struct {
-	// ClientID identifies this client across reconnects; required.
+	// ClientID labels this client in the agent's log; required.
 	ClientID string
+	// Secret proves which client this is: a session whose secret is
+	// that of an intercept's creator takes the intercept back (a
+	// reconnect); no other session can. Use one NewSecret per daemon and
+	// never show it; empty means a new one for this session.
+	Secret string
 	// User is shown to other developers who collide with our intercepts.
 	// Empty means user@hostname of this process.
 	User string
@@ -53,6 +62,14 @@ type Session struct {
 	relays atomic.Int64 // intercepted connections being relayed now
 }
 
+// NewSecret returns a random hello secret (32 bytes from crypto/rand,
+// hex-encoded).
+func NewSecret() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
+	return hex.EncodeToString(b)
+}
+
 // DefaultUser returns user@hostname for this process.
 func DefaultUser() string {
 	name := "unknown"
@@ -63,7 +80,19 @@ func DefaultUser() string {
 	if err != nil || host == "" {
 		host = "unknown-host"
 	}
-	return name + "@" + host
+	return printableLabel(name + "@" + host)
+}
+
+// printableLabel replaces what agents refuse in a label (control
+// characters, invalid UTF-8) with '?'.
+func printableLabel(s string) string {
+	s = strings.ToValidUTF8(s, "?")
+	return strings.Map(func(r rune) rune {
+		if !unicode.IsPrint(r) {
+			return '?'
+		}
+		return r
+	}, s)
 }
 
 // Open starts a session over conn (a port-forward stream, or any net.Conn)
@@ -82,7 +111,10 @@ func Open(ctx context.Context, conn io.ReadWriteCloser, opts Options) (*Session,
 	if opts.DialTimeout <= 0 {
 		opts.DialTimeout = 5 * time.Second
 	}
-	hello := tunnel.Hello{Version: tunnel.ProtocolVersion, ClientID: opts.ClientID, User: opts.User}
+	if opts.Secret == "" {
+		opts.Secret = NewSecret()
+	}
+	hello := tunnel.Hello{Version: tunnel.ProtocolVersion, ClientID: opts.ClientID, User: opts.User, Secret: opts.Secret}
 	if err := hello.Validate(); err != nil {
 		_ = conn.Close()
 		return nil, err

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/netip"
 	"regexp"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Frame is one control message: a type, the id of the request it belongs to
@@ -125,7 +127,16 @@ type Hello struct {
 	Version  uint16 `json:"version"`
 	ClientID string `json:"clientId"`
 	User     string `json:"user"` // user@host, shown to others who collide with us
+	// Secret proves which client this is: random, known only to the
+	// client (its daemon), at least MinSecretLen bytes. The agent keeps
+	// only its SHA-256 and hands an intercept over (a reconnect) only to
+	// a session with the same secret; clientId and user are labels.
+	Secret string `json:"secret"`
 }
+
+// MinSecretLen is the shortest hello secret an agent accepts (32 random
+// bytes, hex-encoded).
+const MinSecretLen = 64
 
 // HelloAck accepts a session and tells the client what the agent serves.
 type HelloAck struct {
@@ -170,8 +181,10 @@ type InterceptInfo struct {
 	Name      string `json:"name"`
 	Port      uint16 `json:"port"`
 	Mechanism string `json:"mechanism"`
-	Holder    string `json:"holder"` // user@host of the owning client
-	ClientID  string `json:"clientId"`
+	Holder    string `json:"holder"` // user@host of the owning client (a label: anyone may claim any)
+	// Yours is true for the asking session's own intercepts: the only
+	// proof of holding one (no client's identity is published).
+	Yours bool `json:"yours,omitempty"`
 	// Match lists an http intercept's header rules as NAME=VALUE.
 	Match []string `json:"match,omitempty"`
 	// AppProtocol is what the agent speaks to the app on an http
@@ -203,15 +216,34 @@ var mechanismPattern = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
 
 var namePattern = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$`)
 
-// Validate checks the fields a hello must have.
+// Validate checks the fields a hello must have. The labels (client id,
+// user) reach other developers' terminals in messages and lists, so they
+// must be printable: no escape sequences, no control characters.
 func (h Hello) Validate() error {
-	if h.ClientID == "" || len(h.ClientID) > MaxNameLen {
-		return fmt.Errorf("hello: client id must be 1..%d bytes: %w", MaxNameLen, ErrBadRequest)
+	if h.ClientID == "" || len(h.ClientID) > MaxNameLen || !Printable(h.ClientID) {
+		return fmt.Errorf("hello: client id must be 1..%d printable bytes: %w", MaxNameLen, ErrBadRequest)
 	}
-	if h.User == "" || len(h.User) > MaxNameLen {
-		return fmt.Errorf("hello: user must be 1..%d bytes: %w", MaxNameLen, ErrBadRequest)
+	if h.User == "" || len(h.User) > MaxNameLen || !Printable(h.User) {
+		return fmt.Errorf("hello: user must be 1..%d printable bytes (no control characters): %w", MaxNameLen, ErrBadRequest)
+	}
+	if len(h.Secret) < MinSecretLen || len(h.Secret) > MaxNameLen {
+		return fmt.Errorf("hello: secret must be %d..%d bytes (a detour client older than this agent sends none: upgrade it): %w", MinSecretLen, MaxNameLen, ErrBadRequest)
 	}
 	return nil
+}
+
+// Printable reports whether s is valid UTF-8 made of printable characters
+// only (letters, marks, numbers, punctuation, symbols and the ASCII space).
+func Printable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return true
 }
 
 // Validate checks an intercept request's name, port and mechanism.

@@ -16,12 +16,12 @@ func TestFrameRoundTrip(t *testing.T) {
 		id  uint32
 		v   any
 	}{
-		{FrameHello, 1, Hello{Version: ProtocolVersion, ClientID: "c1", User: "alice@laptop"}},
+		{FrameHello, 1, Hello{Version: ProtocolVersion, ClientID: "c1", User: "alice@laptop", Secret: secret}},
 		{FrameHelloAck, 1, HelloAck{Version: 1, AgentVersion: "dev", Ports: []PortInfo{{Port: 8080, Mechanisms: []string{"tcp"}}}}},
 		{FrameCreateIntercept, 2, CreateIntercept{Name: "hello", Port: 8080, Mechanism: "tcp"}},
 		{FrameRemoveIntercept, 3, RemoveIntercept{Name: "hello"}},
 		{FrameListIntercepts, 4, ListIntercepts{}},
-		{FrameInterceptList, 4, InterceptList{Intercepts: []InterceptInfo{{Name: "a", Port: 1, Mechanism: "tcp", Holder: "bob@h", ClientID: "c"}}}},
+		{FrameInterceptList, 4, InterceptList{Intercepts: []InterceptInfo{{Name: "a", Port: 1, Mechanism: "tcp", Holder: "bob@h", Yours: true}}}},
 		{FramePing, 5, Ping{}},
 		{FramePong, 5, Pong{}},
 		{FrameError, 6, ErrorPayload{Code: CodeAlreadyIntercepted, Message: "taken"}},
@@ -101,15 +101,25 @@ func TestWriteFrameRefusesOversizedPayload(t *testing.T) {
 	}
 }
 
+// secret is a hello secret of the shortest accepted length.
+var secret = strings.Repeat("ab", MinSecretLen/2)
+
 func TestValidate(t *testing.T) {
 	cases := []struct {
 		name string
 		err  error
 		want error
 	}{
-		{"good hello", Hello{Version: 1, ClientID: "c", User: "u@h"}.Validate(), nil},
-		{"hello without client id", Hello{Version: 1, User: "u@h"}.Validate(), ErrBadRequest},
-		{"hello without user", Hello{Version: 1, ClientID: "c"}.Validate(), ErrBadRequest},
+		{"good hello", Hello{Version: 1, ClientID: "c", User: "u@h", Secret: secret}.Validate(), nil},
+		{"hello with a non-ASCII user", Hello{Version: 1, ClientID: "c", User: "zoë@hôte", Secret: secret}.Validate(), nil},
+		{"hello without client id", Hello{Version: 1, User: "u@h", Secret: secret}.Validate(), ErrBadRequest},
+		{"hello without user", Hello{Version: 1, ClientID: "c", Secret: secret}.Validate(), ErrBadRequest},
+		{"hello without secret", Hello{Version: 1, ClientID: "c", User: "u@h"}.Validate(), ErrBadRequest},
+		{"hello with a short secret", Hello{Version: 1, ClientID: "c", User: "u@h", Secret: "s3cret"}.Validate(), ErrBadRequest},
+		{"user with an escape sequence", Hello{Version: 1, ClientID: "c", User: "\x1b]0;pwned\x07alice@laptop", Secret: secret}.Validate(), ErrBadRequest},
+		{"user with a newline", Hello{Version: 1, ClientID: "c", User: "alice\nbob", Secret: secret}.Validate(), ErrBadRequest},
+		{"client id with a C1 control", Hello{Version: 1, ClientID: "c\u009b31m", User: "u@h", Secret: secret}.Validate(), ErrBadRequest},
+		{"user not UTF-8", Hello{Version: 1, ClientID: "c", User: "\xff@h", Secret: secret}.Validate(), ErrBadRequest},
 		{"good intercept", CreateIntercept{Name: "hello-ns", Port: 80, Mechanism: "tcp"}.Validate(), nil},
 		{"empty name", CreateIntercept{Port: 80, Mechanism: "tcp"}.Validate(), ErrBadRequest},
 		{"name with slash", CreateIntercept{Name: "a/b", Port: 80, Mechanism: "tcp"}.Validate(), ErrBadRequest},

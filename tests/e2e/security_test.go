@@ -94,6 +94,9 @@ func TestSecurity(t *testing.T) {
 	webPod := secAgentPod(ctx, t, cs, ns, "app=web")
 	t.Logf("setup: web pod %s (%s), echo pod %s (%s), service %s, in %s", webPod.Name, webPod.Status.PodIP, echoPod.Name, echoPod.Status.PodIP, svc.Spec.ClusterIP, time.Since(start).Round(time.Millisecond))
 
+	t.Run("AnotherUserCannotTakeOverAnIntercept", func(t *testing.T) {
+		takeoverAttempt(ctx, t, cfg, cs, ns, webPod, fmt.Sprintf("http://%s/", net.JoinHostPort(svc.Spec.ClusterIP, "80")), "workstation")
+	})
 	t.Run("TunnelPortUnreachableFromAnotherPod", func(t *testing.T) {
 		clientNS := createNamespace(ctx, t, cs, "sec-client")
 		client, _ := deployEcho(ctx, t, cs, clientNS, "client")

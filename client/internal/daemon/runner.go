@@ -33,12 +33,12 @@ const resyncInterval = 10 * time.Second
 var errFatal = errors.New("intercept refused")
 
 type runner struct {
-	req      InterceptRequest
-	clientID string
-	created  time.Time
-	log      *zap.Logger
-	cfg      *rest.Config
-	cs       kubernetes.Interface
+	req     InterceptRequest
+	id      identity
+	created time.Time
+	log     *zap.Logger
+	cfg     *rest.Config
+	cs      kubernetes.Interface
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -64,10 +64,14 @@ type podConn struct {
 	terminating bool
 }
 
-func newRunner(parent context.Context, req InterceptRequest, clientID string, cfg *rest.Config, cs kubernetes.Interface, log *zap.Logger) *runner {
+// identity is who the daemon is to agents: a label and the secret that
+// proves it.
+type identity struct{ clientID, secret string }
+
+func newRunner(parent context.Context, req InterceptRequest, id identity, cfg *rest.Config, cs kubernetes.Interface, log *zap.Logger) *runner {
 	ctx, cancel := context.WithCancel(parent)
 	return &runner{
-		req: req, clientID: clientID, created: time.Now(), cfg: cfg, cs: cs,
+		req: req, id: id, created: time.Now(), cfg: cfg, cs: cs,
 		log: log.With(zap.String("intercept", req.Name), zap.String("workload", req.Workload)),
 		ctx: ctx, cancel: cancel,
 		pods: map[string]*podConn{}, change: make(chan struct{}, 1),
@@ -405,10 +409,60 @@ const (
 
 // hold waits until ctx ends or sess is lost, and says how long the
 // workstation was silent if the loss followed such a gap (zero otherwise).
+// Meanwhile it checks, every holderCheck, that the agent still counts the
+// intercept as this session's; if not, it logs who holds it now and ends
+// the session, so the reconnect either takes it back or reports the holder.
 func (r *runner) hold(ctx context.Context, sess *client.Session) time.Duration {
 	tick := time.NewTicker(silenceTick)
 	defer tick.Stop()
+	hctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go r.watchHolder(hctx, sess)
 	return watchSilence(ctx, sess.Done(), tick.C, func() time.Time { return time.Now().Round(0) })
+}
+
+// holderCheck is how often an active session asks whether it still holds
+// its intercept.
+const holderCheck = 10 * time.Second
+
+func (r *runner) watchHolder(ctx context.Context, sess *client.Session) {
+	t := time.NewTicker(holderCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sess.Done():
+			return
+		case <-t.C:
+		}
+		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		list, err := sess.List(lctx)
+		cancel()
+		if err != nil {
+			continue // the session's own health decides
+		}
+		if err := stillHeld(list, r.req.Name); err != nil {
+			r.log.Warn("intercept no longer held by this session", zap.Error(err))
+			sess.Close()
+			return
+		}
+	}
+}
+
+// stillHeld says why list (an agent's, as this session sees it) does not
+// show intercept name as this session's, or nil when it does.
+func stillHeld(list []tunnel.InterceptInfo, name string) error {
+	for _, ic := range list {
+		if ic.Name != name {
+			continue
+		}
+		if ic.Yours {
+			return nil
+		}
+		return fmt.Errorf("intercept %q on port %d is now held by another session (%s)", name, ic.Port, ic.Holder)
+	}
+	return fmt.Errorf("intercept %q is gone from the agent", name)
 }
 
 // watchSilence returns when ctx ends (zero) or done closes: then, if a
@@ -469,7 +523,7 @@ func (r *runner) connect(ctx context.Context, pod string) (*client.Session, erro
 	if err != nil {
 		return nil, err
 	}
-	sess, err := client.Open(dctx, conn, client.Options{ClientID: r.clientID, User: r.req.User, Log: r.log})
+	sess, err := client.Open(dctx, conn, client.Options{ClientID: r.id.clientID, Secret: r.id.secret, User: r.req.User, Log: r.log})
 	if err != nil {
 		if errors.Is(err, tunnel.ErrVersionMismatch) {
 			return nil, fmt.Errorf("%w: pod %s: %w", errFatal, pod, err)

@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/detour-dev/detour/client"
 	"github.com/detour-dev/detour/internal/version"
 	"go.uber.org/zap"
 )
@@ -26,6 +27,7 @@ import (
 type Daemon struct {
 	log      *zap.Logger
 	clientID string
+	secret   string // proves to agents that a reconnect is ours; never shown
 	started  time.Time
 
 	mu         sync.Mutex
@@ -42,6 +44,7 @@ func New(log *zap.Logger) *Daemon {
 	return &Daemon{
 		log:        log,
 		clientID:   fmt.Sprintf("%s-%d-%d", host, os.Getpid(), time.Now().UnixNano()),
+		secret:     client.NewSecret(),
 		started:    time.Now(),
 		intercepts: map[string]*runner{},
 		creating:   map[string]bool{},
@@ -192,7 +195,7 @@ func (d *Daemon) handleCreate(w http.ResponseWriter, r *http.Request) {
 	if timeout <= 0 {
 		timeout = 60 * time.Second
 	}
-	run := newRunner(context.Background(), req, d.clientID, cfg, cs, d.log)
+	run := newRunner(context.Background(), req, identity{d.clientID, d.secret}, cfg, cs, d.log)
 	// The CLI giving up (Ctrl-C) cancels the request: leave no intercept behind.
 	if err := run.start(r.Context(), timeout); err != nil {
 		run.stop()
