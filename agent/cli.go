@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -164,7 +166,8 @@ func initCommand(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	ports := fs.String("ports", "", "app ports whose inbound TCP connections go to the agent, e.g. 8080,8443 (required)")
 	agentPort := fs.Uint("agent-port", 15001, "the agent's --redirect-addr port")
-	ipv6 := fs.Bool("ipv6", true, "also program the ip6 family")
+	probePorts := fs.String("probe-ports", "", "PROBE:APP pairs, e.g. 15100:8080: connections to PROBE go straight to the app's APP port, past the agent (the webhook points the kubelet's probes there, so a probe never reaches an intercepting workstation)")
+	ipv6 := fs.Bool("ipv6", true, "also program the ip6 family: required when the pod has an IPv6 address, else best-effort (a warning if the node has no IPv6 NAT)")
 	dryRun := fs.Bool("dry-run", false, "print the rules, change nothing")
 	remove := fs.Bool("remove", false, "delete detour's tables instead")
 	if err := parse(fs, args); err != nil {
@@ -184,7 +187,17 @@ func initCommand(args []string, stdout, stderr io.Writer) error {
 	if *agentPort > 65535 {
 		return usageErrorf("--agent-port %d is not a port", *agentPort)
 	}
-	plan, err := nftrules.NewPlan(nftrules.Options{AppPorts: appPorts, AgentPort: uint16(*agentPort), IPv6: *ipv6})
+	probes, err := parseProbePorts(*probePorts)
+	if err != nil {
+		return err
+	}
+	opts := nftrules.Options{AppPorts: appPorts, AgentPort: uint16(*agentPort), ProbePorts: probes, IPv6: *ipv6}
+	if *ipv6 && !*dryRun {
+		if opts.IPv6Required, err = podHasIPv6(); err != nil {
+			return err
+		}
+	}
+	plan, err := nftrules.NewPlan(opts)
 	if err != nil {
 		return usageError{err}
 	}
@@ -196,11 +209,58 @@ func initCommand(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("open netlink: %w", err)
 	}
-	if err := nftrules.Apply(plan, conn); err != nil {
+	skipped, err := nftrules.Apply(plan, conn)
+	if err != nil {
 		return err
+	}
+	for _, s := range skipped {
+		fmt.Fprintf(stderr, "detour-agent init: warning: %s; the pod has no IPv6 address, so nothing bypasses the agent\n", s)
 	}
 	fmt.Fprintf(stdout, "detour-agent init: applied at %s\n%s", time.Now().UTC().Format(time.RFC3339), plan)
 	return nil
+}
+
+// parseProbePorts reads --probe-ports: PROBE:APP pairs, comma-separated.
+func parseProbePorts(s string) ([]nftrules.ProbePort, error) {
+	var out []nftrules.ProbePort
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		probe, app, ok := strings.Cut(item, ":")
+		pn, err1 := strconv.ParseUint(probe, 10, 16)
+		an, err2 := strconv.ParseUint(app, 10, 16)
+		if !ok || err1 != nil || err2 != nil {
+			return nil, usageErrorf("--probe-ports %q: want PROBE:APP port pairs, e.g. 15100:8080", item)
+		}
+		out = append(out, nftrules.ProbePort{Port: uint16(pn), AppPort: uint16(an)})
+	}
+	return out, nil
+}
+
+// podHasIPv6 reports whether the pod's network namespace has a global IPv6
+// address: then its ip6 rules are as necessary as its ip ones.
+func podHasIPv6() (bool, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false, fmt.Errorf("list the pod's addresses: %w", err)
+	}
+	return hasGlobalIPv6(addrs), nil
+}
+
+func hasGlobalIPv6(addrs []net.Addr) bool {
+	for _, a := range addrs {
+		n, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(n.IP)
+		if ok && ip.Is6() && !ip.Is4In6() && ip.IsGlobalUnicast() {
+			return true
+		}
+	}
+	return false
 }
 
 func parsePorts(s, flagName string) ([]uint16, error) {
