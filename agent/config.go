@@ -61,6 +61,22 @@ type Config struct {
 	ResolvConf string
 }
 
+// AgentStreamWindow is the agent's receive window per tunnel stream: what
+// a client may have sent on one stream that the agent has not yet passed
+// on. A slow cluster caller leaves up to this much buffered in the agent
+// (up to twice as much memory: yamux buffers in a bytes.Buffer), so it
+// bounds a session's buffered data per slow stream. Measured
+// (TestSlowReadersBufferBounded): 30 slow readers hold 60 MiB with 1 MiB,
+// 240 MiB with the 4 MiB the client uses, past the agent's 128 MiB limit.
+// 1 MiB is still far above what a port-forward needs (docs/benchmarks.md).
+const AgentStreamWindow = 1 << 20
+
+func agentTunnelConfig() tunnel.Config {
+	c := tunnel.DefaultConfig()
+	c.StreamWindow = AgentStreamWindow
+	return c
+}
+
 // DefaultConfig holds the defaults the detour-agent flags start from.
 func DefaultConfig() Config {
 	return Config{
@@ -71,7 +87,7 @@ func DefaultConfig() Config {
 		ShutdownGrace: 10 * time.Second,
 		DialTimeout:   5 * time.Second,
 		HelloTimeout:  10 * time.Second,
-		Tunnel:        tunnel.DefaultConfig(),
+		Tunnel:        agentTunnelConfig(),
 		Version:       "dev",
 		ResolvConf:    "/etc/resolv.conf",
 	}

@@ -118,7 +118,8 @@ func inject(pod *corev1.Pod, services []corev1.Service, cfg InjectConfig) (*core
 		}
 		list := strings.Join(numbers, ",")
 		agent.Args = append(agent.Args, "--redirect-addr", fmt.Sprintf(":%d", annotations.RedirectPort), "--redirect-ports", list)
-		out.Spec.InitContainers = append(out.Spec.InitContainers, initContainer(image, list, cfg))
+		probes := redirectProbes(out, ports)
+		out.Spec.InitContainers = append(out.Spec.InitContainers, initContainer(image, list, probes, cfg))
 	}
 	mountTLSSecrets(out, &agent)
 	out.Spec.Containers = append(out.Spec.Containers, agent)
@@ -373,6 +374,86 @@ func renamePort(pod *corev1.Pod, app *corev1.Container, p appPort) {
 	}
 }
 
+// firstProbePort is where redirect mode starts picking probe ports.
+const firstProbePort = 15100
+
+// redirectProbes points the kubelet's probes and lifecycle hooks for an
+// intercepted port (by name or number, in any of the pod's containers, to
+// the pod's own address) at a probe port, which the init container
+// redirects straight to the app port: past the agent, so a developer at a
+// breakpoint never fails the app's liveness probe and a readiness probe
+// never sends the pod out of its Services. It returns the init container's
+// --probe-ports pairs.
+func redirectProbes(pod *corev1.Pod, ports []appPort) []string {
+	intercepted := map[int32]bool{}
+	for _, p := range ports {
+		intercepted[p.number] = true
+	}
+	used := usedPorts(pod)
+	probePort := map[int32]int32{} // app port → its probe port
+	var pairs []string
+	portFor := func(app int32) int32 {
+		if q, ok := probePort[app]; ok {
+			return q
+		}
+		q := int32(firstProbePort)
+		for used[q] {
+			q++
+		}
+		used[q] = true
+		probePort[app] = q
+		pairs = append(pairs, fmt.Sprintf("%d:%d", q, app))
+		return q
+	}
+	for ci := range pod.Spec.Containers {
+		c := &pod.Spec.Containers[ci]
+		// resolve gives the number a probe port means in c, when it is
+		// an intercepted one.
+		resolve := func(port intstr.IntOrString) (int32, bool) {
+			n := port.IntVal
+			if port.Type == intstr.String {
+				i := slices.IndexFunc(c.Ports, func(cp corev1.ContainerPort) bool { return cp.Name == port.StrVal })
+				if i < 0 {
+					return 0, false
+				}
+				n = c.Ports[i].ContainerPort
+			}
+			return n, intercepted[n]
+		}
+		rewrite := func(h *corev1.ProbeHandler) {
+			if h == nil {
+				return
+			}
+			if g := h.HTTPGet; g != nil && g.Host == "" {
+				if n, ok := resolve(g.Port); ok {
+					g.Port = intstr.FromInt32(portFor(n))
+				}
+			}
+			if ts := h.TCPSocket; ts != nil && ts.Host == "" {
+				if n, ok := resolve(ts.Port); ok {
+					ts.Port = intstr.FromInt32(portFor(n))
+				}
+			}
+			if g := h.GRPC; g != nil && intercepted[g.Port] {
+				g.Port = portFor(g.Port)
+			}
+		}
+		for _, probe := range []*corev1.Probe{c.StartupProbe, c.LivenessProbe, c.ReadinessProbe} {
+			if probe != nil {
+				rewrite(&probe.ProbeHandler)
+			}
+		}
+		if lc := c.Lifecycle; lc != nil {
+			for _, h := range []*corev1.LifecycleHandler{lc.PostStart, lc.PreStop} {
+				if h != nil {
+					rewrite(&corev1.ProbeHandler{HTTPGet: h.HTTPGet, TCPSocket: h.TCPSocket})
+				}
+			}
+		}
+	}
+	return pairs
+}
+
 // freePortName derives the app port's new name from its old one: "dt-" in
 // front, cut to the 15 characters a port name may have, unique in the pod.
 func freePortName(pod *corev1.Pod, old string) string {
@@ -408,8 +489,12 @@ func agentContainer(app *corev1.Container, image string, cfg InjectConfig) corev
 		fieldEnv("POD_NAMESPACE", "metadata.namespace"),
 		fieldEnv("POD_IP", "status.podIP"),
 	}
+	runtimeVar := map[string]bool{}
+	for _, name := range annotations.RuntimeVariables() {
+		runtimeVar[name] = true
+	}
 	for _, e := range app.Env {
-		if e.Name == "POD_NAME" || e.Name == "POD_NAMESPACE" || e.Name == "POD_IP" {
+		if e.Name == "POD_NAME" || e.Name == "POD_NAMESPACE" || e.Name == "POD_IP" || e.Name == egressAllowEnv {
 			continue
 		}
 		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
@@ -424,11 +509,18 @@ func agentContainer(app *corev1.Container, image string, cfg InjectConfig) corev
 		if e.ValueFrom != nil && e.ValueFrom.ResourceFieldRef != nil && e.ValueFrom.ResourceFieldRef.ContainerName == "" {
 			e.ValueFrom.ResourceFieldRef.ContainerName = app.Name
 		}
+		if runtimeVar[e.Name] {
+			// The app's Go runtime setting, kept for clients under
+			// another name: the agent reports it as the app's.
+			e.Name = annotations.AppRuntimeEnvPrefix + e.Name
+		}
 		env = append(env, e)
 	}
-	// The agent's own setting comes after the app's variables, so an app
-	// variable of the same name cannot change it.
-	env = append(env, fieldEnv("DETOUR_EGRESS_ALLOW", "metadata.annotations['"+annotations.EgressAllow+"']"))
+	// The agent's own settings come after the app's variables, so an app
+	// variable of the same name cannot change them, and as env entries they
+	// win over anything the app's envFrom sources hold.
+	env = append(env, fieldEnv(egressAllowEnv, "metadata.annotations['"+annotations.EgressAllow+"']"))
+	env = append(env, agentRuntimeEnv()...)
 	var envFrom []corev1.EnvFromSource
 	for _, e := range app.EnvFrom {
 		if e.SecretRef != nil {
@@ -477,16 +569,39 @@ func agentContainer(app *corev1.Container, image string, cfg InjectConfig) corev
 	}
 }
 
+const egressAllowEnv = "DETOUR_EGRESS_ALLOW"
+
+// agentRuntimeEnv is the agent's own Go runtime configuration, one entry
+// for each of annotations.RuntimeVariables: GOMEMLIMIT is the agent's
+// memory limit in bytes, so the collector works harder before the kernel
+// kills the container; GOMAXPROCS is empty, which leaves the runtime's
+// default (the container's CPU limit); GOGC the default, GODEBUG none.
+func agentRuntimeEnv() []corev1.EnvVar {
+	return []corev1.EnvVar{
+		{Name: "GOGC", Value: "100"},
+		{Name: "GOMEMLIMIT", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{
+			ContainerName: annotations.AgentContainerName, Resource: "limits.memory", Divisor: resource.MustParse("1"),
+		}}},
+		{Name: "GOMAXPROCS", Value: ""},
+		{Name: "GODEBUG", Value: ""},
+	}
+}
+
 // initContainer programs the pod's nftables redirect: NET_ADMIN only, root
 // because netlink's NET_ADMIN check wants the capability in the effective
 // set, which a non-root user does not get from the runtime.
-func initContainer(image, ports string, cfg InjectConfig) corev1.Container {
+// probes are the --probe-ports pairs ("15100:8080"), if any.
+func initContainer(image, ports string, probes []string, cfg InjectConfig) corev1.Container {
+	args := []string{"init", "--ports", ports, "--agent-port", strconv.Itoa(annotations.RedirectPort)}
+	if len(probes) > 0 {
+		args = append(args, "--probe-ports", strings.Join(probes, ","))
+	}
 	return corev1.Container{
 		Name:            annotations.InitContainerName,
 		Image:           image,
 		ImagePullPolicy: cfg.PullPolicy,
 		Command:         []string{annotations.AgentBinary},
-		Args:            []string{"init", "--ports", ports, "--agent-port", strconv.Itoa(annotations.RedirectPort)},
+		Args:            args,
 		Resources:       *cfg.InitResources.DeepCopy(),
 		SecurityContext: &corev1.SecurityContext{
 			RunAsNonRoot:             ptr(false),

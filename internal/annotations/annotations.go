@@ -139,3 +139,15 @@ func FixedPorts() []int32 {
 }
 
 var fixedPorts = [...]int32{TunnelPort, HealthPort, MetricsPort, RedirectPort}
+
+// The Go runtime's variables. The webhook sets the agent's own values after
+// the variables it copies from the app (an env entry wins over envFrom), so
+// the app's settings never configure the agent, and keeps the app's env
+// entries of these names under AppRuntimeEnvPrefix+name, from which the
+// agent reports them to clients as the app's.
+const AppRuntimeEnvPrefix = "DETOUR_APP_"
+
+// RuntimeVariables lists the Go runtime variables the agent sets for itself.
+func RuntimeVariables() []string { return slices.Clone(runtimeVariables[:]) }
+
+var runtimeVariables = [...]string{"GOGC", "GOMEMLIMIT", "GOMAXPROCS", "GODEBUG"}
