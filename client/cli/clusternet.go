@@ -70,6 +70,7 @@ func (a *app) runInClusterNetwork(ctx context.Context, c clusterNet) (int, error
 	printNotes(a.errOut, view.notes)
 	return RunClusterNetwork(ctx, ClusterRun{
 		Connect: a.agentConnector(c), What: c.workload.Ref(), Command: c.command, Env: c.env, UserEnv: view.env, Trees: view.trees,
+		Refresh: view.refresh, RefreshEvery: view.refreshEvery,
 		Ports: ports, Inbound: c.inbound, AlsoProxy: also, Stderr: a.errOut,
 	})
 }
@@ -86,8 +87,13 @@ type ClusterRun struct {
 	// permissions (Secret-backed values among them), goes over it.
 	Env     map[string]string
 	UserEnv map[string]string
-	// Trees are the pod's files, shown at their real paths.
-	Trees []nsexec.Tree
+	// Trees are the pod's files, shown at their real paths. Every
+	// RefreshEvery (when both are set), Refresh reads them again and CMD
+	// sees the new contents at the same paths: its service-account token
+	// stays valid however long it runs.
+	Trees        []nsexec.Tree
+	Refresh      func(ctx context.Context) ([]nsexec.Tree, error)
+	RefreshEvery time.Duration
 	// Ports CMD listens on (inside its namespace) that the workstation's
 	// 127.0.0.1:PORT reaches (--expose): each must be free there.
 	Ports []uint16
@@ -138,7 +144,43 @@ func RunClusterNetwork(ctx context.Context, r ClusterRun) (int, error) {
 	for _, ln := range lns {
 		go serveExposed(ln, ns)
 	}
+	if r.Refresh != nil && r.RefreshEvery > 0 {
+		go refreshTrees(ctx, ns, r)
+	}
 	return waitForwardingSignals(ns)
+}
+
+// refreshTrees reads the pod's files again every r.RefreshEvery and hands
+// them to the namespace, until CMD ends. A failed read keeps the old
+// files (and says so once per failure streak).
+func refreshTrees(ctx context.Context, ns *nsexec.Namespace, r ClusterRun) {
+	t := time.NewTicker(r.RefreshEvery)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-ns.Done():
+			return
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		trees, err := r.Refresh(rctx)
+		cancel()
+		if err == nil {
+			err = ns.UpdateTrees(trees)
+		}
+		select {
+		case <-ns.Done(): // CMD ended meanwhile: nothing to tell
+			return
+		default:
+		}
+		if err != nil && !failing {
+			fmt.Fprintf(r.Stderr, "note: refreshing the pod's files (its service-account token) failed; CMD keeps the old ones: %v\n", err)
+		}
+		failing = err != nil
+	}
 }
 
 // prepareNetwork asks the agent for the pod's network (and the app's

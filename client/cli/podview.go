@@ -6,6 +6,7 @@ import (
 	"io"
 	"path"
 	"sort"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
@@ -24,6 +25,10 @@ type podView struct {
 	env   map[string]string
 	trees []nsexec.Tree
 	notes []string
+	// refresh reads the trees again; every refreshEvery (80 % of the
+	// shortest token's lifetime, as the kubelet renews) when non-zero.
+	refresh      func(ctx context.Context) ([]nsexec.Tree, error)
+	refreshEvery time.Duration
 }
 
 // readPodView reads the view of the workload's first pod with an agent.
@@ -64,6 +69,29 @@ func (v *podView) readFiles(ctx context.Context, cs kubernetes.Interface, pod *c
 	}
 	v.notes = append(v.notes, noteStrings(plan.Denied)...)
 	v.notes = append(v.notes, noteStrings(plan.NotMirrored)...)
+	v.trees = treesOf(plan)
+	if plan.TokenTTL > 0 {
+		v.refreshEvery = plan.TokenTTL * 4 / 5
+		v.refresh = func(ctx context.Context) ([]nsexec.Tree, error) {
+			again, err := podfiles.Read(ctx, cs, pod, container)
+			if err != nil {
+				return nil, err
+			}
+			trees := treesOf(again)
+			if !sameTargets(trees, v.trees) {
+				// What the user may read changed (a grant, a revoke): a
+				// tree cannot appear or vanish under a running command.
+				return nil, fmt.Errorf("the set of the pod's files changed since CMD started; restart it to see the new set")
+			}
+			return trees, nil
+		}
+	}
+	return nil
+}
+
+// treesOf turns a plan into the namespace's trees, one per mount.
+func treesOf(plan podfiles.Plan) []nsexec.Tree {
+	var trees []nsexec.Tree
 	for _, m := range podfiles.MountPlan(plan.Files) {
 		t := nsexec.Tree{Target: m.Target(), SingleFile: m.SingleFile, Files: map[string]nsexec.TreeFile{}}
 		for name, f := range m.Files {
@@ -72,9 +100,21 @@ func (v *podView) readFiles(ctx context.Context, cs kubernetes.Interface, pod *c
 			}
 			t.Files[name] = nsexec.TreeFile{Data: f.Data, Mode: f.Mode}
 		}
-		v.trees = append(v.trees, t)
+		trees = append(trees, t)
 	}
-	return nil
+	return trees
+}
+
+func sameTargets(a, b []nsexec.Tree) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Target != b[i].Target || a[i].SingleFile != b[i].SingleFile {
+			return false
+		}
+	}
+	return true
 }
 
 func noteStrings(notes []podfiles.Note) []string {

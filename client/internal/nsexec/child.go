@@ -189,8 +189,13 @@ func supervise(ctrl *net.UnixConn, cmd *exec.Cmd) int {
 				_ = cmd.Process.Signal(syscall.SIGKILL)
 				return
 			}
-			if m.Kind == "signal" {
+			switch m.Kind {
+			case "signal":
 				_ = cmd.Process.Signal(syscall.Signal(m.Signal))
+			case "update":
+				if err := updateTrees(m.Update); err != nil {
+					fmt.Fprintf(os.Stderr, "detour: the pod's files in the namespace: %v\n", err)
+				}
 			}
 		}
 	}()

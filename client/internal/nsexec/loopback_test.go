@@ -61,10 +61,17 @@ func serveLine(ln net.Listener, line string) {
 	}
 }
 
-// readLine connects and reads one line, or names what went wrong.
+// readLine connects and reads one line, or names what went wrong:
+// "refused", or "closed" for a connection reset or ended without a line
+// (the reset may come before connect returns: SO_ERROR then holds it).
 func readLine(addr string) string {
 	c, err := net.DialTimeout("tcp", addr, 3*time.Second)
-	if err != nil {
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "refused"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "closed"
+	case err != nil:
 		return "dial-error"
 	}
 	defer c.Close()

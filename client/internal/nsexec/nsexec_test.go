@@ -285,3 +285,45 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestTreesUpdateWhileTheCommandRuns: new contents for trees already
+// shown (a refreshed token) reach the running command at the same paths —
+// a directory's file replaced, a file gone, a single-file bind rewritten —
+// and the trees stay read-only.
+func TestTreesUpdateWhileTheCommandRuns(t *testing.T) {
+	for _, p := range []string{"/etc/config", "/etc/detour-app.conf"} {
+		if _, err := os.Stat(p); err == nil {
+			t.Skipf("%s exists on this machine", p)
+		}
+	}
+	out, err := os.CreateTemp(t.TempDir(), "out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(filepath.Dir(out.Name()), 0o777)
+	os.Chmod(out.Name(), 0o666)
+	// The trees change one after the other: wait for both.
+	script := `i=0; while { [ "$(cat /etc/config/token)" != "v2" ] || [ "$(cat /etc/detour-app.conf)" != "conf=v2" ]; } && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
+{ cat /etc/config/token; echo; cat /etc/detour-app.conf; test -e /etc/config/old && echo old-kept; touch /etc/config/new 2>/dev/null || echo read-only; stat -c '%a' /etc/config/token; } >` + out.Name() + ` 2>&1`
+	trees := func(v string, old bool) []Tree {
+		dir := Tree{Target: "/etc/config", Files: map[string]TreeFile{"token": {Data: []byte(v), Mode: 0o600}}}
+		if old {
+			dir.Files["old"] = TreeFile{Data: []byte("x"), Mode: 0o644}
+		}
+		return []Tree{dir, {Target: "/etc/detour-app.conf", SingleFile: true, Files: map[string]TreeFile{"detour-app.conf": {Data: []byte("conf=" + v + "\n"), Mode: 0o644}}}}
+	}
+	n := startOrSkip(t, Options{Command: []string{"sh", "-c", script}, Env: []string{"PATH=" + os.Getenv("PATH")}, Trees: trees("v1", true)})
+	time.Sleep(200 * time.Millisecond) // the command is reading v1
+	if err := n.UpdateTrees(trees("v2", false)); err != nil {
+		t.Fatal(err)
+	}
+	if code, err := n.Wait(); err != nil || code != 0 {
+		t.Fatalf("exit %d, %v", code, err)
+	}
+	b, _ := os.ReadFile(out.Name())
+	if want := "v2\nconf=v2\nread-only\n600\n"; string(b) != want {
+		t.Fatalf("after the update the command saw:\n%s\nwant:\n%s", b, want)
+	}
+}
+
+func TestTreesUpdateRootless(t *testing.T) { runAsNobody(t, "TestTreesUpdateWhileTheCommandRuns") }

@@ -57,8 +57,9 @@ func (n *Namespace) Signal(syscall.Signal) error { return ErrUnsupported }
 func (n *Namespace) DialLoopback(context.Context, uint16) (net.Conn, error) {
 	return nil, ErrUnsupported
 }
-func (n *Namespace) Kill()  {}
-func (n *Namespace) Close() {}
+func (n *Namespace) Kill()                    {}
+func (n *Namespace) UpdateTrees([]Tree) error { return ErrUnsupported }
+func (n *Namespace) Close()                   {}
 
 // ForegroundInTerminal does nothing off Linux.
 func ForegroundInTerminal(*syscall.SysProcAttr) bool { return false }

@@ -62,7 +62,7 @@ type Bind struct {
 // ctrlMsg travels on the control socket (SOCK_SEQPACKET: one message per
 // datagram). The child sends "tun" (with the fd), any "note"s (a part
 // that does not work, in Error), then "started" or "error"; the parent
-// sends "signal".
+// sends "signal" and "update".
 type ctrlMsg struct {
 	Kind   string `json:"kind"`
 	Error  string `json:"error,omitempty"`
@@ -71,6 +71,9 @@ type ctrlMsg struct {
 	PID    int    `json:"pid,omitempty"`
 	// Config is the parent's first message.
 	Config *childConfig `json:"config,omitempty"`
+	// Update is an "update": trees staged again, with new contents, for
+	// targets already shown (a refreshed token, a changed ConfigMap).
+	Update []treeMount `json:"update,omitempty"`
 }
 
 func sendMsg(c *net.UnixConn, m ctrlMsg, fd int) error {

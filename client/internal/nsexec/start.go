@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -44,10 +45,13 @@ type Namespace struct {
 	dir    string
 	socket string
 	host   net.Listener // the first process's way to the workstation's 127.0.0.1
-	fg     bool
-	done   chan struct{}
-	status int
-	err    error
+	// updates counts UpdateTrees calls (staging names); one caller at a time.
+	updates int
+	ended   atomic.Bool // the command has exited (cleanup under way)
+	fg      bool
+	done    chan struct{}
+	status  int
+	err     error
 }
 
 // capabilities the first process holds in the new namespaces only.
@@ -188,6 +192,7 @@ func (n *Namespace) kill() {
 
 func (n *Namespace) wait() {
 	err := n.cmd.Wait()
+	n.ended.Store(true)
 	var ee *exec.ExitError
 	switch {
 	case errors.As(err, &ee):
@@ -226,6 +231,25 @@ func (n *Namespace) Signal(sig syscall.Signal) error {
 // command listens); ErrNothingListens when nothing does.
 func (n *Namespace) DialLoopback(ctx context.Context, port uint16) (net.Conn, error) {
 	return dialForward(ctx, n.socket, port)
+}
+
+// UpdateTrees gives trees already shown (the same targets as Options.Trees)
+// new contents: a refreshed service-account token, a changed ConfigMap.
+// The first process applies them in the background; what it cannot apply
+// it reports on stderr.
+func (n *Namespace) UpdateTrees(trees []Tree) error {
+	n.updates++
+	staged, err := stageTreesAs(n.dir, fmt.Sprintf("update-%d-", n.updates), trees)
+	if err == nil {
+		err = sendMsg(n.ctrl, ctrlMsg{Kind: "update", Update: staged}, -1)
+	}
+	if n.ended.Load() {
+		return nil // the command is gone: there is nothing to update
+	}
+	if err != nil {
+		return fmt.Errorf("update the pod's files in the namespace: %w", err)
+	}
+	return nil
 }
 
 // Kill ends the command and every process in its namespace.

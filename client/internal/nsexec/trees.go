@@ -44,9 +44,13 @@ type treeMount struct {
 // them, and only until the first process has copied them into its tmpfs
 // mounts and removed them).
 func stageTrees(dir string, trees []Tree) ([]treeMount, error) {
+	return stageTreesAs(dir, "tree-", trees)
+}
+
+func stageTreesAs(dir, prefix string, trees []Tree) ([]treeMount, error) {
 	var out []treeMount
 	for i, t := range trees {
-		src := filepath.Join(dir, "tree-"+strconv.Itoa(i))
+		src := filepath.Join(dir, prefix+strconv.Itoa(i))
 		for rel, f := range t.Files {
 			p := filepath.Join(src, filepath.FromSlash(rel))
 			if !strings.HasPrefix(p, src+string(filepath.Separator)) {
@@ -293,4 +297,108 @@ func copyFile(src, dst string, mode os.FileMode) error {
 		return err
 	}
 	return os.Chmod(dst, mode)
+}
+
+// updateTrees writes new contents into trees already shown: each target
+// is made writable for a moment (the first process keeps CAP_SYS_ADMIN in
+// the namespace), rewritten, and made read-only again. A directory's
+// files are replaced by rename, so a reader sees the old file or the new
+// one; files gone from the tree are removed.
+func updateTrees(trees []treeMount) error {
+	var errs []error
+	for _, t := range trees {
+		target, err := resolveTarget(t.Target)
+		if err == nil {
+			if t.SingleFile {
+				err = refreshFile(t.Source, target)
+			} else {
+				err = refreshDir(t.Source, target)
+			}
+		}
+		_ = os.RemoveAll(t.Source)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("refresh %s: %w", t.Target, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func refreshDir(src, target string) error {
+	if err := unix.Mount("", target, "", unix.MS_REMOUNT|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+		return fmt.Errorf("make it writable: %w", err)
+	}
+	err := syncTree(src, target)
+	if rerr := unix.Mount("", target, "", unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); rerr != nil && err == nil {
+		err = fmt.Errorf("make it read-only again: %w", rerr)
+	}
+	return err
+}
+
+// syncTree makes dst hold exactly src's files.
+func syncTree(src, dst string) error {
+	keep := map[string]bool{}
+	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == src {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		keep[rel] = true
+		out := filepath.Join(dst, rel)
+		if d.IsDir() {
+			return os.MkdirAll(out, 0o755)
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		tmp := filepath.Join(filepath.Dir(out), ".detour-"+filepath.Base(out))
+		if err := copyFile(p, tmp, fi.Mode().Perm()); err != nil {
+			return err
+		}
+		return os.Rename(tmp, out)
+	})
+	if err != nil {
+		return err
+	}
+	var gone []string
+	_ = filepath.WalkDir(dst, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == dst {
+			return err
+		}
+		if rel, _ := filepath.Rel(dst, p); !keep[rel] {
+			gone = append(gone, p)
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+		}
+		return nil
+	})
+	for _, p := range gone {
+		if err := os.RemoveAll(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// refreshFile rewrites a file shown by a bind mount (it cannot be renamed
+// over: the mount is on the file itself).
+func refreshFile(src, target string) error {
+	files, err := os.ReadDir(src)
+	if err != nil || len(files) != 1 {
+		return fmt.Errorf("staged file: %v", err)
+	}
+	data, err := os.ReadFile(filepath.Join(src, files[0].Name()))
+	if err != nil {
+		return err
+	}
+	flags := uintptr(unix.MS_BIND|unix.MS_REMOUNT) | lockedFlags(target)
+	if err := unix.Mount("", target, "", flags, ""); err != nil {
+		return fmt.Errorf("make it writable: %w", err)
+	}
+	err = os.WriteFile(target, data, 0o644)
+	if rerr := unix.Mount("", target, "", flags|unix.MS_RDONLY, ""); rerr != nil && err == nil {
+		err = fmt.Errorf("make it read-only again: %w", rerr)
+	}
+	return err
 }

@@ -26,9 +26,9 @@
 // any other API error is returned, wrapped.
 //
 // What is not reproduced: the kubelet's ..data symlink layout (files are
-// plain files), updates after Read (the token is not refreshed either: a
-// caller that runs longer than the token's expirationSeconds must Read
-// again), an empty directory for a volume with no files, subPathExpr, the
+// plain files), updates after Read (a caller that runs longer than
+// Plan.TokenTTL must Read again, as detour run does at 80 % of it), an
+// empty directory for a volume with no files, subPathExpr, the
 // service-link variables (FOO_SERVICE_HOST, KUBERNETES_SERVICE_*) and
 // fileKeyRef variables.
 package podfiles

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
@@ -57,6 +58,11 @@ type Plan struct {
 	NotMirrored []Note
 	// Denied are the ones the API refused the user.
 	Denied []Note
+	// TokenTTL is the shortest lifetime of the service-account tokens in
+	// Files (zero when there are none): Read again before it ends — the
+	// kubelet renews at 80 % of it — to keep a long-running command's
+	// token valid.
+	TokenTTL time.Duration
 }
 
 // Read plans the files of pod's container: see the package documentation.
@@ -78,7 +84,7 @@ func Read(ctx context.Context, cs kubernetes.Interface, pod *corev1.Pod, contain
 			return Plan{}, err
 		}
 	}
-	plan := Plan{Files: r.files}
+	plan := Plan{Files: r.files, TokenTTL: r.tokenTTL}
 	for _, n := range r.notes {
 		if n.Denied {
 			plan.Denied = append(plan.Denied, n)
@@ -122,6 +128,7 @@ type reader struct {
 	container *corev1.Container
 	files     []File
 	notes     []Note
+	tokenTTL  time.Duration // the shortest token lifetime read
 }
 
 func newReader(cs kubernetes.Interface, pod *corev1.Pod, c *corev1.Container) *reader {

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -434,5 +435,24 @@ func TestAppContainer(t *testing.T) {
 				t.Errorf("AppContainer = %q, %v; want %q, %v", got, err, tc.want, tc.err)
 			}
 		})
+	}
+}
+
+// TestTokenTTLIsTheShortest: Plan.TokenTTL is the shortest token
+// lifetime mirrored (a caller renews before it), zero without tokens.
+func TestTokenTTLIsTheShortest(t *testing.T) {
+	pod := testPod()
+	pod.Spec.Volumes = []corev1.Volume{kubeAPIAccess(), {Name: "vault", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+		Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Audience: "vault", ExpirationSeconds: ptr(int64(600)), Path: "token"}}}}}}}
+	pod.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{mountAt("kube-api-access-x", saDir), mountAt("vault", "/var/run/vault")}
+	cs := fake.NewClientset(objects()...)
+	new(tokens).install(cs)
+	plan, err := Read(context.Background(), cs, pod, "app")
+	if err != nil || plan.TokenTTL != 600*time.Second {
+		t.Fatalf("TokenTTL %s, %v; want 10m0s", plan.TokenTTL, err)
+	}
+	pod.Spec.Volumes, pod.Spec.Containers[0].VolumeMounts = []corev1.Volume{configMapVolume("config", "app-config")}, []corev1.VolumeMount{mountAt("config", "/etc/config")}
+	if plan, err := Read(context.Background(), cs, pod, "app"); err != nil || plan.TokenTTL != 0 {
+		t.Fatalf("without tokens: TokenTTL %s, %v", plan.TokenTTL, err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -181,8 +182,19 @@ func (r *reader) token(ctx context.Context, tp *corev1.ServiceAccountTokenProjec
 		a := access{verb: "create", resource: "serviceaccounts/token", namespace: r.pod.Namespace, object: fmt.Sprintf("service account %q", sa)}
 		return nil, r.absent(err, a, use{path: p, kind: "serviceAccountToken", subject: p, lost: notMirrored})
 	}
+	ttl := time.Duration(defaultTokenSeconds) * time.Second
+	if tp.ExpirationSeconds != nil {
+		ttl = time.Duration(*tp.ExpirationSeconds) * time.Second
+	}
+	if r.tokenTTL == 0 || ttl < r.tokenTTL {
+		r.tokenTTL = ttl
+	}
 	return []entry{{name: name, data: []byte(tr.Status.Token), mode: mode}}, nil
 }
+
+// defaultTokenSeconds is a projected token's lifetime when the pod spec
+// gives none (the API's default expirationSeconds).
+const defaultTokenSeconds = 3600
 
 // credentialMode is the kubelet's mode for a token: 0600 when the volume's
 // files get an owner (fsGroup, defaultUser, user), else the volume's mode.
