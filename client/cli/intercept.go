@@ -28,7 +28,9 @@ import (
 	"github.com/detour-dev/detour/client/internal/daemon"
 	"github.com/detour-dev/detour/client/internal/kube"
 	"github.com/detour-dev/detour/client/internal/nsexec"
+	"github.com/detour-dev/detour/client/internal/podfiles"
 	"github.com/detour-dev/detour/client/internal/resolve"
+	"github.com/detour-dev/detour/internal/annotations"
 	"github.com/detour-dev/detour/tunnel"
 )
 
@@ -36,6 +38,7 @@ type interceptFlags struct {
 	port       string
 	workload   string
 	service    string
+	container  string
 	mechanism  string
 	envFile    string
 	envJSON    string
@@ -111,6 +114,7 @@ requests come to you (a cookie); anyone else's keep reaching the app.`,
 	fl.StringVarP(&f.port, "port", "p", "", "LOCAL[:SVCPORT]: the local port to send traffic to, and the Service port (name or number) to take it from (required)")
 	fl.StringVar(&f.workload, "workload", "", "the workload to intercept, when NAME is only the intercept's name (kind/name picks a kind)")
 	fl.StringVar(&f.service, "service", "", "the Service to intercept when several select the workload")
+	fl.StringVar(&f.container, "container", "", "the app container whose port to intercept (default: the one that declares the Service port's targetPort); in a pod of several containers the agent serves that one: its pods roll once when it served another")
 	fl.StringVar(&f.mechanism, "mechanism", "", "tcp: every connection to the port; http: only requests whose headers match (default from config, else tcp); extensions add others")
 	fl.StringVar(&f.envFile, "env-file", "", "write the app container's environment here (literal KEY=value lines, as docker --env-file and IDE run configs read them)")
 	fl.StringVar(&f.envJSON, "env-json", "", "write the app container's environment here as a JSON object")
@@ -216,7 +220,7 @@ func (a *app) intercept(ctx context.Context, name string, f interceptFlags, comm
 	if err != nil {
 		return err
 	}
-	appPort, _, err := resolve.ContainerPort(w, sp)
+	appPort, container, err := resolve.ContainerPort(w, sp, f.container)
 	if err != nil {
 		return err
 	}
@@ -248,7 +252,7 @@ func (a *app) intercept(ctx context.Context, name string, f interceptFlags, comm
 	if image == "" {
 		image = cfg.Images.AgentImage
 	}
-	pods, err := a.injectAndWait(ctx, cs, w, image, cfg.Timeouts.Rollout)
+	pods, err := a.injectAndWait(ctx, cs, w, image, servedContainer(w, container), cfg.Timeouts.Rollout)
 	if err != nil {
 		return err
 	}
@@ -343,9 +347,26 @@ func (a *app) intercept(ctx context.Context, name string, f interceptFlags, comm
 	return nil
 }
 
-// injectAndWait adds the agent to the workload when it has none, and waits
-// until its pods run it.
-func (a *app) injectAndWait(ctx context.Context, cs kubernetes.Interface, w resolve.Workload, image string, timeout time.Duration) ([]corev1.Pod, error) {
+// servedContainer is the container the agent must serve for the port of
+// container: that one when the pod has several (the webhook would
+// otherwise serve the first one a Service targets), "" when it has one.
+func servedContainer(w resolve.Workload, container string) string {
+	if len(w.Template.Spec.Containers) < 2 {
+		return ""
+	}
+	return container
+}
+
+// injectAndWait adds the agent to the workload when it has none, makes it
+// serve container (when not empty and its agents serve another), and
+// waits until its pods run it.
+func (a *app) injectAndWait(ctx context.Context, cs kubernetes.Interface, w resolve.Workload, image, container string, timeout time.Duration) ([]corev1.Pod, error) {
+	if container != "" && w.Template.Annotations[annotations.Container] != container && !agentsServe(ctx, cs, w, container) {
+		fmt.Fprintf(a.errOut, "Making the detour agent of %s serve container %q (annotation %s); its pods roll…\n", w.Ref(), container, annotations.Container)
+		if err := kube.SetAppContainer(ctx, cs, w, container); err != nil {
+			return nil, err
+		}
+	}
 	if !kube.Injected(w) {
 		fmt.Fprintf(a.errOut, "Adding the detour agent to %s (annotation detour.dev/inject=enabled); waiting for its pods to roll…\n", w.Ref())
 		if err := kube.SetInjection(ctx, cs, w, true, image); err != nil {
@@ -353,6 +374,21 @@ func (a *app) injectAndWait(ctx context.Context, cs kubernetes.Interface, w reso
 		}
 	}
 	return kube.WaitForAgents(ctx, cs, w, timeout, a.errOut)
+}
+
+// agentsServe says whether the workload's agents all serve container
+// already (no roll needed); false when it has none.
+func agentsServe(ctx context.Context, cs kubernetes.Interface, w resolve.Workload, container string) bool {
+	pods, _, err := kube.AgentPods(ctx, cs, w)
+	if err != nil || len(pods) == 0 {
+		return false
+	}
+	for i := range pods {
+		if c, err := podfiles.AppContainer(&pods[i]); err != nil || c != container {
+			return false
+		}
+	}
+	return true
 }
 
 func (a *app) printSummary(st daemon.InterceptStatus, pods int, envFiles []string) {

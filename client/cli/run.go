@@ -118,7 +118,7 @@ func (a *app) run(ctx context.Context, f runFlags, command []string) error {
 	if image == "" {
 		image = cfg.Images.AgentImage
 	}
-	if _, err := a.injectAndWait(ctx, cs, w, image, cfg.Timeouts.Rollout); err != nil {
+	if _, err := a.injectAndWait(ctx, cs, w, image, "", cfg.Timeouts.Rollout); err != nil {
 		return err
 	}
 	c := clusterNet{rc: rc, cs: cs, workload: w, command: command, flags: f.net}

@@ -69,6 +69,19 @@ func SetInjection(ctx context.Context, cs kubernetes.Interface, w resolve.Worklo
 	} else {
 		ann = map[string]any{annotations.Inject: nil, annotations.AgentImage: nil}
 	}
+	return patchTemplateAnnotations(ctx, cs, w, ann)
+}
+
+// SetAppContainer names the container the agent serves (the
+// detour.dev/container annotation on the pod template): the pods roll.
+func SetAppContainer(ctx context.Context, cs kubernetes.Interface, w resolve.Workload, container string) error {
+	return patchTemplateAnnotations(ctx, cs, w, map[string]any{annotations.Container: container})
+}
+
+// patchTemplateAnnotations merges ann (nil values delete) into the
+// workload's pod template annotations; ReplicaSets, which do not roll,
+// get their pods deleted.
+func patchTemplateAnnotations(ctx context.Context, cs kubernetes.Interface, w resolve.Workload, ann map[string]any) error {
 	patch, _ := json.Marshal(map[string]any{"spec": map[string]any{"template": map[string]any{"metadata": map[string]any{"annotations": ann}}}})
 	var err error
 	switch w.Kind {

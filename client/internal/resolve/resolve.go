@@ -25,6 +25,8 @@ var (
 	ErrPortAmbiguous      = errors.New("service has several ports")
 	ErrBadPort            = errors.New("bad --port")
 	ErrContainerPortFound = errors.New("no container serves the service port")
+	ErrNoSuchContainer    = errors.New("no such container in the pod template")
+	ErrContainerAmbiguous = errors.New("several containers serve the service port")
 )
 
 // Kinds of workload detour intercepts.
@@ -248,34 +250,65 @@ func FindServicePort(svc corev1.Service, want string) (corev1.ServicePort, error
 // name is looked up among the containers' ports, a number is taken as is
 // (and attributed to the container that declares it, if any). For headless
 // services without a targetPort, the port itself is the container port.
-func ContainerPort(w Workload, sp corev1.ServicePort) (port uint16, container string, err error) {
-	tp := sp.TargetPort
-	if tp.Type == intstr.String && tp.StrVal != "" {
-		for _, c := range w.Template.Spec.Containers {
-			for _, cp := range c.Ports {
-				if cp.Name == tp.StrVal {
-					return uint16(cp.ContainerPort), c.Name, nil
-				}
-			}
-		}
-		return 0, "", fmt.Errorf("service port %s targets the port named %q, which no container of %s declares: %w", portName(sp), tp.StrVal, w.Ref(), ErrContainerPortFound)
+//
+// want (--container) restricts the lookup to one container. Without it,
+// a port that several containers declare is ErrContainerAmbiguous, naming
+// them; a number no container declares goes to the first container.
+func ContainerPort(w Workload, sp corev1.ServicePort, want string) (port uint16, container string, err error) {
+	cs := w.Template.Spec.Containers
+	if want != "" && !slices.ContainsFunc(cs, func(c corev1.Container) bool { return c.Name == want }) {
+		return 0, "", fmt.Errorf("--container %q: %s has no such container (it has %s): %w", want, w.Ref(), containerNames(cs), ErrNoSuchContainer)
 	}
+	tp := sp.TargetPort
+	named := tp.Type == intstr.String && tp.StrVal != ""
 	n := tp.IntValue()
-	if n == 0 {
+	if n == 0 && !named {
 		n = int(sp.Port)
 	}
-	for _, c := range w.Template.Spec.Containers {
+	declares := func(cp corev1.ContainerPort) bool {
+		if named {
+			return cp.Name == tp.StrVal
+		}
+		return int(cp.ContainerPort) == n
+	}
+	var found []string
+	for _, c := range cs {
 		for _, cp := range c.Ports {
-			if int(cp.ContainerPort) == n {
-				return uint16(n), c.Name, nil
+			if declares(cp) && (want == "" || c.Name == want) {
+				found = append(found, c.Name)
+				n = int(cp.ContainerPort)
+				break
 			}
 		}
 	}
-	container = ""
-	if len(w.Template.Spec.Containers) > 0 {
-		container = w.Template.Spec.Containers[0].Name
+	what := fmt.Sprintf("port %d", n)
+	if named {
+		what = fmt.Sprintf("the port named %q", tp.StrVal)
 	}
-	return uint16(n), container, nil
+	switch {
+	case len(found) == 1:
+		return uint16(n), found[0], nil
+	case len(found) > 1:
+		return 0, "", fmt.Errorf("service port %s targets %s, which containers %s of %s all declare: choose one with --container NAME: %w",
+			portName(sp), what, strings.Join(found, ", "), w.Ref(), ErrContainerAmbiguous)
+	case named && want != "":
+		return 0, "", fmt.Errorf("service port %s targets %s, which container %q of %s does not declare: %w", portName(sp), what, want, w.Ref(), ErrContainerPortFound)
+	case named:
+		return 0, "", fmt.Errorf("service port %s targets %s, which no container of %s declares: %w", portName(sp), what, w.Ref(), ErrContainerPortFound)
+	case want != "":
+		return uint16(n), want, nil // an undeclared number: the container asked for
+	case len(cs) > 0:
+		return uint16(n), cs[0].Name, nil
+	}
+	return uint16(n), "", nil
+}
+
+func containerNames(cs []corev1.Container) string {
+	names := make([]string, len(cs))
+	for i, c := range cs {
+		names[i] = c.Name
+	}
+	return listOrNone(names)
 }
 
 func portName(sp corev1.ServicePort) string {

@@ -2,6 +2,7 @@ package resolve
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -148,20 +149,53 @@ func TestFindServicePortAndContainerPort(t *testing.T) {
 			t.Fatalf("%s: %v %v", want, p.Port, err)
 		}
 	}
-	cp, c, err := ContainerPort(w, s.Spec.Ports[0])
+	cp, c, err := ContainerPort(w, s.Spec.Ports[0], "")
 	if err != nil || cp != 8080 || c != "app" {
 		t.Fatalf("named targetPort: %d %s %v", cp, c, err)
 	}
-	cp, c, err = ContainerPort(w, s.Spec.Ports[1])
+	cp, c, err = ContainerPort(w, s.Spec.Ports[1], "")
 	if err != nil || cp != 9001 || c != "admin" {
 		t.Fatalf("numbered targetPort: %d %s %v", cp, c, err)
 	}
 	// Headless service port without targetPort: the port itself.
-	cp, _, err = ContainerPort(w, corev1.ServicePort{Port: 8080})
+	cp, _, err = ContainerPort(w, corev1.ServicePort{Port: 8080}, "")
 	if err != nil || cp != 8080 {
 		t.Fatalf("no targetPort: %d %v", cp, err)
 	}
-	if _, _, err := ContainerPort(w, corev1.ServicePort{Name: "x", Port: 1, TargetPort: intstr.FromString("missing")}); !errors.Is(err, ErrContainerPortFound) {
+	if _, _, err := ContainerPort(w, corev1.ServicePort{Name: "x", Port: 1, TargetPort: intstr.FromString("missing")}, ""); !errors.Is(err, ErrContainerPortFound) {
 		t.Fatalf("missing named port: %v", err)
+	}
+}
+
+// TestContainerPortWithSeveralContainers: a port two containers declare
+// is ambiguous without --container, and the error lists them; with it,
+// the one named serves; a container that does not exist, or does not
+// declare the named port, is an error that says so.
+func TestContainerPortWithSeveralContainers(t *testing.T) {
+	w := Workload{Kind: KindDeployment, Name: "web", Template: template(nil,
+		corev1.Container{Name: "blue", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}},
+		corev1.Container{Name: "green", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8081}, {Name: "metrics", ContainerPort: 9090}}})}
+	byName := corev1.ServicePort{Name: "web", Port: 80, TargetPort: intstr.FromString("http")}
+	cases := []struct {
+		sp        corev1.ServicePort
+		container string
+		port      uint16
+		got       string
+		err       error
+		says      string
+	}{
+		{byName, "", 0, "", ErrContainerAmbiguous, "containers blue, green of deployment/web all declare: choose one with --container NAME"},
+		{byName, "green", 8081, "green", nil, ""},
+		{byName, "blue", 8080, "blue", nil, ""},
+		{byName, "red", 0, "", ErrNoSuchContainer, `--container "red": deployment/web has no such container (it has blue, green)`},
+		{corev1.ServicePort{Port: 9090, TargetPort: intstr.FromString("metrics")}, "blue", 0, "", ErrContainerPortFound, `container "blue" of deployment/web does not declare`},
+		{corev1.ServicePort{Port: 9090, TargetPort: intstr.FromString("metrics")}, "", 9090, "green", nil, ""},
+		{corev1.ServicePort{Port: 7000, TargetPort: intstr.FromInt32(7000)}, "green", 7000, "green", nil, ""},
+	}
+	for _, c := range cases {
+		port, got, err := ContainerPort(w, c.sp, c.container)
+		if port != c.port || got != c.got || !errors.Is(err, c.err) || (c.says != "" && !strings.Contains(fmt.Sprint(err), c.says)) {
+			t.Errorf("%v --container %q: %d %q %v; want %d %q %v saying %q", c.sp.TargetPort.String(), c.container, port, got, err, c.port, c.got, c.err, c.says)
+		}
 	}
 }
