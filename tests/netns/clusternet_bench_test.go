@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -480,10 +481,48 @@ func startBenchWorld(b *testing.B) *benchWorld {
 // detour starts the runner as nobody with the bench probe as CMD. It
 // returns the probe and the runner's pid (the netstack's owner).
 func (bw *benchWorld) detour(b *testing.B) (*benchProc, int) {
+	return bw.detourFrom(b, "detour", bw.binary)
+}
+
+// detourFrom is detour with the runner (and CMD's probe) from binary,
+// another build of this test binary.
+func (bw *benchWorld) detourFrom(b *testing.B, name, binary string) (*benchProc, int) {
 	cmd := bw.command("bench")
+	cmd.Path, cmd.Args = binary, []string{binary, binary}
 	cmd.Env = append(cmd.Env, alsoProxyEnv+"=")
-	p := startBenchProc(b, "detour", cmd)
+	p := startBenchProc(b, name, cmd)
 	return p, cmd.Process.Pid
+}
+
+// otherBuildEnv names another build of this test binary (`go test -c` of
+// an earlier tree) whose runner the bulk and connect benchmarks measure
+// too, in the same rounds: a before/after of a change, interleaved, as
+// other-* metrics and detour ÷ other ratios.
+const otherBuildEnv = "DETOUR_BENCH_OTHER_BUILD"
+
+// otherBuild copies the binary DETOUR_BENCH_OTHER_BUILD names where nobody
+// can run it; "" when it is not set.
+func otherBuild(b *testing.B) string {
+	src := os.Getenv(otherBuildEnv)
+	if src == "" {
+		return ""
+	}
+	data, err := os.ReadFile(src)
+	if err != nil {
+		b.Fatalf("%s: %v", otherBuildEnv, err)
+	}
+	dir := b.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	for d := filepath.Dir(dir); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		_ = os.Chmod(d, 0o755) // b.TempDir's parents are 0700
+	}
+	dst := filepath.Join(dir, "other.test")
+	if err := os.WriteFile(dst, data, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	return dst
 }
 
 // workstation starts the probe on the workstation, pod in the pod's
@@ -555,8 +594,8 @@ func BenchmarkClusterNetwork(b *testing.B) {
 			detour.do("%s %s %d", dir, bw.cluster, 1<<20) // warm up
 			ws.do("%s %s %d", dir, bw.bulkPF, 1<<20)
 			ws.do("%s %s %d %s", dir, bw.cluster, 1<<20, bw.tunnel)
-			var d, base, tun []float64
-			var cpu time.Duration // the runner's, over the detour rounds
+			var d, base, tun, oth []float64
+			var cpu, othCPU time.Duration // the runners', over their rounds
 			paths := []func(){
 				func() { base = append(base, mbpsOf(ws.do("%s %s %d", dir, bw.bulkPF, benchBulkSize))) },
 				func() { tun = append(tun, mbpsOf(ws.do("%s %s %d %s", dir, bw.cluster, benchBulkSize, bw.tunnel))) },
@@ -566,7 +605,27 @@ func BenchmarkClusterNetwork(b *testing.B) {
 					cpu += processCPU(b, pid) - cpu0
 				},
 			}
+			if bin := otherBuild(b); bin != "" {
+				other, opid := bw.detourFrom(b, "other build", bin)
+				other.do("%s %s %d", dir, bw.cluster, 1<<20)
+				paths = append(paths, func() {
+					cpu0 := processCPU(b, opid)
+					oth = append(oth, mbpsOf(other.do("%s %s %d", dir, bw.cluster, benchBulkSize)))
+					othCPU += processCPU(b, opid) - cpu0
+				})
+			}
 			interleave(rounds, paths...)
+			if len(oth) > 0 {
+				vs := make([]float64, len(d))
+				for i := range d {
+					vs[i] = d[i] / oth[i]
+				}
+				b.ReportMetric(median(oth), "other-MB/s")
+				b.ReportMetric(median(vs), "vs-other-median")
+				b.ReportMetric(slices.Min(vs), "vs-other-min")
+				b.ReportMetric(float64(othCPU.Microseconds())/(float64(rounds)*benchBulkSize/1e6), "other-cpu-µs/MB")
+				b.Logf("MB/s per round: other build %.0f", oth)
+			}
 			ratios := make([]float64, len(d))
 			tunRatios := make([]float64, len(d))
 			for i := range d {
@@ -591,13 +650,24 @@ func BenchmarkClusterNetwork(b *testing.B) {
 		detour.do("connect %s 20", bw.echo)
 		pod.do("connect %s 20", bw.echo)
 		ws.do("connect %s 20 %s", bw.echo, bw.tunnel)
-		var d, base, tun []int64
+		var d, base, tun, oth []int64
 		paths := []func(){
 			func() { base = append(base, pod.do("connect %s %d", bw.echo, benchConnects).Samples...) },
 			func() { tun = append(tun, ws.do("connect %s %d %s", bw.echo, benchConnects, bw.tunnel).Samples...) },
 			func() { d = append(d, detour.do("connect %s %d", bw.echo, benchConnects).Samples...) },
 		}
+		if bin := otherBuild(b); bin != "" {
+			other, _ := bw.detourFrom(b, "other build", bin)
+			other.do("connect %s 20", bw.echo)
+			paths = append(paths, func() { oth = append(oth, other.do("connect %s %d", bw.echo, benchConnects).Samples...) })
+		}
 		interleave(rounds, paths...)
+		if len(oth) > 0 {
+			vs := roundRatios(d, oth, rounds, benchConnects)
+			b.ReportMetric(nsPercentile(oth, 0.5), "other-p50-µs")
+			b.ReportMetric(nsPercentile(oth, 0.99), "other-p99-µs")
+			b.ReportMetric(median(vs), "p50-vs-other-median")
+		}
 		ratios := roundRatios(d, base, rounds, benchConnects)
 		b.ReportMetric(nsPercentile(d, 0.5), "detour-p50-µs")
 		b.ReportMetric(nsPercentile(d, 0.99), "detour-p99-µs")
