@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -23,12 +22,6 @@ import (
 	"github.com/detour-dev/detour/client/internal/resolve"
 	"github.com/detour-dev/detour/internal/version"
 )
-
-// ExitCode is returned when detour must exit with a given status, e.g. the
-// status of the command run with `detour intercept ... -- CMD`.
-type ExitCode int
-
-func (e ExitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
 // app carries what every command needs; nothing here is global.
 type app struct {
@@ -62,7 +55,9 @@ debugger against the real cluster. Leave, and the app gets its traffic back.
   detour leave hello
 
 A background daemon (started on demand) holds the port-forwards; it works as
-a kubectl plugin too: kubectl detour ...`,
+a kubectl plugin too: kubectl detour ...
+
+` + exitCodesHelp,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRun: func(cmd *cobra.Command, args []string) {
@@ -205,7 +200,7 @@ func printStructured(w io.Writer, format string, v any) error {
 		_, err = w.Write(b)
 		return err
 	}
-	return fmt.Errorf("-o %q: use json or yaml", format)
+	return usagef("-o %q: use json or yaml", format)
 }
 
 func (a *app) leaveCommand() *cobra.Command {
@@ -498,5 +493,3 @@ func exactArgs(n int, what string) cobra.PositionalArgs {
 		return fmt.Errorf("%s takes %d argument(s), got %d: %q (see --help)", cmd.CommandPath(), n, len(args), args)
 	}
 }
-
-var errUsage = errors.New("usage")

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -42,6 +41,7 @@ type interceptFlags struct {
 	mechanism  string
 	envFile    string
 	envJSON    string
+	envSyntax  string
 	toPod      []uint
 	agentImage string
 	// mechanismFlags reports the extension flags (--MECH-NAME) that were set.
@@ -83,11 +83,23 @@ app: --http-match auto (the default for http) makes a unique header and
 prints it; --http-match NAME=VALUE (repeatable) picks your own. Any
 --http-* flag implies --mechanism http. With --preview-url you also get a
 link that routes a plain browser to you: open it once and that browser's
-requests come to you (a cookie); anyone else's keep reaching the app.`,
+requests come to you (a cookie); anyone else's keep reaching the app.
+The link's address is asked for in a terminal (Enter accepts what detour
+found in the cluster); --ingress-host and --ingress-port give it instead,
+and any --ingress-* flag implies --preview-url.
+
+--env-file FILE writes the app's environment for your IDE, docker or a
+shell; --env-syntax picks the format (docker, compose, sh, csh, cmd, ps,
+json), each quoted so that its reader gets every value back unchanged.
+
+Exit status: 1 when the cluster or the daemon refuses, 2 for a wrong
+command line (checked before anything in the cluster changes), with
+-- CMD the status of CMD.`,
 		Example: `  detour intercept hello --port 8080
   detour intercept hello -n shop --port 8080:http        # intercept named hello-shop
   detour intercept mine --workload hello --port 3000:80 --service hello-stable
   detour intercept hello --port 8080 --env-file hello.env --to-pod 5432
+  detour intercept hello --port 8080 --env-file hello.sh --env-syntax sh   # then: . ./hello.sh
   detour intercept hello --port 8080 -- ./run-tests.sh   # exits with the tests' status
   detour intercept hello --port 8080 --http-match auto    # only requests with the printed header
   detour intercept hello --port 8080 --http-match x-dev=alice --preview-url \
@@ -116,8 +128,9 @@ requests come to you (a cookie); anyone else's keep reaching the app.`,
 	fl.StringVar(&f.service, "service", "", "the Service to intercept when several select the workload")
 	fl.StringVar(&f.container, "container", "", "the app container whose port to intercept (default: the one that declares the Service port's targetPort); in a pod of several containers the agent serves that one: its pods roll once when it served another")
 	fl.StringVar(&f.mechanism, "mechanism", "", "tcp: every connection to the port; http: only requests whose headers match (default from config, else tcp); extensions add others")
-	fl.StringVar(&f.envFile, "env-file", "", "write the app container's environment here (literal KEY=value lines, as docker --env-file and IDE run configs read them)")
+	fl.StringVar(&f.envFile, "env-file", "", "write the app container's environment here, in --env-syntax (default docker: literal KEY=value lines, as docker --env-file and IDE run configs read them)")
 	fl.StringVar(&f.envJSON, "env-json", "", "write the app container's environment here as a JSON object")
+	addEnvSyntaxFlag(cmd, &f.envSyntax)
 	fl.UintSliceVar(&f.toPod, "to-pod", nil, "forward localhost:PORT here to localhost:PORT in the pod (repeatable), e.g. for sidecars")
 	fl.StringVar(&f.agentImage, "agent-image", "", "agent image to inject (default from config images.agentImage, else the webhook's)")
 	addPreviewFlags(fl, &f.preview)
@@ -147,16 +160,19 @@ func (a *app) intercept(ctx context.Context, name string, f interceptFlags, comm
 	mechFlags := f.mechanismFlags()
 	mechanism, extImage, err := chooseMechanism(f.mechanism, cfg.Intercept.DefaultMechanism, mechFlags, a.exts)
 	if err != nil {
-		return err
+		return usage(err)
 	}
 	spec, err := resolve.ParsePort(f.port)
 	if err != nil {
+		return usage(err)
+	}
+	if err := checkEnvSyntax(f.envSyntax, f.envFile, f.changed); err != nil {
 		return err
 	}
 	var toPod []uint16
 	for _, p := range f.toPod {
 		if p == 0 || p > 65535 {
-			return fmt.Errorf("--to-pod %d is not a port (1..65535)", p)
+			return usagef("--to-pod %d is not a port (1..65535)", p)
 		}
 		toPod = append(toPod, uint16(p))
 	}
@@ -166,20 +182,20 @@ func (a *app) intercept(ctx context.Context, name string, f interceptFlags, comm
 	}
 	interceptName, workloadName := resolve.Names(name, f.workload, ns, nsGiven)
 	if err := tunnel.ValidateName(interceptName); err != nil {
-		return err
+		return usage(err)
 	}
 	// Settings are checked before the cluster is asked anything.
 	mechArgs := mechFlags[mechanism]
 	var httpMatch []string
 	var hs *tunnel.HTTPSettings
-	wantPreview := cfg.Intercept.PreviewURL
-	if f.changed("preview-url") {
-		wantPreview = f.preview.enabled
+	wantPreview, err := decidePreview(cfg.Intercept.PreviewURL, f.preview, f.changed)
+	if err != nil {
+		return err
 	}
 	if mechanism == tunnel.MechanismHTTP {
 		s, err := httpSettings(mechArgs, interceptName, corev1.ServicePort{}, cfg.Agent.AppProtocolStrategy, wantPreview, rand.Reader)
 		if err != nil {
-			return err
+			return usage(err) // crypto/rand does not fail: the rest is the flags
 		}
 		hs = &s
 	}
@@ -188,12 +204,12 @@ func (a *app) intercept(ctx context.Context, name string, f interceptFlags, comm
 		// No dialogue: the flags (or their absence) settle it now.
 		i, err := resolveIngress(f.preview, f.changed, ingress{}, false, nil, nil)
 		if err != nil {
-			return err
+			return usage(err)
 		}
 		ing = &i
 	}
 	if hs == nil && (f.changed("preview-url") && f.preview.enabled || anyChanged(f.changed, ingressFlags...)) {
-		return fmt.Errorf("preview URLs route single requests: they need --mechanism http (this intercept would use %s)", mechanism)
+		return usagef("preview URLs route single requests: they need --mechanism http (this intercept would use %s)", mechanism)
 	}
 
 	rc, cs, err := a.clients(ctx)
@@ -306,12 +322,8 @@ func (a *app) intercept(ctx context.Context, name string, f interceptFlags, comm
 	}
 	var written []string
 	if f.envFile != "" {
-		unsafe, err := writeEnvFile(f.envFile, st.Env)
-		if err != nil {
+		if err := writeEnvFile(f.envFile, f.envSyntax, st.Env, a.errOut); err != nil {
 			return err
-		}
-		if len(unsafe) > 0 {
-			fmt.Fprintf(a.errOut, "note: %s has values with shell metacharacters (%s): fine for docker --env-file and IDEs, but do not source it in a shell; use --env-json there\n", f.envFile, strings.Join(unsafe, ", "))
 		}
 		written = append(written, f.envFile)
 	}
@@ -417,34 +429,6 @@ func (a *app) printSummary(st daemon.InterceptStatus, pods int, envFiles []strin
 		fmt.Fprintf(a.out, "  env files:  %s\n", strings.Join(envFiles, ", "))
 	}
 	fmt.Fprintf(a.out, "Leave with: detour leave %s\n", st.Name)
-}
-
-// writeEnvFile writes KEY=value lines exactly as docker --env-file reads
-// them: values literal, never quoted (docker would keep the quotes). Such a
-// file is also valid shell for values without shell metacharacters; the
-// keys whose values have some are returned, so the user can be warned not
-// to source the file blindly.
-func writeEnvFile(path string, env map[string]string) (notShellSafe []string, err error) {
-	keys := make([]string, 0, len(env))
-	for k := range env {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	for _, k := range keys {
-		v := env[k]
-		if strings.ContainsAny(v, "\n") {
-			return nil, fmt.Errorf("--env-file: %s has a multi-line value, which docker --env-file cannot hold: use --env-json", k)
-		}
-		if !shellSafe.MatchString(v) {
-			notShellSafe = append(notShellSafe, k)
-		}
-		fmt.Fprintf(&b, "%s=%s\n", k, v)
-	}
-	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
-		return nil, fmt.Errorf("--env-file: %w", err)
-	}
-	return notShellSafe, nil
 }
 
 var shellSafe = regexp.MustCompile(`^[A-Za-z0-9_@%+=:,./-]*$`)

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,19 +12,22 @@ import (
 func TestWriteEnvFile(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "app.env")
 	env := map[string]string{"DB_URL": "postgres://u:p@db:5432/x?sslmode=disable", "EMPTY": "", "A": "1 2"}
-	unsafe, err := writeEnvFile(p, env)
-	if err != nil {
+	var notes bytes.Buffer
+	if err := writeEnvFile(p, envDocker, env, &notes); err != nil {
 		t.Fatal(err)
 	}
-	if len(unsafe) != 2 || unsafe[0] != "A" || unsafe[1] != "DB_URL" {
-		t.Fatalf("values a shell would misread: %v, want [A DB_URL]", unsafe)
+	if !strings.Contains(notes.String(), "(A, DB_URL)") || !strings.Contains(notes.String(), "--env-syntax sh") {
+		t.Fatalf("values a shell would misread: note %q, want A, DB_URL and the way out", notes.String())
 	}
 	b, _ := os.ReadFile(p)
 	want := "A=1 2\nDB_URL=postgres://u:p@db:5432/x?sslmode=disable\nEMPTY=\n"
 	if string(b) != want {
 		t.Fatalf("env file:\n%s\nwant:\n%s", b, want)
 	}
-	if _, err := writeEnvFile(p, map[string]string{"CERT": "a\nb"}); err == nil || !strings.Contains(err.Error(), "--env-json") {
+	if fi, _ := os.Stat(p); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("env file mode %v, want 0600: values may be secrets", fi.Mode().Perm())
+	}
+	if err := writeEnvFile(p, envDocker, map[string]string{"CERT": "a\nb"}, io.Discard); err == nil || !strings.Contains(err.Error(), "--env-json") {
 		t.Fatalf("multi-line value: %v", err)
 	}
 }

@@ -92,7 +92,7 @@ started from it) whose programs see the cluster as a pod of W does. See
 
 func (a *app) run(ctx context.Context, f runFlags, command []string) error {
 	if _, _, err := f.net.parse(); err != nil {
-		return err // before the cluster is asked anything
+		return usage(err) // before the cluster is asked anything
 	}
 	cfg, err := a.config()
 	if err != nil {

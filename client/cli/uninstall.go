@@ -22,11 +22,11 @@ workload's pod template; its pods roll without the agent.
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch {
 			case all && agent != "":
-				return fmt.Errorf("give --agent WORKLOAD or --all, not both")
+				return usagef("give --agent WORKLOAD or --all, not both")
 			case all:
 				return a.uninstallAll(cmd)
 			case agent == "":
-				return fmt.Errorf("say what to uninstall: --agent WORKLOAD, or --all")
+				return usagef("say what to uninstall: --agent WORKLOAD, or --all")
 			}
 			ctx := cmd.Context()
 			ns, cs, cands, err := a.namespaceWorkloads(ctx)

@@ -1,11 +1,13 @@
 // Command detour is the detour CLI. Installed as kubectl-detour it also
 // works as a kubectl plugin: kubectl detour intercept ...
+//
+// It exits 0 when done, 1 when the cluster, the daemon, the network or a
+// file refused, 2 for a wrong command line, and with -- CMD with CMD's own
+// status (see cli.ExitStatus).
 package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -18,15 +20,7 @@ func main() {
 		os.Exit(cli.NamespaceChildMain())
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	err := cli.NewRootCommand(os.Stdin, os.Stdout, os.Stderr).ExecuteContext(ctx)
-	var code cli.ExitCode
-	switch {
-	case err == nil:
-	case errors.As(err, &code):
-		os.Exit(int(code))
-	default:
-		fmt.Fprintln(os.Stderr, "detour:", err)
-		os.Exit(1)
-	}
+	code := cli.Main(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
