@@ -133,10 +133,6 @@ func BenchmarkClusterIntercept(b *testing.B) {
 	eventually(b, 10*time.Second, "app answers after leave", func() bool { return strings.HasPrefix(who(httpURL), "hello from") })
 	toApp := time.Since(start)
 
-	// Bulk and per-connection cost: intercept the TCP echo port to the local
-	// echo server, against a raw port-forward to the pod's own echo port.
-	u.must("intercept", "web", "-n", ns, "--port", fmt.Sprintf("%d:tcp-echo", localEcho))
-	eventually(b, 10*time.Second, "echo intercepted", func() bool { _, err := net.DialTimeout("tcp", echoAddr, time.Second); return err == nil })
 	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
 	if err != nil || len(pods.Items) == 0 {
 		b.Fatalf("pods: %v", err)
@@ -147,7 +143,37 @@ func BenchmarkClusterIntercept(b *testing.B) {
 			pod = p
 		}
 	}
-	raw := net.JoinHostPort("127.0.0.1", fmt.Sprint(portForward(ctx, b, cfg, cs, &pod, echoTCPPort)[0]))
+	fwd := portForward(ctx, b, cfg, cs, &pod, echoTCPPort, echoHTTPPort)
+	raw := net.JoinHostPort("127.0.0.1", fmt.Sprint(fwd[0]))
+
+	// Small requests: 8 keep-alive connections through the intercept (the
+	// Service, the agent, the port-forward, the daemon, the workstation's
+	// server), against the same requests over a raw port-forward to the
+	// pod's own server; the intercept once with the daemon's port-forwards
+	// over SPDY (the default) and once over WebSocket (kubectl's order).
+	viaWS := newUser(b)
+	viaWS.env = []string{"DETOUR_PORT_FORWARD=websocket"}
+	rawHTTP := fmt.Sprintf("http://127.0.0.1:%d/", fwd[1])
+	var reqRaw, reqSPDY, reqWS float64
+	const reqRounds = 3
+	for i := 0; i < reqRounds; i++ {
+		reqRaw += keepAliveRate(b, rawHTTP, 8, 3*time.Second)
+		for _, x := range []struct {
+			u   *user
+			sum *float64
+		}{{u, &reqSPDY}, {viaWS, &reqWS}} {
+			x.u.must("intercept", "web", "-n", ns, "--port", fmt.Sprintf("%d:http", localHTTP))
+			eventually(b, 10*time.Second, "requests at the workstation", func() bool { return who(httpURL) == "workstation" })
+			*x.sum += keepAliveRate(b, httpURL, 8, 3*time.Second)
+			x.u.must("leave", "web-"+ns)
+			eventually(b, 10*time.Second, "app answers after leave", func() bool { return strings.HasPrefix(who(httpURL), "hello from") })
+		}
+	}
+
+	// Bulk and per-connection cost: intercept the TCP echo port to the local
+	// echo server, against a raw port-forward to the pod's own echo port.
+	u.must("intercept", "web", "-n", ns, "--port", fmt.Sprintf("%d:tcp-echo", localEcho))
+	eventually(b, 10*time.Second, "echo intercepted", func() bool { _, err := net.DialTimeout("tcp", echoAddr, time.Second); return err == nil })
 
 	const size = 64 << 20
 	echoBulk(b, echoAddr, 1<<20)
@@ -162,6 +188,11 @@ func BenchmarkClusterIntercept(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 	}
 	mb := float64(3*2*size) / 1e6 // each echo carries size bytes each way
+	b.ReportMetric(reqSPDY/reqRounds, "intercept-keepalive-req/s")
+	b.ReportMetric(reqWS/reqRounds, "intercept-keepalive-websocket-req/s")
+	b.ReportMetric(reqRaw/reqRounds, "raw-portforward-keepalive-req/s")
+	b.ReportMetric(reqSPDY/reqRaw, "keepalive-ratio")
+	b.ReportMetric(reqSPDY/reqWS, "spdy/websocket-intercept-req-ratio")
 	b.ReportMetric(ms(toFirst), "intercept-to-first-request-ms")
 	b.ReportMetric(ms(toApp), "leave-to-app-ms")
 	b.ReportMetric(mb/viaDetour.Seconds(), "intercept-echo-MB/s")

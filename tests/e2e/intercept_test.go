@@ -65,6 +65,7 @@ type user struct {
 	bin  string
 	home string
 	kube string
+	env  []string // more variables for the CLI and its daemon
 }
 
 func newUser(t testing.TB) *user {
@@ -95,7 +96,7 @@ func (u *user) run(args ...string) result {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, u.bin, args...)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+u.kube, "DETOUR_HOME="+u.home, "XDG_CONFIG_HOME="+filepath.Join(u.home, "config"))
+	cmd.Env = append(append(os.Environ(), "KUBECONFIG="+u.kube, "DETOUR_HOME="+u.home, "XDG_CONFIG_HOME="+filepath.Join(u.home, "config")), u.env...)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"k8s.io/apimachinery/pkg/util/httpstream"
 	"net"
 	"net/http"
 	"strings"
@@ -319,12 +320,24 @@ func tcpRoundTrip(ctx context.Context, addr string, payload []byte) ([]byte, err
 // returns the local ports in order.
 func portForward(ctx context.Context, t testing.TB, cfg *rest.Config, cs kubernetes.Interface, pod *corev1.Pod, ports ...int) []uint16 {
 	t.Helper()
+	return portForwardVia(ctx, t, cfg, cs, pod, false, ports...)
+}
+
+// portForwardVia is portForward over plain SPDY, or over WebSocket
+// (SPDY's streams in WebSocket frames, kubectl's default since 1.31).
+func portForwardVia(ctx context.Context, t testing.TB, cfg *rest.Config, cs kubernetes.Interface, pod *corev1.Pod, websocket bool, ports ...int) []uint16 {
+	t.Helper()
 	transport, upgrader, err := spdy.RoundTripperFor(cfg)
 	if err != nil {
 		t.Fatalf("spdy round tripper: %v", err)
 	}
 	url := cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(pod.Namespace).Name(pod.Name).SubResource("portforward").URL()
-	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, url)
+	var dialer httpstream.Dialer = spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, url)
+	if websocket {
+		if dialer, err = portforward.NewSPDYOverWebsocketDialer(url, cfg); err != nil {
+			t.Fatalf("websocket dialer: %v", err)
+		}
+	}
 	specs := make([]string, len(ports))
 	for i, p := range ports {
 		specs[i] = fmt.Sprintf("0:%d", p)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,26 +34,19 @@ var ErrPortForwardForbidden = errors.New("not allowed to port-forward")
 
 var requestIDs atomic.Int64
 
-// DialPod opens one port-forward stream to port inside the pod: the same
-// path `kubectl port-forward` uses (WebSocket, falling back to SPDY), but
-// without a local listener, so nothing else on the workstation can use it.
-// The result is the pod-side connection to 127.0.0.1:port.
+// TransportEnv names the variable that, set to "websocket", makes
+// port-forwards try WebSocket first (kubectl's order) instead of SPDY.
+const TransportEnv = "DETOUR_PORT_FORWARD"
+
+// DialPod opens one port-forward stream to port inside the pod: the path
+// `kubectl port-forward` uses, but without a local listener, so nothing
+// else on the workstation can use it. The result is the pod-side
+// connection to 127.0.0.1:port.
 func DialPod(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, namespace, pod string, port uint16) (io.ReadWriteCloser, error) {
 	req := cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(namespace).Name(pod).SubResource("portforward")
-	transport, upgrader, err := spdy.RoundTripperFor(cfg)
+	dialer, err := podDialer(cfg, req.URL())
 	if err != nil {
 		return nil, fmt.Errorf("port-forward to pod %s/%s: %w", namespace, pod, err)
-	}
-	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, req.URL())
-	if ws, err := portforward.NewSPDYOverWebsocketDialer(req.URL(), cfg); err == nil {
-		dialer = portforward.NewFallbackDialer(ws, dialer, func(err error) bool {
-			// client-go's WebSocket transport reports a refused upgrade with
-			// k8s.io/streaming's error type, not apimachinery's: without the
-			// first check a refused WebSocket (no get on pods/portforward,
-			// or no WebSocket support on the way) never falls back to SPDY.
-			return streamhttp.IsUpgradeFailure(err) || httpstream.IsUpgradeFailure(err) ||
-				streamhttp.IsHTTPSProxyError(err) || httpstream.IsHTTPSProxyError(err)
-		})
 	}
 	type result struct {
 		conn httpstream.Connection
@@ -120,6 +115,40 @@ func DialPod(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, nam
 // forbidden says whether a port-forward dial failed because the API server
 // refused it (403). The WebSocket dialer keeps the API's status; the SPDY
 // dialer, the fallback, keeps only its message ("… is forbidden: User …").
+// podDialer opens port-forwards over plain SPDY first and over SPDY in
+// WebSocket frames when the SPDY upgrade is refused on the way (a proxy
+// or gateway that passes only WebSocket upgrades). kubectl tries WebSocket
+// first; detour measured both on the same pod, interleaved
+// (tests/e2e BenchmarkPortForwardTransport, docs/benchmarks.md): WebSocket
+// served 0.75× the keep-alive requests per second of SPDY, bulk the same —
+// each small write costs a WebSocket frame on top of SPDY's.
+//
+// $DETOUR_PORT_FORWARD=websocket turns the order round.
+func podDialer(cfg *rest.Config, u *url.URL) (httpstream.Dialer, error) {
+	transport, upgrader, err := spdy.RoundTripperFor(cfg)
+	if err != nil {
+		return nil, err
+	}
+	var dialer httpstream.Dialer = spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, u)
+	ws, err := portforward.NewSPDYOverWebsocketDialer(u, cfg)
+	if err == nil && os.Getenv(TransportEnv) == "websocket" {
+		// WebSocket first, as kubectl does (for comparison and for a
+		// way that fails SPDY slowly rather than refusing it).
+		return portforward.NewFallbackDialer(ws, dialer, func(err error) bool {
+			return streamhttp.IsUpgradeFailure(err) || httpstream.IsUpgradeFailure(err) ||
+				streamhttp.IsHTTPSProxyError(err) || httpstream.IsHTTPSProxyError(err)
+		}), nil
+	}
+	if err == nil {
+		// client-go's SPDY dialer reports a refused upgrade as a plain
+		// error ("unable to upgrade connection: …"), so any failure but a
+		// refusal by RBAC (which WebSocket would meet too: both need create
+		// on pods/portforward) tries WebSocket.
+		dialer = portforward.NewFallbackDialer(dialer, ws, func(err error) bool { return !forbidden(err) })
+	}
+	return dialer, nil
+}
+
 func forbidden(err error) bool {
 	if apierrors.IsForbidden(err) {
 		return true
