@@ -8,6 +8,7 @@ packages=(
   containerd runc containernetworking-plugins   # the local cluster's runtime
   curl ca-certificates libcap2-bin util-linux   # readiness checks; capsh for the NET_ADMIN test; flock, nsenter
   procps bsdutils                               # pgrep (leftover-process checks), script(1) (the Ctrl-C pty test)
+  tcsh                                          # --env-syntax csh read back by a real csh (TestEnvSyntaxRoundTrip)
   haproxy chromium                              # HTTP-routing benchmark and e2e: a reverse proxy, a real browser
 )
 
