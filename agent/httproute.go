@@ -8,7 +8,9 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -192,19 +194,22 @@ func (hp *httpPort) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Header.Del("Upgrade")
 		r.Header.Del("Http2-Settings")
 	}
-	ic, viaQuery := matchRequest(hp.a.reg.lookup(hp.port), r)
+	ic, armed := matchRequest(hp.a.reg.lookup(hp.port), r)
+	if armed != nil {
+		// The preview link: the browser keeps the token as a cookie,
+		// whichever backend answers this request (a path or method rule
+		// may send the link's own page to the app).
+		q := r.URL.Query()
+		q.Del(tunnel.PreviewQuery)
+		r.URL.RawQuery = q.Encode()
+		http.SetCookie(w, &http.Cookie{Name: tunnel.PreviewCookie, Value: armed.http.settings.PreviewToken, Path: "/", MaxAge: previewCookieAge, HttpOnly: true, SameSite: http.SameSiteLaxMode})
+	}
 	if ic == nil || ic.owner.session.IsClosed() {
 		hp.routedToApp.Inc()
 		hp.app.proxy.ServeHTTP(w, r)
 		return
 	}
 	hp.routedToClient.Inc()
-	if viaQuery {
-		q := r.URL.Query()
-		q.Del(tunnel.PreviewQuery)
-		r.URL.RawQuery = q.Encode()
-		http.SetCookie(w, &http.Cookie{Name: tunnel.PreviewCookie, Value: ic.http.settings.PreviewToken, Path: "/", MaxAge: previewCookieAge, HttpOnly: true, SameSite: http.SameSiteLaxMode})
-	}
 	b, err := ic.http.localBackend(r.Context())
 	if err != nil {
 		hp.a.m.httpProxyErrors.WithLabelValues(routeClient).Inc()
@@ -230,11 +235,16 @@ func (hp *httpPort) proxyError(route string) func(http.ResponseWriter, *http.Req
 
 // matchRequest picks the intercept a request goes to: the first (most
 // specific) whose preview token the request carries, in its query or its
-// cookie, or whose header rules all match. viaQuery says the token came in
-// the URL, so the response sets the cookie that keeps the browser routed.
-func matchRequest(st *portState, r *http.Request) (ic *intercept, viaQuery bool) {
+// cookie, or whose header rules all match — and, either way, whose method
+// and path rules do. armed is the intercept whose token came in the URL, so
+// the response sets the cookie that keeps the browser routed.
+//
+// It runs for every request on an http port: header rules are checked
+// first (they fail fast for other developers' requests), the path regex
+// last, and nothing here allocates for header, method or path rules.
+func matchRequest(st *portState, r *http.Request) (ic, armed *intercept) {
 	if st == nil {
-		return nil, false
+		return nil, nil
 	}
 	var token string
 	var fromQuery bool
@@ -247,23 +257,33 @@ func matchRequest(st *portState, r *http.Request) (ic *intercept, viaQuery bool)
 			token = c.Value
 		}
 	}
-	for _, ic := range st.http {
-		s := &ic.http.settings
-		if token != "" && s.PreviewToken == token {
-			return ic, fromQuery
+	for _, x := range st.http {
+		s := &x.http.settings
+		byToken := token != "" && s.PreviewToken == token
+		if byToken && fromQuery {
+			armed = x
 		}
-		if headersMatch(r.Header, s.Match) {
-			return ic, false
+		if (byToken || headersMatch(r.Header, s.Match)) && requestLineMatches(r, s) {
+			return x, armed
 		}
 	}
-	return nil, false
+	return nil, armed
+}
+
+// requestLineMatches checks an intercept's method and path rules.
+func requestLineMatches(r *http.Request, s *tunnel.HTTPSettings) bool {
+	if len(s.Methods) > 0 && !slices.Contains(s.Methods, r.Method) {
+		return false
+	}
+	return s.Path.Kind == "" || s.Path.Matches(r.URL.Path)
 }
 
 func headersMatch(h http.Header, rules []tunnel.HeaderMatch) bool {
 	if len(rules) == 0 {
 		return false
 	}
-	for _, m := range rules {
+	for i := range rules {
+		m := &rules[i] // not copied: this runs per rule, per request
 		found := false
 		// Rules hold canonical names (tunnel.ParseHeaderMatch), so the map
 		// is indexed directly, without canonicalising per request.
@@ -271,10 +291,19 @@ func headersMatch(h http.Header, rules []tunnel.HeaderMatch) bool {
 		if key == "" {
 			key = textproto.CanonicalMIMEHeaderKey(m.Name)
 		}
-		for _, v := range h[key] {
-			if v == m.Value {
-				found = true
-				break
+		if m.Member == "" {
+			for _, v := range h[key] {
+				if v == m.Value {
+					found = true
+					break
+				}
+			}
+		} else {
+			for _, v := range h[key] {
+				if baggageHas(v, m.Member, m.Value) {
+					found = true
+					break
+				}
 			}
 		}
 		if !found {
@@ -282,6 +311,72 @@ func headersMatch(h http.Header, rules []tunnel.HeaderMatch) bool {
 		}
 	}
 	return true
+}
+
+// baggageHas reports whether a W3C baggage header value (a comma-separated
+// list of key=value members, each with optional ;properties, whitespace
+// allowed around each part) has a member key whose value, percent-decoded,
+// is value. It reads the header in place, without allocating.
+func baggageHas(header, key, value string) bool {
+	for header != "" {
+		var member string
+		if i := strings.IndexByte(header, ','); i >= 0 {
+			member, header = header[:i], header[i+1:]
+		} else {
+			member, header = header, ""
+		}
+		if i := strings.IndexByte(member, ';'); i >= 0 {
+			member = member[:i] // properties do not take part
+		}
+		k, v, ok := strings.Cut(member, "=")
+		if ok && trimOWS(k) == key && percentDecodedEqual(trimOWS(v), value) {
+			return true
+		}
+	}
+	return false
+}
+
+func trimOWS(s string) string {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// percentDecodedEqual compares enc, percent-decoded, with plain. A '%' not
+// followed by two hex digits stands for itself, as the baggage spec asks
+// of a lenient reader.
+func percentDecodedEqual(enc, plain string) bool {
+	j := 0
+	for i := 0; i < len(enc); i++ {
+		c := enc[i]
+		if c == '%' && i+2 < len(enc) && isHex(enc[i+1]) && isHex(enc[i+2]) {
+			c = unhex(enc[i+1])<<4 | unhex(enc[i+2])
+			i += 2
+		}
+		if j >= len(plain) || plain[j] != c {
+			return false
+		}
+		j++
+	}
+	return j == len(plain)
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	}
+	return c - 'a' + 10
 }
 
 // newHTTPIntercept prepares o's http intercept: the port's router (probing

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"fmt"
+	"regexp/syntax"
 	"slices"
 	"sort"
 	"strings"
@@ -137,7 +138,7 @@ func (r *registry) create(ic *intercept) (dropped []*intercept, err error) {
 			next.http = append(next.http, ic)
 		}
 		sort.SliceStable(next.http, func(i, j int) bool {
-			return len(next.http[i].http.settings.Match) > len(next.http[j].http.settings.Match)
+			return specificity(&next.http[i].http.settings) > specificity(&next.http[j].http.settings)
 		})
 	default:
 		return nil, unsupportedMechanism(ic.name, ic.mechanism)
@@ -253,6 +254,8 @@ func (r *registry) list(o *owner) []tunnel.InterceptInfo {
 				for _, m := range ic.http.settings.Match {
 					info.Match = append(info.Match, m.String())
 				}
+				info.Methods = ic.http.settings.Methods
+				info.Path = ic.http.settings.Path.String()
 				info.AppProtocol = ic.http.appProtocol.String()
 			}
 			out = append(out, info)
@@ -305,59 +308,167 @@ func holders(ics []*intercept) string {
 }
 
 // mayShare says whether http intercept ic may share a port with other.
-// Another client's rules must be disjoint from ic's — a header both name,
-// with different values — or one of the two would take requests meant for
-// the other (a superset of alice's rules plus a header she always sends
-// wins as the more specific match). A client's own intercepts only may
-// not repeat a rule set exactly.
+// Another client's rules must be disjoint from ic's (see disjoint), or one
+// of the two would take requests meant for the other (a superset of
+// alice's rules plus a header she always sends wins as the more specific
+// match). A client's own intercepts only may not repeat a rule set exactly.
 func mayShare(other, ic *intercept) error {
-	a, b := other.http.settings.Match, ic.http.settings.Match
+	a, b := &other.http.settings, &ic.http.settings
 	if other.owner == ic.owner || other.owner.sameClient(ic.owner) {
 		if sameRules(a, b) {
-			return fmt.Errorf("port %d: your intercept %q already matches exactly %s: choose another --http-match: %w",
-				ic.port, other.name, matchList(b), tunnel.ErrAlreadyIntercepted)
+			return fmt.Errorf("port %d: your intercept %q already matches exactly %s: choose another --http-match, --http-method or --http-path-*: %w",
+				ic.port, other.name, ruleList(a), tunnel.ErrAlreadyIntercepted)
 		}
 		return nil
 	}
 	if !disjoint(a, b) {
 		return fmt.Errorf("port %d: %s holds intercept %q matching %s; rules %s could match the same requests: "+
-			"intercepts of different developers must differ in a header both name (e.g. each its own x-detour-intercept-id, as --http-match auto does): %w",
-			ic.port, other.owner.user, other.name, matchList(a), matchList(b), tunnel.ErrAlreadyIntercepted)
+			"intercepts of different developers must differ in a header both name (e.g. each its own x-detour-intercept-id, as --http-match auto does), "+
+			"or take different methods, or paths no request has both: %w",
+			ic.port, other.owner.user, other.name, ruleList(a), ruleList(b), tunnel.ErrAlreadyIntercepted)
 	}
 	return nil
 }
 
-// disjoint reports whether no request can match both rule sets: some
-// header is named by both with different values.
-func disjoint(a, b []tunnel.HeaderMatch) bool {
-	for _, x := range a {
-		for _, y := range b {
-			if strings.EqualFold(x.Name, y.Name) && x.Value != y.Value {
+// disjoint reports whether no request can match both rule sets — as far as
+// can be proven cheaply; when in doubt they overlap. Any one suffices:
+//   - a header both name (a baggage member both name, by its exact key)
+//     with different values;
+//   - both have method rules, and no method in common;
+//   - both have path rules no one path satisfies (pathsDisjoint).
+//
+// As for headers, "different values" assumes a request carries one value
+// of the header: a request that sends both developers' values is routed to
+// the more specific rule set.
+func disjoint(a, b *tunnel.HTTPSettings) bool {
+	for _, x := range a.Match {
+		for _, y := range b.Match {
+			if strings.EqualFold(x.Name, y.Name) && x.Member == y.Member && x.Value != y.Value {
 				return true
 			}
 		}
 	}
-	return false
+	if len(a.Methods) > 0 && len(b.Methods) > 0 && !slices.ContainsFunc(a.Methods, func(m string) bool { return slices.Contains(b.Methods, m) }) {
+		return true
+	}
+	return pathsDisjoint(&a.Path, &b.Path)
 }
 
-func sameRules(a, b []tunnel.HeaderMatch) bool {
-	if len(a) != len(b) {
+// pathsDisjoint reports whether no path satisfies both rules. Equal paths
+// are decided exactly (a regex is run on the other's exact path); prefixes
+// are disjoint when neither is a prefix of the other; a regex beyond that
+// is known only by its literal prefix — the text every path it matches
+// starts with (regexLiteralPrefix) — so two regexes, or a regex and a
+// prefix, are disjoint only when those prefixes diverge: /v1/.* and
+// /v2/.* are, /v1/a.* and /v1/b.* are not (they are refused, though no
+// path matches both).
+func pathsDisjoint(p, q *tunnel.PathMatch) bool {
+	if p.Kind == "" || q.Kind == "" {
 		return false
 	}
-	for _, m := range a {
-		if !slices.Contains(b, m) {
+	if q.Kind == tunnel.ArgPathEqual {
+		p, q = q, p
+	}
+	if p.Kind == tunnel.ArgPathEqual {
+		return !q.Matches(p.Value) // exact for every kind of q
+	}
+	return diverge(pathLiteralPrefix(p), pathLiteralPrefix(q))
+}
+
+// pathLiteralPrefix is what every path a prefix or regex rule takes starts with.
+func pathLiteralPrefix(p *tunnel.PathMatch) string {
+	if p.Kind == tunnel.ArgPathPrefix {
+		return p.Value
+	}
+	return regexLiteralPrefix(p.Value)
+}
+
+// diverge says whether no string starts with both a and b.
+func diverge(a, b string) bool {
+	return !strings.HasPrefix(a, b) && !strings.HasPrefix(b, a)
+}
+
+// regexLiteralPrefix is the literal text every whole-string match of expr
+// starts with: its leading case-sensitive literals, read from the parsed
+// expression ("" when it starts otherwise, e.g. with (?i), a class or an
+// alternation). Not on the data path: conflicts are checked on create.
+func regexLiteralPrefix(expr string) string {
+	re, err := syntax.Parse(expr, syntax.Perl)
+	if err != nil {
+		return ""
+	}
+	re = re.Simplify()
+	var b strings.Builder
+	var walk func(re *syntax.Regexp) bool // false: stop, what follows is not literal
+	walk = func(re *syntax.Regexp) bool {
+		switch re.Op {
+		case syntax.OpLiteral:
+			if re.Flags&syntax.FoldCase != 0 {
+				return false
+			}
+			b.WriteString(string(re.Rune))
+			return true
+		case syntax.OpBeginText, syntax.OpEmptyMatch:
+			return true // the rule is anchored anyway
+		case syntax.OpCapture:
+			return walk(re.Sub[0])
+		case syntax.OpConcat:
+			for _, sub := range re.Sub {
+				if !walk(sub) {
+					return false
+				}
+			}
+			return true
+		}
+		return false
+	}
+	walk(re)
+	return b.String()
+}
+
+// specificity orders a port's http intercepts: the one with more rules is
+// tried first.
+func specificity(s *tunnel.HTTPSettings) int {
+	n := len(s.Match)
+	if len(s.Methods) > 0 {
+		n++
+	}
+	if s.Path.Kind != "" {
+		n++
+	}
+	return n
+}
+
+func sameRules(a, b *tunnel.HTTPSettings) bool {
+	if len(a.Match) != len(b.Match) || len(a.Methods) != len(b.Methods) || a.Path.Kind != b.Path.Kind || a.Path.Value != b.Path.Value {
+		return false
+	}
+	for _, m := range a.Match {
+		if !slices.Contains(b.Match, m) {
+			return false
+		}
+	}
+	for _, m := range a.Methods {
+		if !slices.Contains(b.Methods, m) {
 			return false
 		}
 	}
 	return true
 }
 
-func matchList(ms []tunnel.HeaderMatch) string {
-	s := make([]string, len(ms))
-	for i, m := range ms {
-		s[i] = m.String()
+// ruleList renders a rule set for messages: x-dev=alice and method GET and path-prefix=/api/.
+func ruleList(s *tunnel.HTTPSettings) string {
+	parts := make([]string, 0, len(s.Match)+2)
+	for _, m := range s.Match {
+		parts = append(parts, m.String())
 	}
-	return strings.Join(s, " and ")
+	if len(s.Methods) > 0 {
+		parts = append(parts, "method "+strings.Join(s.Methods, "|"))
+	}
+	if s.Path.Kind != "" {
+		parts = append(parts, s.Path.String())
+	}
+	return strings.Join(parts, " and ")
 }
 
 func portList(ports []uint16) string {

@@ -187,6 +187,10 @@ type InterceptInfo struct {
 	Yours bool `json:"yours,omitempty"`
 	// Match lists an http intercept's header rules as NAME=VALUE.
 	Match []string `json:"match,omitempty"`
+	// Methods and Path are an http intercept's method and path rules:
+	// Path as KIND=VALUE (path-equal=/x, path-prefix=/api/, path-regex=…).
+	Methods []string `json:"methods,omitempty"`
+	Path    string   `json:"path,omitempty"`
 	// AppProtocol is what the agent speaks to the app on an http
 	// intercept's port: http/1.1, h2c, https or https+h2.
 	AppProtocol string `json:"appProtocol,omitempty"`

@@ -3,6 +3,8 @@ package tunnel
 import (
 	"fmt"
 	"net/textproto"
+	"regexp"
+	"slices"
 	"strings"
 
 	"golang.org/x/net/http/httpguts"
@@ -17,10 +19,24 @@ const (
 	ArgAppProtocol         = "app-protocol"          // the Service port's appProtocol, when set
 	ArgAppProtocolStrategy = "app-protocol-strategy" // how to find the app's protocol without one
 	ArgPlaintext           = "plaintext"             // "true": plain HTTP to the local process even when the app speaks TLS
+	ArgPathEqual           = "path-equal"            // the request's path is exactly this
+	ArgPathPrefix          = "path-prefix"           // the request's path starts with this
+	ArgPathRegex           = "path-regex"            // the whole request path matches this RE2 expression
+	ArgMethod              = "method"                // repeatable: the request's method is one of these
 )
 
 // AutoMatchHeader is the header --http-match=auto generates.
 const AutoMatchHeader = "x-detour-intercept-id"
+
+// Baggage rules: --http-match baggage:KEY=VALUE matches one member of the
+// W3C baggage header (https://www.w3.org/TR/baggage/), which instrumented
+// apps propagate from service to service. AutoBaggageKey is the member
+// --http-match auto --http-auto-header baggage generates.
+const (
+	BaggageHeader  = "baggage"
+	BaggagePrefix  = BaggageHeader + ":"
+	AutoBaggageKey = "detour-intercept-id"
+)
 
 // PreviewCookie and PreviewQuery carry a preview token from a browser.
 const (
@@ -38,32 +54,87 @@ const (
 // Limits on one http intercept's settings.
 const (
 	MaxHeaderMatches = 16
+	MaxMethods       = 16
+	MaxPathRule      = 1024 // bytes of a path-equal, path-prefix or path-regex value
 	maxPreviewToken  = 128
 )
 
 // HeaderMatch is one NAME=VALUE rule: the request must carry header Name
 // (compared case-insensitively; stored lower-case) with exactly Value.
+// With Member set it is a baggage rule, baggage:MEMBER=VALUE: the baggage
+// header (Name) must hold a list member whose key is exactly Member and
+// whose value, percent-decoded, is exactly Value.
 type HeaderMatch struct {
-	Name  string `json:"name"`
-	Value string `json:"value"`
+	Name   string `json:"name"`
+	Member string `json:"member,omitempty"`
+	Value  string `json:"value"`
 	// Canonical is Name as net/http keys its header maps, set by
 	// ParseHeaderMatch, so matching needs no work per request.
 	Canonical string `json:"-"`
 }
 
-func (m HeaderMatch) String() string { return m.Name + "=" + m.Value }
+func (m HeaderMatch) String() string {
+	if m.Member != "" {
+		return BaggagePrefix + m.Member + "=" + m.Value
+	}
+	return m.Name + "=" + m.Value
+}
 
-// HTTPSettings are an http intercept's settings, parsed from its Args.
+// PathMatch is an http intercept's path rule: Kind is ArgPathEqual,
+// ArgPathPrefix or ArgPathRegex ("" takes any path), compared with the
+// request's percent-decoded path (net/http's URL.Path, without the query).
+// A prefix is a plain string prefix (/api takes /api, /api/x and /apis);
+// a regex must match the whole path (it is anchored as ^(?:VALUE)$).
+type PathMatch struct {
+	Kind  string `json:"kind,omitempty"`
+	Value string `json:"value,omitempty"`
+	// Regexp is Value compiled (path-regex only), set by ParsePathMatch
+	// so that a request costs no compilation.
+	Regexp *regexp.Regexp `json:"-"`
+}
+
+// Matches reports whether path satisfies the rule.
+func (p *PathMatch) Matches(path string) bool {
+	switch p.Kind {
+	case "":
+		return true
+	case ArgPathEqual:
+		return path == p.Value
+	case ArgPathPrefix:
+		return strings.HasPrefix(path, p.Value)
+	default:
+		return p.Regexp != nil && p.Regexp.MatchString(path)
+	}
+}
+
+// String is the rule as its Args entry: KIND=VALUE, "" for any path.
+func (p PathMatch) String() string {
+	if p.Kind == "" {
+		return ""
+	}
+	return p.Kind + "=" + p.Value
+}
+
+// HTTPSettings are an http intercept's settings, parsed from its Args. A
+// request is routed to the intercept when it carries every header rule
+// (Match), its method is one of Methods (any when empty), and its path
+// satisfies Path.
 type HTTPSettings struct {
 	Match        []HeaderMatch
+	Methods      []string // upper-case
+	Path         PathMatch
 	PreviewToken string
 	AppProtocol  string
 	Strategy     string
 	Plaintext    bool
 }
 
-// ParseHeaderMatch parses a NAME=VALUE rule as the CLI and the agent read it.
+// ParseHeaderMatch parses a NAME=VALUE rule, or a baggage:KEY=VALUE one,
+// as the CLI and the agent read it.
 func ParseHeaderMatch(s string) (HeaderMatch, error) {
+	if len(s) > len(BaggagePrefix) && strings.EqualFold(s[:len(BaggagePrefix)], BaggagePrefix) {
+		return parseBaggageMatch(s)
+	}
 	name, value, ok := strings.Cut(s, "=")
 	name = strings.TrimSpace(name)
 	switch {
@@ -75,6 +146,77 @@ func ParseHeaderMatch(s string) (HeaderMatch, error) {
 		return HeaderMatch{}, fmt.Errorf("header match %q: the value must be non-empty and printable: %w", s, ErrBadRequest)
 	}
 	return HeaderMatch{Name: strings.ToLower(name), Value: value, Canonical: textproto.CanonicalMIMEHeaderKey(name)}, nil
+}
+
+// parseBaggageMatch reads baggage:KEY=VALUE. KEY is a token, as the W3C
+// baggage spec has it, compared exactly; VALUE is the member's value as
+// the app sets it (the agent percent-decodes the header's before
+// comparing), so it may hold any printable character.
+func parseBaggageMatch(s string) (HeaderMatch, error) {
+	key, value, ok := strings.Cut(s[len(BaggagePrefix):], "=")
+	key = strings.TrimSpace(key)
+	switch {
+	case !ok:
+		return HeaderMatch{}, fmt.Errorf("baggage match %q: want baggage:KEY=VALUE, e.g. baggage:dev=alice: %w", s, ErrBadRequest)
+	case key == "" || !httpguts.ValidHeaderFieldName(key):
+		return HeaderMatch{}, fmt.Errorf("baggage match %q: %q is not a baggage key (letters, digits and !#$%%&'*+-.^_`|~): %w", s, key, ErrBadRequest)
+	case value == "" || !httpguts.ValidHeaderFieldValue(value):
+		return HeaderMatch{}, fmt.Errorf("baggage match %q: the value must be non-empty and printable: %w", s, ErrBadRequest)
+	}
+	return HeaderMatch{Name: BaggageHeader, Member: key, Value: value, Canonical: textproto.CanonicalMIMEHeaderKey(BaggageHeader)}, nil
+}
+
+// ParsePathMatch reads a path rule: kind is ArgPathEqual, ArgPathPrefix or
+// ArgPathRegex. Equal and prefix values start with '/'; a regex is RE2
+// syntax (Go's regexp: linear time, no backreferences), compiled once here.
+func ParsePathMatch(kind, value string) (PathMatch, error) {
+	if len(value) == 0 || len(value) > MaxPathRule {
+		return PathMatch{}, fmt.Errorf("%s: want 1..%d bytes: %w", kind, MaxPathRule, ErrBadRequest)
+	}
+	for _, c := range []byte(value) {
+		if c < 0x20 || c == 0x7f {
+			return PathMatch{}, fmt.Errorf("%s %q: control characters are not allowed: %w", kind, value, ErrBadRequest)
+		}
+	}
+	switch kind {
+	case ArgPathEqual, ArgPathPrefix:
+		if value[0] != '/' {
+			return PathMatch{}, fmt.Errorf("%s %q: a path starts with '/': %w", kind, value, ErrBadRequest)
+		}
+		return PathMatch{Kind: kind, Value: value}, nil
+	case ArgPathRegex:
+		// Compiled alone first: only a balanced expression may be wrapped,
+		// or "/a)|(.*" would close the anchoring group and take any path.
+		if _, err := regexp.Compile(value); err != nil {
+			return PathMatch{}, fmt.Errorf("%s %q is not an RE2 regular expression: %v: %w", kind, value, err, ErrBadRequest)
+		}
+		re, err := regexp.Compile(`^(?:` + value + `)$`)
+		if err != nil {
+			return PathMatch{}, fmt.Errorf("%s %q is not an RE2 regular expression: %v: %w", kind, value, err, ErrBadRequest)
+		}
+		return PathMatch{Kind: kind, Value: value, Regexp: re}, nil
+	}
+	return PathMatch{}, fmt.Errorf("path rule %q: want %s, %s or %s: %w", kind, ArgPathEqual, ArgPathPrefix, ArgPathRegex, ErrBadRequest)
+}
+
+// ParseMethods reads method rules: HTTP method tokens, upper-cased (the
+// standard methods are upper-case, and no app tells GET from get),
+// repeats dropped.
+func ParseMethods(values []string) ([]string, error) {
+	if len(values) > MaxMethods {
+		return nil, fmt.Errorf("%d methods: at most %d: %w", len(values), MaxMethods, ErrBadRequest)
+	}
+	var out []string
+	for _, v := range values {
+		m := strings.ToUpper(strings.TrimSpace(v))
+		if m == "" || !httpguts.ValidHeaderFieldName(m) { // a method is a token, as a header name is
+			return nil, fmt.Errorf("method %q is not an HTTP method (e.g. GET, POST): %w", v, ErrBadRequest)
+		}
+		if !slices.Contains(out, m) {
+			out = append(out, m)
+		}
+	}
+	return out, nil
 }
 
 // ParseHTTPArgs reads the http mechanism's Args; unknown keys are refused
@@ -119,9 +261,24 @@ func ParseHTTPArgs(args map[string][]string) (HTTPSettings, error) {
 				return s, fmt.Errorf("plaintext: want true or false: %w", ErrBadRequest)
 			}
 			s.Plaintext = values[0] == "true"
+		case ArgPathEqual, ArgPathPrefix, ArgPathRegex:
+			if len(values) != 1 || s.Path.Kind != "" {
+				return s, fmt.Errorf("%s, %s and %s: give one path rule, once: %w", ArgPathEqual, ArgPathPrefix, ArgPathRegex, ErrBadRequest)
+			}
+			p, err := ParsePathMatch(key, values[0])
+			if err != nil {
+				return s, err
+			}
+			s.Path = p
+		case ArgMethod:
+			m, err := ParseMethods(values)
+			if err != nil {
+				return s, err
+			}
+			s.Methods = m
 		default:
-			return s, fmt.Errorf("http mechanism has no setting %q (it takes %s, %s, %s, %s, %s): %w",
-				key, ArgMatch, ArgPreviewToken, ArgAppProtocol, ArgAppProtocolStrategy, ArgPlaintext, ErrBadRequest)
+			return s, fmt.Errorf("http mechanism has no setting %q (it takes %s): %w",
+				key, strings.Join([]string{ArgMatch, ArgMethod, ArgPathEqual, ArgPathPrefix, ArgPathRegex, ArgPreviewToken, ArgAppProtocol, ArgAppProtocolStrategy, ArgPlaintext}, ", "), ErrBadRequest)
 		}
 	}
 	if len(s.Match) == 0 {
@@ -138,6 +295,12 @@ func (s HTTPSettings) Args() map[string][]string {
 	args := map[string][]string{}
 	for _, m := range s.Match {
 		args[ArgMatch] = append(args[ArgMatch], m.String())
+	}
+	if len(s.Methods) > 0 {
+		args[ArgMethod] = slices.Clone(s.Methods)
+	}
+	if s.Path.Kind != "" {
+		args[s.Path.Kind] = []string{s.Path.Value}
 	}
 	if s.PreviewToken != "" {
 		args[ArgPreviewToken] = []string{s.PreviewToken}

@@ -358,7 +358,7 @@ func (a *app) statusCommand() *cobra.Command {
 				}
 				takes := "every connection"
 				if len(ic.HTTPMatch) > 0 {
-					takes = "requests with " + headerLine(ic.HTTPMatch)
+					takes = httpTakes(ic.HTTPMatch, ic.MechanismArgs)
 				}
 				pods := fmt.Sprintf("%d/%d active", active, len(ic.Pods))
 				if ic.State != "" && ic.State != "active" {

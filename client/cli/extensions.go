@@ -51,10 +51,10 @@ type FlagSpec struct {
 var builtin = Extension{
 	Name: "built-in",
 	Mechanisms: map[string]Mechanism{
-		tunnel.MechanismHTTP: {Flags: map[string]FlagSpec{
-			"match":     {Type: "stringArray", Usage: "NAME=VALUE: take only the requests carrying this header (repeatable, all must match); auto (the default) generates a unique header for you"},
+		tunnel.MechanismHTTP: {Flags: withHTTPMatchFlags(map[string]FlagSpec{
+			"match":     {Type: "stringArray", Usage: "NAME=VALUE: take only the requests carrying this header, or baggage:KEY=VALUE: this member of the W3C baggage header (repeatable, all must match); auto (the default) generates a unique header for you"},
 			"plaintext": {Type: "bool", Usage: "speak plain HTTP to your local process even when the app speaks TLS"},
-		}},
+		})},
 	},
 }
 

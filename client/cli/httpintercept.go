@@ -63,7 +63,8 @@ type ingress struct {
 
 // httpSettings builds an http intercept's settings from its flags (the
 // --http-* values) and the Service port: --http-match auto (or none) makes
-// a header no one else has, x-detour-intercept-id: <random>:<name>.
+// a header no one else has, x-detour-intercept-id: <random>:<name> (or
+// another, --http-auto-header); the path and method flags add their rules.
 func httpSettings(args map[string][]string, name string, sp corev1.ServicePort, strategy string, preview bool, random io.Reader) (tunnel.HTTPSettings, error) {
 	var s tunnel.HTTPSettings
 	matches := args["match"]
@@ -75,7 +76,7 @@ func httpSettings(args map[string][]string, name string, sp corev1.ServicePort, 
 		}
 		hm, err := tunnel.ParseHeaderMatch(m)
 		if err != nil {
-			return s, fmt.Errorf("--http-match %q: want NAME=VALUE (e.g. --http-match x-dev=alice) or auto", m)
+			return s, fmt.Errorf("--http-match %q: want NAME=VALUE (e.g. --http-match x-dev=alice), baggage:KEY=VALUE or auto", m)
 		}
 		s.Match = append(s.Match, hm)
 	}
@@ -87,7 +88,16 @@ func httpSettings(args map[string][]string, name string, sp corev1.ServicePort, 
 		if err != nil {
 			return s, err
 		}
-		s.Match = []tunnel.HeaderMatch{{Name: tunnel.AutoMatchHeader, Value: id + ":" + name}}
+		m, err := autoMatch(args[flagAutoHeader], id+":"+name)
+		if err != nil {
+			return s, err
+		}
+		s.Match = []tunnel.HeaderMatch{m}
+	} else if len(args[flagAutoHeader]) > 0 {
+		return s, fmt.Errorf("--http-auto-header shapes the rule --http-match auto makes: give --http-match auto, or put the header in --http-match NAME=VALUE")
+	}
+	if err := requestLineSettings(args, &s); err != nil {
+		return s, err
 	}
 	if len(s.Match) > tunnel.MaxHeaderMatches {
 		return s, fmt.Errorf("--http-match given %d times: at most %d", len(s.Match), tunnel.MaxHeaderMatches)
@@ -121,7 +131,7 @@ func randomHex(r io.Reader, n int) (string, error) {
 func headerLine(rules []string) string {
 	parts := make([]string, len(rules))
 	for i, r := range rules {
-		name, value, _ := strings.Cut(r, "=")
+		name, value := ruleHeader(r)
 		parts[i] = name + ": " + value
 	}
 	return strings.Join(parts, ", ")
@@ -131,7 +141,7 @@ func curlHint(rules []string) string {
 	var b strings.Builder
 	b.WriteString("curl")
 	for _, r := range rules {
-		name, value, _ := strings.Cut(r, "=")
+		name, value := ruleHeader(r)
 		fmt.Fprintf(&b, " -H '%s: %s'", name, value)
 	}
 	return b.String()

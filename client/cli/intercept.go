@@ -80,8 +80,13 @@ Mechanisms: tcp (the default) takes every connection to the port: one
 person at a time. http takes only the requests that carry your header, so
 several developers share a workload and everyone else keeps reaching the
 app: --http-match auto (the default for http) makes a unique header and
-prints it; --http-match NAME=VALUE (repeatable) picks your own. Any
---http-* flag implies --mechanism http. With --preview-url you also get a
+prints it; --http-match NAME=VALUE (repeatable) picks your own, and
+--http-match baggage:KEY=VALUE one member of the W3C baggage header, which
+traced apps pass on from service to service (--http-auto-header baggage
+makes auto use one). --http-path-prefix, --http-path-equal,
+--http-path-regex (RE2, the whole path) and --http-method narrow it
+further: a request must match every rule. Any --http-* flag implies
+--mechanism http. With --preview-url you also get a
 link that routes a plain browser to you: open it once and that browser's
 requests come to you (a cookie); anyone else's keep reaching the app.
 The link's address is asked for in a terminal (Enter accepts what detour
@@ -102,6 +107,7 @@ command line (checked before anything in the cluster changes), with
   detour intercept hello --port 8080 --env-file hello.sh --env-syntax sh   # then: . ./hello.sh
   detour intercept hello --port 8080 -- ./run-tests.sh   # exits with the tests' status
   detour intercept hello --port 8080 --http-match auto    # only requests with the printed header
+  detour intercept hello --port 8080 --http-path-prefix /api/ --http-method POST   # and only POSTs under /api/
   detour intercept hello --port 8080 --http-match x-dev=alice --preview-url \
       --ingress-host shop.example.com --ingress-port 443 --ingress-tls`,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -414,7 +420,10 @@ func (a *app) printSummary(st daemon.InterceptStatus, pods int, envFiles []strin
 	if len(st.HTTPMatch) > 0 {
 		fmt.Fprintf(a.out, "  mechanism:  %s (only requests with the header; everyone else's reach the app)\n", st.Mechanism)
 		fmt.Fprintf(a.out, "  header:     %s\n", headerLine(st.HTTPMatch))
-		fmt.Fprintf(a.out, "  try:        %s http://%s.%s:%d/\n", curlHint(st.HTTPMatch), st.Service, st.Namespace, st.Port)
+		if r := requestLineRules(st.MechanismArgs); r != "" {
+			fmt.Fprintf(a.out, "  requests:   %s\n", r)
+		}
+		fmt.Fprintf(a.out, "  try:        %s\n", tryHint(st))
 	} else {
 		fmt.Fprintf(a.out, "  mechanism:  %s (every connection)\n", st.Mechanism)
 	}

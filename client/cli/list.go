@@ -42,11 +42,15 @@ func (a *app) listCommand() *cobra.Command {
 				return err
 			}
 			mine := map[string][]string{}
+			takes := map[string]string{} // what each of your http intercepts takes, for the table
 			if dc, err := a.daemonClient(); err == nil {
 				if st, err := dc.Status(ctx); err == nil {
 					for _, ic := range st.Intercepts {
 						if ic.Namespace == ns {
 							mine[ic.Workload] = append(mine[ic.Workload], ic.Name)
+							if len(ic.HTTPMatch) > 0 {
+								takes[ic.Name] = httpTakes(ic.HTTPMatch, ic.MechanismArgs)
+							}
 						}
 					}
 				}
@@ -87,6 +91,11 @@ func (a *app) listCommand() *cobra.Command {
 					agent = fmt.Sprintf("yes (%d/%d pods)", e.AgentPods, e.Pods)
 				}
 				tw.row(e.Workload, orDash(strings.Join(e.Services, ",")), agent, orDash(strings.Join(e.Intercepted, ",")))
+				for _, name := range e.Intercepted {
+					if t := takes[name]; t != "" {
+						tw.row("", "", "", "  "+name+": "+t)
+					}
+				}
 			}
 			return tw.flush()
 		},
