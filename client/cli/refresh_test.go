@@ -59,6 +59,11 @@ func TestRefreshTreesReachesTheRunningCommand(t *testing.T) {
 		t.Fatalf("exit %d, %v", code, err)
 	}
 	<-done
+	// Ticks racing the command's exit stage nothing once it has ended:
+	// no copy of the files is left behind (they were, before).
+	if left, _ := filepath.Glob(filepath.Join(os.TempDir(), "detour-ns-*", "update-*")); len(left) > 0 {
+		t.Errorf("staged copies left behind: %v", left)
+	}
 	if b, _ := os.ReadFile(out); string(b) != "v3" {
 		t.Fatalf("the command saw %q, want v3", b)
 	}

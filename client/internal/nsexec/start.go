@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"syscall"
 
@@ -45,8 +46,12 @@ type Namespace struct {
 	dir    string
 	socket string
 	host   net.Listener // the first process's way to the workstation's 127.0.0.1
-	// updates counts UpdateTrees calls (staging names); one caller at a time.
+	// updates counts UpdateTrees calls (staging names). mu orders them
+	// with cleanup: staging after it would make the removed directory
+	// again, and leave the copies behind.
+	mu      sync.Mutex
 	updates int
+	cleaned bool
 	ended   atomic.Bool // the command has exited (cleanup under way)
 	fg      bool
 	done    chan struct{}
@@ -238,13 +243,18 @@ func (n *Namespace) DialLoopback(ctx context.Context, port uint16) (net.Conn, er
 // The first process applies them in the background; what it cannot apply
 // it reports on stderr.
 func (n *Namespace) UpdateTrees(trees []Tree) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cleaned {
+		return nil // the command is gone: there is nothing to update
+	}
 	n.updates++
 	staged, err := stageTreesAs(n.dir, fmt.Sprintf("update-%d-", n.updates), trees)
 	if err == nil {
 		err = sendMsg(n.ctrl, ctrlMsg{Kind: "update", Update: staged}, -1)
 	}
 	if n.ended.Load() {
-		return nil // the command is gone: there is nothing to update
+		return nil // it ended meanwhile; cleanup removes what was staged
 	}
 	if err != nil {
 		return fmt.Errorf("update the pod's files in the namespace: %w", err)
@@ -268,6 +278,9 @@ func (n *Namespace) Close() {
 }
 
 func (n *Namespace) cleanup() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.cleaned = true
 	if n.host != nil {
 		_ = n.host.Close()
 	}
