@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
-	"syscall"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -62,14 +61,14 @@ func Listen(path string) (net.Listener, error) {
 		c.Close()
 		return nil, fmt.Errorf("a detour daemon is already running on %s", path)
 	}
-	if fi, err := os.Stat(filepath.Dir(path)); err == nil && fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("%s is accessible to other users (mode %o): the daemon's socket must not be; chmod 700 it", filepath.Dir(path), fi.Mode().Perm())
+	if err := privateDir(filepath.Dir(path)); err != nil {
+		return nil, err
 	}
 	_ = os.Remove(path)
 	// The socket is created 0600 from the start (no window with the umask's mode).
-	old := syscall.Umask(0o077)
-	ln, err := net.Listen("unix", path)
-	syscall.Umask(old)
+	var ln net.Listener
+	var err error
+	withUmask(0o077, func() { ln, err = net.Listen("unix", path) })
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
