@@ -10,6 +10,7 @@ packages=(
   procps bsdutils                               # pgrep (leftover-process checks), script(1) (the Ctrl-C pty test)
   tcsh                                          # --env-syntax csh read back by a real csh (TestEnvSyntaxRoundTrip)
   haproxy chromium                              # HTTP-routing benchmark and e2e: a reverse proxy, a real browser
+  jq                                            # deploy/ci/detour-preview.sh reads detour status -o json (e2e TestCIPreviewScript)
 )
 
 missing=()
