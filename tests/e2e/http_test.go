@@ -93,11 +93,20 @@ func TestPersonalIntercepts(t *testing.T) {
 	if !strings.HasPrefix(preview, "http://"+svc.Spec.ClusterIP+"/?detour-preview=") {
 		t.Fatalf("preview URL %q: want it on the ingress host given", preview)
 	}
-	bob.must("intercept", "bobs", "--workload", "web", "-n", ns, "--port", fmt.Sprintf("%d:http", bobLocal), "--http-match", "X-Dev=bob")
+	// Rule sets of different developers must be disjoint (a header both
+	// name, with different values): X-Dev=bob alone could match alice's
+	// requests too (a request carrying both headers) — refused, naming
+	// her; with his own x-detour-intercept-id as well it is disjoint.
+	if r := bob.run("intercept", "bobs", "--workload", "web", "-n", ns, "--port", fmt.Sprintf("%d:http", bobLocal), "--http-match", "X-Dev=bob"); r.code == 0 ||
+		!strings.Contains(r.stderr, "holds intercept \"web-"+ns+"\"") || !strings.Contains(r.stderr, "could match the same requests") {
+		t.Fatalf("bob's overlapping rules: want a refusal naming alice's intercept, got %s", r)
+	}
+	bob.must("intercept", "bobs", "--workload", "web", "-n", ns, "--port", fmt.Sprintf("%d:http", bobLocal), "--http-match", "X-Dev=bob", "--http-match", "x-detour-intercept-id=bob")
+	bobsHeaders := []string{"x-dev", "bob", "x-detour-intercept-id", "bob"}
 
 	t.Run("each request lands where its header says", func(t *testing.T) {
 		steadily(t, "alice's header", 20, kubeProxyLag, func() string { return ask(url, aliceHeader, aliceValue) }, func(s string) bool { return s == "alice-workstation" })
-		steadily(t, "bob's header", 20, kubeProxyLag, func() string { return ask(url, "x-dev", "bob") }, func(s string) bool { return s == "bob-workstation" })
+		steadily(t, "bob's headers", 20, kubeProxyLag, func() string { return ask(url, bobsHeaders...) }, func(s string) bool { return s == "bob-workstation" })
 		steadily(t, "no header", 20, kubeProxyLag, func() string { return ask(url) }, isApp)
 		steadily(t, "someone else's header", 10, kubeProxyLag, func() string { return ask(url, "x-dev", "carol") }, isApp)
 	})
@@ -205,6 +214,6 @@ func TestPersonalIntercepts(t *testing.T) {
 		alice.must("leave", "web-"+ns)
 		bob.must("leave", "bobs")
 		steadily(t, "alice's header after leave", 10, kubeProxyLag, func() string { return ask(url, aliceHeader, aliceValue) }, isApp)
-		steadily(t, "bob's header after leave", 10, kubeProxyLag, func() string { return ask(url, "x-dev", "bob") }, isApp)
+		steadily(t, "bob's headers after leave", 10, kubeProxyLag, func() string { return ask(url, bobsHeaders...) }, isApp)
 	})
 }
