@@ -87,6 +87,7 @@ a kubectl plugin too: kubectl detour ...
 		a.uninstallCommand(),
 		a.daemonCommand(),
 	)
+	a.addClusterCompletions(root)
 	return root
 }
 

@@ -57,11 +57,15 @@ func TestExitStatus(t *testing.T) {
 		{[]string{"intercept", "hello", "--port", "8080", "--env-syntax", "sh"}, ExitUsage, "give --env-file FILE too"},
 		{[]string{"run", "--workload", "hello", "--expose", "0", "--", "true"}, ExitUsage, "--expose 0 is not a port"},
 		{[]string{"uninstall"}, ExitUsage, "--agent WORKLOAD, or --all"},
+		{[]string{"list", "-l", "tier in (web"}, ExitUsage, `-l "tier in (web" is not a label selector`},
+		{[]string{"list", "-A", "-o", "xml"}, ExitUsage, "use json or yaml"},
+		{[]string{"intercept", "hello", "--port", "8080", "-o", "table"}, ExitUsage, `-o "table": use json or yaml`},
 		// The command line is fine; the world refuses: 1.
 		{[]string{"leave", "hello"}, ExitRuntime, "daemon is not running"},
 		{[]string{"intercept", "hello", "--port", "8080"}, ExitRuntime, "cannot reach the cluster"},
 		{[]string{"intercept", "hello", "--port", "8080:http", "--http-match", "auto", "--preview-url=false"}, ExitRuntime, "cannot reach the cluster"},
 		{[]string{"uninstall", "--agent", "hello"}, ExitRuntime, "cannot reach the cluster"},
+		{[]string{"list", "-A", "-l", "team=payments"}, ExitRuntime, "cannot reach the cluster"},
 		// Fine: 0.
 		{[]string{"status"}, ExitOK, ""},
 		{[]string{"intercept", "--help"}, ExitOK, ""},

@@ -42,6 +42,7 @@ type interceptFlags struct {
 	envFile    string
 	envJSON    string
 	envSyntax  string
+	output     string
 	toPod      []uint
 	agentImage string
 	// mechanismFlags reports the extension flags (--MECH-NAME) that were set.
@@ -137,6 +138,7 @@ command line (checked before anything in the cluster changes), with
 	fl.StringVar(&f.envFile, "env-file", "", "write the app container's environment here, in --env-syntax (default docker: literal KEY=value lines, as docker --env-file and IDE run configs read them)")
 	fl.StringVar(&f.envJSON, "env-json", "", "write the app container's environment here as a JSON object")
 	addEnvSyntaxFlag(cmd, &f.envSyntax)
+	fl.StringVarP(&f.output, "output", "o", "", "print what was created as json or yaml (the schema of status -o json's intercepts[]: header, preview URL, pods) instead of the summary")
 	fl.UintSliceVar(&f.toPod, "to-pod", nil, "forward localhost:PORT here to localhost:PORT in the pod (repeatable), e.g. for sidecars")
 	fl.StringVar(&f.agentImage, "agent-image", "", "agent image to inject (default from config images.agentImage, else the webhook's)")
 	addPreviewFlags(fl, &f.preview)
@@ -174,6 +176,9 @@ func (a *app) intercept(ctx context.Context, name string, f interceptFlags, comm
 	}
 	if err := checkEnvSyntax(f.envSyntax, f.envFile, f.changed); err != nil {
 		return err
+	}
+	if f.output != "" && f.output != "json" && f.output != "yaml" {
+		return usagef("-o %q: use json or yaml", f.output)
 	}
 	var toPod []uint16
 	for _, p := range f.toPod {
@@ -340,7 +345,17 @@ func (a *app) intercept(ctx context.Context, name string, f interceptFlags, comm
 		}
 		written = append(written, f.envJSON)
 	}
-	a.printSummary(st, len(pods), written)
+	if f.output != "" {
+		// The environment goes to the files asked for, never to stdout
+		// (it may hold Secret values).
+		created := st
+		created.Env = nil
+		if err := printStructured(a.out, f.output, created); err != nil {
+			return err
+		}
+	} else {
+		a.printSummary(st, len(pods), written)
+	}
 	if len(command) == 0 {
 		return nil
 	}

@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
@@ -21,21 +22,32 @@ import (
 // Candidates lists the namespace's workloads. A namespace that does not
 // exist is an error that says so.
 func Candidates(ctx context.Context, cs kubernetes.Interface, namespace string) (resolve.Candidates, error) {
-	var c resolve.Candidates
 	if _, err := cs.CoreV1().Namespaces().Get(ctx, namespace, metav1.GetOptions{}); err != nil {
-		return c, fmt.Errorf("namespace %q: %w", namespace, err)
+		return resolve.Candidates{}, fmt.Errorf("namespace %q: %w", namespace, err)
 	}
-	d, err := cs.AppsV1().Deployments(namespace).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return c, fmt.Errorf("list deployments in %q: %w", namespace, err)
+	return Workloads(ctx, cs, namespace, labels.Everything())
+}
+
+// Workloads lists the Deployments, ReplicaSets and StatefulSets whose
+// labels sel matches, in namespace ("" for every namespace).
+func Workloads(ctx context.Context, cs kubernetes.Interface, namespace string, sel labels.Selector) (resolve.Candidates, error) {
+	var c resolve.Candidates
+	opts := metav1.ListOptions{LabelSelector: sel.String()}
+	where := fmt.Sprintf("in %q", namespace)
+	if namespace == metav1.NamespaceAll {
+		where = "in any namespace"
 	}
-	rs, err := cs.AppsV1().ReplicaSets(namespace).List(ctx, metav1.ListOptions{})
+	d, err := cs.AppsV1().Deployments(namespace).List(ctx, opts)
 	if err != nil {
-		return c, fmt.Errorf("list replicasets in %q: %w", namespace, err)
+		return c, fmt.Errorf("list deployments %s: %w", where, err)
 	}
-	sts, err := cs.AppsV1().StatefulSets(namespace).List(ctx, metav1.ListOptions{})
+	rs, err := cs.AppsV1().ReplicaSets(namespace).List(ctx, opts)
 	if err != nil {
-		return c, fmt.Errorf("list statefulsets in %q: %w", namespace, err)
+		return c, fmt.Errorf("list replicasets %s: %w", where, err)
+	}
+	sts, err := cs.AppsV1().StatefulSets(namespace).List(ctx, opts)
+	if err != nil {
+		return c, fmt.Errorf("list statefulsets %s: %w", where, err)
 	}
 	c.Deployments, c.ReplicaSets, c.StatefulSets = d.Items, rs.Items, sts.Items
 	return c, nil
