@@ -15,10 +15,10 @@ import (
 
 	"github.com/google/nftables"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/detour-dev/detour/agent/internal/nftrules"
 	"github.com/detour-dev/detour/internal/annotations"
+	"github.com/detour-dev/detour/internal/logging"
 	"github.com/detour-dev/detour/internal/version"
 )
 
@@ -69,14 +69,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 func newLogger(level string, w io.Writer) (*zap.Logger, error) {
-	lvl, err := zapcore.ParseLevel(level)
+	lvl, err := logging.ParseLevel(level)
 	if err != nil {
-		return nil, usageErrorf("--log-level %q: want debug, info, warn or error", level)
+		return nil, usageErrorf("%v", err)
 	}
-	enc := zap.NewProductionEncoderConfig()
-	enc.EncodeTime = zapcore.ISO8601TimeEncoder
-	core := zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.AddSync(w), lvl)
-	return zap.New(core), nil
+	return logging.New(w, lvl), nil
 }
 
 func parse(fs *flag.FlagSet, args []string) error {

@@ -6,7 +6,8 @@ import (
 	"text/tabwriter"
 
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
+
+	"github.com/detour-dev/detour/internal/logging"
 )
 
 type table struct{ tw *tabwriter.Writer }
@@ -21,7 +22,5 @@ func (t *table) row(cols ...string) { io.WriteString(t.tw, strings.Join(cols, "\
 func (t *table) flush() error       { return t.tw.Flush() }
 
 func newDaemonLogger(w io.Writer) (*zap.Logger, error) {
-	enc := zap.NewProductionEncoderConfig()
-	enc.EncodeTime = zapcore.ISO8601TimeEncoder
-	return zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.AddSync(w), zap.InfoLevel)), nil
+	return logging.New(w, zap.InfoLevel), nil
 }

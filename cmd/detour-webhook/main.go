@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/informers"
@@ -25,6 +24,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/detour-dev/detour/internal/logging"
 	"github.com/detour-dev/detour/internal/version"
 	"github.com/detour-dev/detour/webhook"
 )
@@ -116,13 +116,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 }
 
 func newLogger(level string, w io.Writer) (*zap.Logger, error) {
-	lvl, err := zapcore.ParseLevel(level)
+	lvl, err := logging.ParseLevel(level)
 	if err != nil {
-		return nil, fmt.Errorf("%w: --log-level %q: want debug, info, warn or error", errUsage, level)
+		return nil, fmt.Errorf("%w: %w", errUsage, err)
 	}
-	enc := zap.NewProductionEncoderConfig()
-	enc.EncodeTime = zapcore.ISO8601TimeEncoder
-	return zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.AddSync(w), lvl)), nil
+	return logging.New(w, lvl), nil
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {
