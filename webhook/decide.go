@@ -6,16 +6,6 @@ import (
 	"github.com/detour-dev/detour/internal/annotations"
 )
 
-// excludedNamespaces never get an agent, whatever their pods say: the
-// control plane's own and detour's. The MutatingWebhookConfiguration excludes
-// them too; this is the second line.
-var excludedNamespaces = map[string]bool{
-	"kube-system":     true,
-	"kube-public":     true,
-	"kube-node-lease": true,
-	"detour-system":   true,
-}
-
 // Reasons shouldInject gives, logged and counted.
 const (
 	reasonInject            = "injection requested"
@@ -29,7 +19,7 @@ const (
 // and says why. It is pure: everything it needs is in its arguments.
 func shouldInject(pod *corev1.Pod, namespace string) (bool, string) {
 	switch {
-	case excludedNamespaces[namespace]:
+	case annotations.Excluded(namespace): // the configuration's namespaceSelector excludes them too; this is the second line
 		return false, reasonExcludedNamespace
 	case pod.Annotations[annotations.Inject] != annotations.InjectEnabled:
 		return false, reasonNotAnnotated

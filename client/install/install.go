@@ -31,7 +31,7 @@ const FieldManager = "detour"
 
 // Names of the installed objects that Install and Uninstall look at.
 const (
-	Namespace         = "detour-system"
+	Namespace         = annotations.SystemNamespace
 	WebhookDeployment = "detour-webhook"
 	WebhookConfig     = "detour-webhook"
 	DefaultImage      = "detour.local/detour:dev"
@@ -611,5 +611,5 @@ func Check(ctx context.Context, client kubernetes.Interface, namespace string) (
 }
 
 func excludedNamespace(ns string) bool {
-	return ns == "kube-system" || ns == Namespace
+	return annotations.Excluded(ns) || ns == Namespace
 }

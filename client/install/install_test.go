@@ -3,12 +3,14 @@ package install
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -215,5 +217,43 @@ func TestVerifyInjection(t *testing.T) {
 	})
 	if _, err := VerifyInjection(ctx, forbidden, "default"); !errors.Is(err, ErrCannotVerify) {
 		t.Errorf("forbidden: %v, want ErrCannotVerify", err)
+	}
+}
+
+// TestManifestExcludesTheExcludedNamespaces: the webhook configuration's
+// namespaceSelector excludes exactly annotations.ExcludedNamespaces, the
+// list the webhook checks again and install skips. Before, the manifest
+// listed 2, the webhook 4 and install 2: the webhook was called for
+// kube-public and kube-node-lease pods (and refused them itself), and
+// install warned about opted-in pods there that no webhook would inject.
+func TestManifestExcludesTheExcludedNamespaces(t *testing.T) {
+	objs, err := objects()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, o := range objs {
+		if o.ref.Kind != "MutatingWebhookConfiguration" {
+			continue
+		}
+		var cfg admissionregistrationv1.MutatingWebhookConfiguration
+		if err := json.Unmarshal(o.json, &cfg); err != nil {
+			t.Fatal(err)
+		}
+		for _, wh := range cfg.Webhooks {
+			for _, e := range wh.NamespaceSelector.MatchExpressions {
+				if e.Key == "kubernetes.io/metadata.name" && e.Operator == metav1.LabelSelectorOpNotIn {
+					got = append(got, e.Values...)
+				}
+			}
+		}
+	}
+	if !slices.Equal(got, annotations.ExcludedNamespaces) {
+		t.Fatalf("the manifest excludes %q, annotations.ExcludedNamespaces is %q", got, annotations.ExcludedNamespaces)
+	}
+	for _, ns := range annotations.ExcludedNamespaces {
+		if !excludedNamespace(ns) {
+			t.Errorf("install does not skip %s", ns)
+		}
 	}
 }

@@ -151,3 +151,16 @@ const AppRuntimeEnvPrefix = "DETOUR_APP_"
 func RuntimeVariables() []string { return slices.Clone(runtimeVariables[:]) }
 
 var runtimeVariables = [...]string{"GOGC", "GOMEMLIMIT", "GOMAXPROCS", "GODEBUG"}
+
+// SystemNamespace is where detour install puts the webhook.
+const SystemNamespace = "detour-system"
+
+// ExcludedNamespaces never get an agent, whatever their pods say: the
+// control plane's and detour's own. This is the one list: the webhook
+// checks it (webhook/decide.go), its configuration's namespaceSelector
+// in deploy/base lists it (client/install tests the manifest against it),
+// and detour install skips these namespaces' pods.
+var ExcludedNamespaces = []string{"kube-system", "kube-public", "kube-node-lease", SystemNamespace}
+
+// Excluded says whether ns is one of ExcludedNamespaces.
+func Excluded(ns string) bool { return slices.Contains(ExcludedNamespaces, ns) }
