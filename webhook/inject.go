@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/detour-dev/detour/internal/annotations"
+	"github.com/detour-dev/detour/internal/podport"
 )
 
 // InjectConfig is what injection needs besides the pod and its Services.
@@ -224,19 +225,16 @@ type serviceRef struct {
 }
 
 // serviceRefs resolves every TCP port of services to a container port of
-// pod; only containers[only] when only ≥ 0.
+// pod; only containers[only] when only ≥ 0 (the rule: internal/podport).
 func serviceRefs(pod *corev1.Pod, services []corev1.Service, only int) []serviceRef {
 	var refs []serviceRef
 	for _, s := range services {
 		headless := s.Spec.ClusterIP == corev1.ClusterIPNone
 		for _, sp := range s.Spec.Ports {
-			if sp.Protocol != "" && sp.Protocol != corev1.ProtocolTCP {
+			if !podport.TCP(sp) {
 				continue
 			}
-			tp := sp.TargetPort
-			if tp.Type == intstr.Int && tp.IntVal == 0 {
-				tp = intstr.FromInt32(sp.Port)
-			}
+			tp := podport.Target(sp)
 			ci, cp, found := findContainerPort(pod, tp, only)
 			if !found {
 				if tp.Type == intstr.String {
@@ -256,18 +254,8 @@ func serviceRefs(pod *corev1.Pod, services []corev1.Service, only int) []service
 // findContainerPort finds the TCP container port that tp names or numbers,
 // in containers[only] when only ≥ 0, else in the first container that has it.
 func findContainerPort(pod *corev1.Pod, tp intstr.IntOrString, only int) (int, corev1.ContainerPort, bool) {
-	for ci, c := range pod.Spec.Containers {
-		if only >= 0 && ci != only {
-			continue
-		}
-		for _, cp := range c.Ports {
-			if cp.Protocol != "" && cp.Protocol != corev1.ProtocolTCP {
-				continue
-			}
-			if (tp.Type == intstr.String && cp.Name == tp.StrVal) || (tp.Type == intstr.Int && cp.ContainerPort == tp.IntVal) {
-				return ci, cp, true
-			}
-		}
+	if ms := podport.Find(pod.Spec.Containers, tp, only); len(ms) > 0 {
+		return ms[0].Container, ms[0].Port, true
 	}
 	return 0, corev1.ContainerPort{}, false
 }

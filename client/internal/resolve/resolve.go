@@ -12,6 +12,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/detour-dev/detour/internal/podport"
 )
 
 // Sentinels for the ways resolution fails; the messages say more.
@@ -27,6 +29,7 @@ var (
 	ErrContainerPortFound = errors.New("no container serves the service port")
 	ErrNoSuchContainer    = errors.New("no such container in the pod template")
 	ErrContainerAmbiguous = errors.New("several containers serve the service port")
+	ErrNotTCP             = errors.New("the service port is not TCP")
 )
 
 // Kinds of workload detour intercepts.
@@ -256,30 +259,22 @@ func FindServicePort(svc corev1.Service, want string) (corev1.ServicePort, error
 // them; a number no container declares goes to the first container.
 func ContainerPort(w Workload, sp corev1.ServicePort, want string) (port uint16, container string, err error) {
 	cs := w.Template.Spec.Containers
-	if want != "" && !slices.ContainsFunc(cs, func(c corev1.Container) bool { return c.Name == want }) {
-		return 0, "", fmt.Errorf("--container %q: %s has no such container (it has %s): %w", want, w.Ref(), containerNames(cs), ErrNoSuchContainer)
+	only := -1
+	if want != "" {
+		if only = slices.IndexFunc(cs, func(c corev1.Container) bool { return c.Name == want }); only < 0 {
+			return 0, "", fmt.Errorf("--container %q: %s has no such container (it has %s): %w", want, w.Ref(), containerNames(cs), ErrNoSuchContainer)
+		}
 	}
-	tp := sp.TargetPort
+	if !podport.TCP(sp) {
+		return 0, "", fmt.Errorf("service port %s is %s: detour intercepts TCP (HTTP, gRPC, any TCP protocol): %w", portName(sp), sp.Protocol, ErrNotTCP)
+	}
+	tp := podport.Target(sp)
 	named := tp.Type == intstr.String && tp.StrVal != ""
-	n := tp.IntValue()
-	if n == 0 && !named {
-		n = int(sp.Port)
-	}
-	declares := func(cp corev1.ContainerPort) bool {
-		if named {
-			return cp.Name == tp.StrVal
-		}
-		return int(cp.ContainerPort) == n
-	}
 	var found []string
-	for _, c := range cs {
-		for _, cp := range c.Ports {
-			if declares(cp) && (want == "" || c.Name == want) {
-				found = append(found, c.Name)
-				n = int(cp.ContainerPort)
-				break
-			}
-		}
+	n := tp.IntValue()
+	for _, m := range podport.Find(cs, tp, only) {
+		found = append(found, cs[m.Container].Name)
+		n = int(m.Port.ContainerPort)
 	}
 	what := fmt.Sprintf("port %d", n)
 	if named {

@@ -191,6 +191,7 @@ func TestContainerPortWithSeveralContainers(t *testing.T) {
 		{corev1.ServicePort{Port: 9090, TargetPort: intstr.FromString("metrics")}, "blue", 0, "", ErrContainerPortFound, `container "blue" of deployment/web does not declare`},
 		{corev1.ServicePort{Port: 9090, TargetPort: intstr.FromString("metrics")}, "", 9090, "green", nil, ""},
 		{corev1.ServicePort{Port: 7000, TargetPort: intstr.FromInt32(7000)}, "green", 7000, "green", nil, ""},
+		{corev1.ServicePort{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP}, "", 0, "", ErrNotTCP, `service port "dns" (53) is UDP: detour intercepts TCP`},
 	}
 	for _, c := range cases {
 		port, got, err := ContainerPort(w, c.sp, c.container)
