@@ -40,20 +40,24 @@ func serveForwards(path string) error {
 	if err != nil {
 		return fmt.Errorf("forward socket %s: %w", path, err)
 	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			forwards.Add(1)
-			go func() {
-				defer forwards.Done()
-				answerPort(c, dialInside)
-			}()
-		}
-	}()
+	go serveTracked(ln, func(c net.Conn) { answerPort(c, dialInside) })
 	return nil
+}
+
+// serveTracked handles each connection ln accepts in its own goroutine,
+// counted in forwards (drainForwards waits for them), until ln closes.
+func serveTracked(ln net.Listener, handle func(net.Conn)) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		forwards.Add(1)
+		go func() {
+			defer forwards.Done()
+			handle(c)
+		}()
+	}
 }
 
 // drainForwards waits for the relays in progress, at most drainTimeout.

@@ -122,19 +122,7 @@ func serveHostLoopback(hostSocket string) error {
 		ln.Close()
 		return err
 	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			forwards.Add(1)
-			go func() {
-				defer forwards.Done()
-				relayToHost(c.(*net.TCPConn), hostSocket)
-			}()
-		}
-	}()
+	go serveTracked(ln, func(c net.Conn) { relayToHost(c.(*net.TCPConn), hostSocket) })
 	return nil
 }
 
