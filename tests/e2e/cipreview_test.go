@@ -48,7 +48,7 @@ func TestCIPreviewScript(t *testing.T) {
 			"DETOUR="+u.bin, "WORKLOAD=web", "NAMESPACE="+ns, "SERVICE_PORT=http", fmt.Sprintf("LOCAL_PORT=%d", local),
 			fmt.Sprintf("START_CMD=HTTP_ADDR=127.0.0.1:%d TCP_ADDR=127.0.0.1:0 UDP_ADDR=127.0.0.1:0 POD_NAME=branch-build exec %s", local, echo),
 			"INGRESS_HOST="+svc.Spec.ClusterIP, "INGRESS_PORT=80", "INTERCEPT_NAME=ci-e2e",
-			`POST_CMD=echo "$DETOUR_PREVIEW_URL" > `+posted, "TEST_CMD="+testCmd)
+			`POST_CMD=echo "$DETOUR_PREVIEW_URL" > `+posted, "TEST_CMD="+testCmd, "E2E_JAR="+filepath.Join(dir, "cookies"))
 		var out, errOut bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &errOut
 		start := time.Now()
@@ -67,7 +67,7 @@ func TestCIPreviewScript(t *testing.T) {
 try() { for i in $(seq 30); do if "$@"; then return 0; fi; sleep 1; done; echo "failed: $*" >&2; return 1; }
 try sh -c 'curl -fsS -H "$DETOUR_HEADER_NAME: $DETOUR_HEADER_VALUE" "$DETOUR_INGRESS_URL" | grep -q "hello from branch-build"'
 try sh -c 'curl -fsS "$DETOUR_INGRESS_URL" | grep -q "hello from web-"'
-try sh -c 'curl -fsS -L -c jar -b jar "$DETOUR_PREVIEW_URL" | grep -q "hello from branch-build"'
+try sh -c 'curl -fsS -L -c "$E2E_JAR" -b "$E2E_JAR" "$DETOUR_PREVIEW_URL" | grep -q "hello from branch-build"'
 echo tests-passed`
 	r, took := run(tests)
 	if r.code != 0 || !strings.Contains(r.stdout, "tests-passed") || !strings.Contains(r.stderr, "intercept ci-e2e left") {
