@@ -442,7 +442,7 @@ func (r *runner) watchHolder(ctx context.Context, sess *client.Session) {
 		if err != nil {
 			continue // the session's own health decides
 		}
-		if err := stillHeld(list, r.req.Name); err != nil {
+		if err := stillHeld(list, r.req.Name, r.req.AppPort); err != nil {
 			r.log.Warn("intercept no longer held by this session", zap.Error(err))
 			sess.Close()
 			return
@@ -451,16 +451,22 @@ func (r *runner) watchHolder(ctx context.Context, sess *client.Session) {
 }
 
 // stillHeld says why list (an agent's, as this session sees it) does not
-// show intercept name as this session's, or nil when it does.
-func stillHeld(list []tunnel.InterceptInfo, name string) error {
-	for _, ic := range list {
-		if ic.Name != name {
+// show intercept name on port as this session's, or nil when it does.
+// Names are unique per client only: another developer's intercept of the
+// same name may be listed too, before or after ours.
+func stillHeld(list []tunnel.InterceptInfo, name string, port uint16) error {
+	var other *tunnel.InterceptInfo
+	for i, ic := range list {
+		if ic.Name != name || ic.Port != port {
 			continue
 		}
 		if ic.Yours {
 			return nil
 		}
-		return fmt.Errorf("intercept %q on port %d is now held by another session (%s)", name, ic.Port, ic.Holder)
+		other = &list[i]
+	}
+	if other != nil {
+		return fmt.Errorf("intercept %q on port %d is now held by another session (%s)", name, port, other.Holder)
 	}
 	return fmt.Errorf("intercept %q is gone from the agent", name)
 }
