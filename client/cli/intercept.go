@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/detour-dev/detour/client"
@@ -398,6 +399,16 @@ func (a *app) injectAndWait(ctx context.Context, cs kubernetes.Interface, w reso
 		fmt.Fprintf(a.errOut, "Making the detour agent of %s serve container %q (annotation %s); its pods roll…\n", w.Ref(), container, annotations.Container)
 		if err := kube.SetAppContainer(ctx, cs, w, container); err != nil {
 			return nil, err
+		}
+		if kube.Injected(w) {
+			// The old pods' agents are ready too, for the other container:
+			// wait until every ready agent serves this one.
+			err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+				return agentsServe(ctx, cs, w, container), nil
+			})
+			if err != nil {
+				return nil, fmt.Errorf("%s: its pods did not roll to agents serving container %q within %s: %w", w.Ref(), container, timeout, err)
+			}
 		}
 	}
 	if !kube.Injected(w) {

@@ -67,6 +67,14 @@ func TestInterceptContainer(t *testing.T) {
 	if !waitForSteady(t, green, "hello from green", 3, time.Minute) {
 		t.Fatal("green's port does not reach green after leave")
 	}
+	// Back to blue: the agents serve green now, and the old pods' ready
+	// agents must not be taken for new ones (the intercept waits for the
+	// roll to agents serving blue; it was refused, "port not served").
+	u.must("intercept", "duo", "-n", ns, "--port", fmt.Sprintf("%d:http", local))
+	if !waitForSteady(t, blue, "workstation", 5, 2*time.Minute) {
+		t.Fatal("blue's port does not reach the workstation after switching back")
+	}
+	u.must("leave", "duo-"+ns)
 }
 
 // deployTwoContainers deploys echo twice in one pod: blue on 8080
