@@ -96,7 +96,7 @@ func TestHTTPInterceptsRouteEachRequestByHeader(t *testing.T) {
 	if err := httpIntercept(t, alice, "web", w.appPort, nameServer(t, "alice"), "X-Dev=alice"); err != nil {
 		t.Fatal(err)
 	}
-	if err := httpIntercept(t, bob, "web", w.appPort, nameServer(t, "bob"), "x-dev=bob", "x-team=blue"); err != nil {
+	if err := httpIntercept(t, bob, "web-bob", w.appPort, nameServer(t, "bob"), "x-dev=bob", "x-team=blue"); err != nil { // its own name: the helper derives the preview token from it, one owner's each
 		t.Fatal(err)
 	}
 

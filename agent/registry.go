@@ -321,6 +321,13 @@ func mayShare(other, ic *intercept) error {
 		}
 		return nil
 	}
+	if a.PreviewToken != "" && subtle.ConstantTimeCompare([]byte(a.PreviewToken), []byte(b.PreviewToken)) == 1 {
+		// A preview token routes on its own (its cookie stands in for the
+		// header rules): the same token from another owner would take the
+		// browsers of whoever the link was shared with.
+		return fmt.Errorf("port %d: %s's intercept %q already uses this preview token: a preview link routes to one developer only: %w",
+			ic.port, other.owner.user, other.name, tunnel.ErrAlreadyIntercepted)
+	}
 	if !disjoint(a, b) {
 		return fmt.Errorf("port %d: %s holds intercept %q matching %s; rules %s could match the same requests: "+
 			"intercepts of different developers must differ in a header both name (e.g. each its own x-detour-intercept-id, as --http-match auto does), "+

@@ -66,3 +66,26 @@ func TestHTTPRuleSetsOfDifferentOwnersMustBeDisjoint(t *testing.T) {
 		})
 	}
 }
+
+// TestPreviewTokenIsOneOwners: a preview token routes on its own, so
+// another owner registering the same token (copied from a shared link),
+// however disjoint the rules, is refused naming the holder.
+func TestPreviewTokenIsOneOwners(t *testing.T) {
+	alice, bob := testOwner("alice@laptop", "a-secret"), testOwner("bob@desk", "b-secret")
+	r := newRegistry([]uint16{80})
+	first := httpIC(t, "a", alice, "x-detour-intercept-id=alice-1")
+	first.http.settings.PreviewToken = "0123456789abcdef"
+	if _, err := r.create(first); err != nil {
+		t.Fatal(err)
+	}
+	thief := httpIC(t, "b", bob, "x-detour-intercept-id=bob-1", "x-dev=bob")
+	thief.http.settings.PreviewToken = "0123456789abcdef"
+	if _, err := r.create(thief); !errors.Is(err, tunnel.ErrAlreadyIntercepted) || !strings.Contains(err.Error(), "alice@laptop") {
+		t.Fatalf("the same token from bob: %v, want a refusal naming alice", err)
+	}
+	own := httpIC(t, "b", bob, "x-detour-intercept-id=bob-1")
+	own.http.settings.PreviewToken = "fedcba9876543210"
+	if _, err := r.create(own); err != nil {
+		t.Fatalf("bob's own token: %v", err)
+	}
+}
