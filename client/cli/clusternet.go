@@ -152,9 +152,10 @@ func RunClusterNetwork(ctx context.Context, r ClusterRun) (int, error) {
 
 // refreshTrees reads the pod's files again every r.RefreshEvery and hands
 // them to the namespace, until CMD ends. A failed read keeps the old
-// files (and says so once per failure streak).
+// files (and says so once per failure streak) and is tried again after
+// refreshRetry, not a whole interval later: the token would expire first.
 func refreshTrees(ctx context.Context, ns *nsexec.Namespace, r ClusterRun) {
-	t := time.NewTicker(r.RefreshEvery)
+	t := time.NewTimer(r.RefreshEvery)
 	defer t.Stop()
 	failing := false
 	for {
@@ -177,11 +178,25 @@ func refreshTrees(ctx context.Context, ns *nsexec.Namespace, r ClusterRun) {
 		default:
 		}
 		if err != nil && !failing {
-			fmt.Fprintf(r.Stderr, "note: refreshing the pod's files (its service-account token) failed; CMD keeps the old ones: %v\n", err)
+			fmt.Fprintf(r.Stderr, "note: refreshing the pod's files (its service-account token) failed; CMD keeps the old ones, detour tries again: %v\n", err)
 		}
 		failing = err != nil
+		t.Reset(nextRefresh(r.RefreshEvery, failing))
 	}
 }
+
+// nextRefresh is the wait before the next refresh: the interval, or after
+// a failure refreshRetry (at most the interval).
+func nextRefresh(every time.Duration, failed bool) time.Duration {
+	if failed {
+		return min(refreshRetry, every)
+	}
+	return every
+}
+
+// refreshRetry is how soon a failed refresh of the pod's files is tried
+// again.
+const refreshRetry = 15 * time.Second
 
 // prepareNetwork asks the agent for the pod's network (and the app's
 // environment when r has none) and builds the routing and resolver.

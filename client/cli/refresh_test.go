@@ -71,3 +71,21 @@ func TestRefreshTreesReachesTheRunningCommand(t *testing.T) {
 		t.Fatalf("a failure streak was reported %d times, want once: %q", n, stderr.String())
 	}
 }
+
+// TestNextRefresh: after a failure the refresh is tried again soon, not a
+// whole interval later (48 min for an hour's token: it would expire).
+func TestNextRefresh(t *testing.T) {
+	for _, c := range []struct {
+		every  time.Duration
+		failed bool
+		want   time.Duration
+	}{
+		{48 * time.Minute, false, 48 * time.Minute},
+		{48 * time.Minute, true, refreshRetry},
+		{5 * time.Second, true, 5 * time.Second},
+	} {
+		if got := nextRefresh(c.every, c.failed); got != c.want {
+			t.Errorf("nextRefresh(%s, %v) = %s, want %s", c.every, c.failed, got, c.want)
+		}
+	}
+}
