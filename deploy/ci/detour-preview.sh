@@ -44,9 +44,16 @@ cleanup() {
   status=$?
   trap - EXIT INT TERM
   "$detour" leave "$name" >/dev/null 2>&1 || true
-  "$detour" quit >/dev/null 2>&1 || true
+  # Stop the daemon only when no other job's intercept is left in it.
+  if [ "$("$detour" status -o json 2>/dev/null | jq '.intercepts | length' 2>/dev/null)" = "0" ]; then
+    "$detour" quit >/dev/null 2>&1 || true
+  fi
   if [ -n "$app_pid" ]; then
-    kill "$app_pid" 2>/dev/null || true
+    # The build runs in its own process group (setsid): all of it stops,
+    # not only the shell START_CMD ran in; SIGKILL after 10 s.
+    kill -TERM -- "-$app_pid" 2>/dev/null || true
+    for _ in $(seq 20); do kill -0 "$app_pid" 2>/dev/null || break; sleep 0.5; done
+    kill -KILL -- "-$app_pid" 2>/dev/null || true
     wait "$app_pid" 2>/dev/null || true
   fi
   echo "detour-preview: intercept $name left, build stopped (exit $status)" >&2
@@ -56,13 +63,15 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-bash -c "$START_CMD" &
+setsid bash -c "$START_CMD" &
 app_pid=$!
+ready=""
 for _ in $(seq "${READY_TIMEOUT:-60}"); do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$LOCAL_PORT") 2>/dev/null; then break; fi
+  if (exec 3<>"/dev/tcp/127.0.0.1/$LOCAL_PORT") 2>/dev/null; then ready=1; break; fi
   kill -0 "$app_pid" 2>/dev/null || { echo "detour-preview: START_CMD exited before listening on $LOCAL_PORT" >&2; exit 1; }
   sleep 1
 done
+[ -n "$ready" ] || { echo "detour-preview: nothing listens on 127.0.0.1:$LOCAL_PORT after ${READY_TIMEOUT:-60} s (START_CMD: $START_CMD)" >&2; exit 1; }
 
 "$detour" intercept "$name" --workload "$WORKLOAD" -n "$NAMESPACE" --port "$LOCAL_PORT:$SERVICE_PORT" \
   --mechanism http --http-match auto --ingress-host "$INGRESS_HOST" --ingress-port "$INGRESS_PORT"
@@ -70,7 +79,7 @@ done
 status_json=$("$detour" status -o json)
 ic=$(jq -e --arg n "$name" '.intercepts[] | select(.name == $n)' <<<"$status_json")
 DETOUR_PREVIEW_URL=$(jq -er '.previewUrl' <<<"$ic")
-match=$(jq -er '.httpMatch[0]' <<<"$ic")
+match=$(jq -er '.httpMatch[0]' <<<"$ic")   # NAME=VALUE (a baggage member, baggage:KEY=VALUE, is not a header: use the default auto header)
 DETOUR_HEADER_NAME=${match%%=*}
 DETOUR_HEADER_VALUE=${match#*=}
 DETOUR_INGRESS_URL="${INGRESS_SCHEME:-http}://$INGRESS_HOST:$INGRESS_PORT/"
