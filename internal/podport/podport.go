@@ -15,7 +15,7 @@ type Match struct {
 // none (0) means the Service port's own number.
 func Target(sp corev1.ServicePort) intstr.IntOrString {
 	tp := sp.TargetPort
-	if tp.Type == intstr.Int && tp.IntVal == 0 {
+	if (tp.Type == intstr.Int && tp.IntVal == 0) || (tp.Type == intstr.String && tp.StrVal == "") {
 		return intstr.FromInt32(sp.Port)
 	}
 	return tp

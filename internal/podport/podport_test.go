@@ -50,6 +50,9 @@ func TestFind(t *testing.T) {
 	if tp := Target(corev1.ServicePort{Port: 80}); tp.IntVal != 80 {
 		t.Errorf("no targetPort: %v, want the port itself", tp)
 	}
+	if tp := Target(corev1.ServicePort{Port: 80, TargetPort: intstr.FromString("")}); tp.Type != intstr.Int || tp.IntVal != 80 {
+		t.Errorf("an empty name: %v, want the port itself (it matched every unnamed port)", tp)
+	}
 	if !TCP(corev1.ServicePort{}) || TCP(corev1.ServicePort{Protocol: corev1.ProtocolUDP}) {
 		t.Error("TCP: empty is TCP, UDP is not")
 	}

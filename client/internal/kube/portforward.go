@@ -112,9 +112,6 @@ func DialPod(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, nam
 	return s, nil
 }
 
-// forbidden says whether a port-forward dial failed because the API server
-// refused it (403). The WebSocket dialer keeps the API's status; the SPDY
-// dialer, the fallback, keeps only its message ("… is forbidden: User …").
 // podDialer opens port-forwards over plain SPDY first and over SPDY in
 // WebSocket frames when the SPDY upgrade is refused on the way (a proxy
 // or gateway that passes only WebSocket upgrades). kubectl tries WebSocket
@@ -149,6 +146,9 @@ func podDialer(cfg *rest.Config, u *url.URL) (httpstream.Dialer, error) {
 	return dialer, nil
 }
 
+// forbidden says whether a port-forward dial failed because the API server
+// refused it (403). The WebSocket dialer keeps the API's status; the SPDY
+// dialer keeps only its message ("… is forbidden: User …").
 func forbidden(err error) bool {
 	if apierrors.IsForbidden(err) {
 		return true
