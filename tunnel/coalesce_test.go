@@ -52,3 +52,53 @@ func TestCoalescingConnNeverHoldsBackABodylessHeader(t *testing.T) {
 		t.Fatalf("empty data frame held back: %v", err)
 	}
 }
+
+// messageConn is a transport that frames every Write as a message of its
+// own (as a port-forward stream does): it records the writes.
+type messageConn struct {
+	writes [][]byte
+}
+
+func (m *messageConn) Read([]byte) (int, error) { return 0, io.EOF }
+func (m *messageConn) Close() error             { return nil }
+func (m *messageConn) Write(p []byte) (int, error) {
+	m.writes = append(m.writes, bytes.Clone(p))
+	return len(p), nil
+}
+
+func TestCoalescingConnJoinsHeaderAndBodyOverAMessageTransport(t *testing.T) {
+	m := &messageConn{}
+	c := newCoalescingConn(m)
+
+	body := bytes.Repeat([]byte{7}, 1000)
+	hdr := yamuxHeader(yamuxTypeData, uint32(len(body)))
+	if n, err := c.Write(hdr); n != len(hdr) || err != nil {
+		t.Fatalf("write header = %d, %v", n, err)
+	}
+	if len(m.writes) != 0 {
+		t.Fatalf("data header written alone: %d writes", len(m.writes))
+	}
+	if n, err := c.Write(body); n != len(body) || err != nil {
+		t.Fatalf("write body = %d, %v (want the body's own length)", n, err)
+	}
+	if len(m.writes) != 1 || !bytes.Equal(m.writes[0], append(bytes.Clone(hdr), body...)) {
+		t.Fatalf("want header+body as one message, got %d writes", len(m.writes))
+	}
+
+	// A window update goes out at once, alone.
+	update := yamuxHeader(1, 4096)
+	c.Write(update)
+	if len(m.writes) != 2 || !bytes.Equal(m.writes[1], update) {
+		t.Fatalf("window update held back or joined: %d writes", len(m.writes))
+	}
+
+	// A body past maxJoinCopy is not copied: header, then body.
+	big := bytes.Repeat([]byte{9}, maxJoinCopy+1)
+	c.Write(yamuxHeader(yamuxTypeData, uint32(len(big))))
+	if n, err := c.Write(big); n != len(big) || err != nil {
+		t.Fatalf("write big body = %d, %v", n, err)
+	}
+	if len(m.writes) != 4 || len(m.writes[2]) != yamuxHeaderLen || !bytes.Equal(m.writes[3], big) {
+		t.Fatalf("big body: want header and body as two writes, got %d", len(m.writes))
+	}
+}

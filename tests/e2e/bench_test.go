@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -154,14 +155,29 @@ func BenchmarkClusterIntercept(b *testing.B) {
 	viaWS := newUser(b)
 	viaWS.env = []string{"DETOUR_PORT_FORWARD=websocket"}
 	rawHTTP := fmt.Sprintf("http://127.0.0.1:%d/", fwd[1])
-	var reqRaw, reqSPDY, reqWS float64
+	var reqRaw, reqSPDY, reqWS, reqOther float64
 	const reqRounds = 3
+	type variant struct {
+		u   *user
+		sum *float64
+	}
+	variants := []variant{{u, &reqSPDY}, {viaWS, &reqWS}}
+	// DETOUR_BENCH_OTHER_DETOUR: another build of cmd/detour (an earlier
+	// tree's) in the same rounds, a before/after interleaved; every other
+	// round runs the variants in reverse order.
+	other := os.Getenv("DETOUR_BENCH_OTHER_DETOUR")
+	if other != "" {
+		o := newUser(b)
+		o.bin = other
+		variants = append(variants, variant{o, &reqOther})
+	}
 	for i := 0; i < reqRounds; i++ {
 		reqRaw += keepAliveRate(b, rawHTTP, 8, 3*time.Second)
-		for _, x := range []struct {
-			u   *user
-			sum *float64
-		}{{u, &reqSPDY}, {viaWS, &reqWS}} {
+		order := slices.Clone(variants)
+		if i%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, x := range order {
 			x.u.must("intercept", "web", "-n", ns, "--port", fmt.Sprintf("%d:http", localHTTP))
 			eventually(b, 10*time.Second, "requests at the workstation", func() bool { return who(httpURL) == "workstation" })
 			*x.sum += keepAliveRate(b, httpURL, 8, 3*time.Second)
@@ -193,6 +209,10 @@ func BenchmarkClusterIntercept(b *testing.B) {
 	b.ReportMetric(reqRaw/reqRounds, "raw-portforward-keepalive-req/s")
 	b.ReportMetric(reqSPDY/reqRaw, "keepalive-ratio")
 	b.ReportMetric(reqSPDY/reqWS, "spdy/websocket-intercept-req-ratio")
+	if other != "" {
+		b.ReportMetric(reqOther/reqRounds, "other-keepalive-req/s")
+		b.ReportMetric(reqSPDY/reqOther, "vs-other-keepalive")
+	}
 	b.ReportMetric(ms(toFirst), "intercept-to-first-request-ms")
 	b.ReportMetric(ms(toApp), "leave-to-app-ms")
 	b.ReportMetric(mb/viaDetour.Seconds(), "intercept-echo-MB/s")

@@ -122,7 +122,7 @@ func DialPod(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, nam
 //
 // $DETOUR_PORT_FORWARD=websocket turns the order round.
 func podDialer(cfg *rest.Config, u *url.URL) (httpstream.Dialer, error) {
-	transport, upgrader, err := spdy.RoundTripperFor(cfg)
+	transport, upgrader, err := spdyRoundTripperFor(cfg)
 	if err != nil {
 		return nil, err
 	}
