@@ -95,6 +95,32 @@ func connectRTT(tb testing.TB, addr string, n int) []time.Duration {
 	return out
 }
 
+// streamRTT sends n 1-byte echoes one after another on one connection: the
+// round trip of an established stream, without a connection's set-up.
+func streamRTT(tb testing.TB, addr string, n int) []time.Duration {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Minute))
+	b := make([]byte, 1)
+	out := make([]time.Duration, 0, n)
+	for i := 0; i < n+10; i++ { // the first 10 warm the path up
+		start := time.Now()
+		if _, err := c.Write([]byte{'x'}); err != nil {
+			tb.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, b); err != nil {
+			tb.Fatalf("1-byte echo on an open stream via %s: %v", addr, err)
+		}
+		if i >= 10 {
+			out = append(out, time.Since(start))
+		}
+	}
+	return out
+}
+
 func pct(d []time.Duration, p float64) time.Duration {
 	s := slices.Clone(d)
 	slices.Sort(s)
@@ -201,6 +227,9 @@ func BenchmarkClusterIntercept(b *testing.B) {
 	}
 	detourRTT := connectRTT(b, echoAddr, 200)
 	rawRTT := connectRTT(b, raw, 200)
+	// The floor of this design (issue 14 §3): one round trip over a
+	// port-forward stream that is already open.
+	openRTT := streamRTT(b, raw, 200)
 	for i := 0; i < b.N; i++ {
 	}
 	mb := float64(3*2*size) / 1e6 // each echo carries size bytes each way
@@ -222,4 +251,8 @@ func BenchmarkClusterIntercept(b *testing.B) {
 	b.ReportMetric(ms(pct(detourRTT, 0.99)), "intercept-conn-p99-ms")
 	b.ReportMetric(ms(pct(rawRTT, 0.5)), "raw-conn-p50-ms")
 	b.ReportMetric(ms(pct(rawRTT, 0.99)), "raw-conn-p99-ms")
+	b.ReportMetric(ms(pct(openRTT, 0.5)), "open-stream-rtt-p50-ms")
+	b.ReportMetric(ms(pct(openRTT, 0.99)), "open-stream-rtt-p99-ms")
+	b.ReportMetric(float64(pct(detourRTT, 0.5))/float64(pct(openRTT, 0.5)), "conn-p50/open-stream-p50")
+	b.ReportMetric(float64(pct(detourRTT, 0.99))/float64(pct(openRTT, 0.99)), "conn-p99/open-stream-p99")
 }
