@@ -60,7 +60,7 @@ bench-cluster: deps build
 
 bench-cluster-locked:
 	$(GO) run ./tests/cluster up || { $(GO) run ./tests/cluster down; exit 1; }
-	$(GO) test -tags e2e -run '^$$' -bench 'ClusterIntercept|ClusterNetworkBulk|PortForwardTransport' -benchtime 1x -count=1 -timeout 20m ./tests/e2e/ ; rc=$$?; \
+	$(GO) test -tags e2e -run '^$$' -bench 'ClusterIntercept|ClusterNetworkBulk|PortForwardTransport|RemoteCluster' -benchtime 1x -count=1 -timeout 20m ./tests/e2e/ ; rc=$$?; \
 	$(GO) run ./tests/cluster down; exit $$rc
 
 lint:

@@ -1,0 +1,71 @@
+package wan
+
+import (
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/detour-dev/detour/tests/internal/nsworld"
+)
+
+// TestLineDelaysOnlyItsPort: a TCP round trip to the delayed port takes at
+// least twice the delay (each way); one to another port does not, and
+// bytes cross unchanged.
+func TestLineDelaysOnlyItsPort(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespaces, TUN)")
+	}
+	const delayed, other = 16443, 16444
+	l, err := Start("dwan-test", delayed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	l.Set(25*time.Millisecond, 0)
+	for _, port := range []int{delayed, other} {
+		ln, err := net.Listen("tcp", net.JoinHostPort(HostAddr, itoa(port)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() { io.Copy(c, c); c.Close() }()
+			}
+		}()
+	}
+	rtt := func(port int) time.Duration {
+		c, err := nsworld.Dial(t.Context(), "dwan-test", net.JoinHostPort(HostAddr, itoa(port)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		msg := []byte("across the line")
+		best := time.Hour
+		for i := 0; i < 5; i++ {
+			start := time.Now()
+			c.Write(msg)
+			got := make([]byte, len(msg))
+			if _, err := io.ReadFull(c, got); err != nil || string(got) != string(msg) {
+				t.Fatalf("echo via port %d: %q %v", port, got, err)
+			}
+			best = min(best, time.Since(start))
+		}
+		return best
+	}
+	if d := rtt(delayed); d < 50*time.Millisecond {
+		t.Fatalf("round trip on the delayed port %v, want ≥ 50ms", d)
+	}
+	if d := rtt(other); d > 25*time.Millisecond {
+		t.Fatalf("round trip on another port %v, want no delay", d)
+	}
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
