@@ -48,24 +48,7 @@ func tcpEchoServer(tb testing.TB) int {
 
 // echoBulk sends size bytes on a new connection and reads them back.
 func echoBulk(tb testing.TB, addr string, size int64) time.Duration {
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(2 * time.Minute))
-	start := time.Now()
-	errc := make(chan error, 1)
-	go func() {
-		_, err := io.CopyN(c, zeroReader{}, size)
-		c.(*net.TCPConn).CloseWrite()
-		errc <- err
-	}()
-	n, err := io.Copy(io.Discard, c)
-	if werr := <-errc; werr != nil || err != nil || n != size {
-		tb.Fatalf("echo of %d bytes via %s: got %d back (%v, %v)", size, addr, n, werr, err)
-	}
-	return time.Since(start)
+	return echoVia(tb, hostDial, addr, size)
 }
 
 type zeroReader struct{}

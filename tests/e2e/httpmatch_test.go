@@ -19,6 +19,12 @@ import (
 // pairs are added (so a header may repeat). A request other than GET
 // carries the body "posted", which the app (tests/images/echo) echoes.
 func askWith(method, url string, header ...string) string {
+	return askWithin(5*time.Second, method, url, header...)
+}
+
+// askWithin is askWith with its own timeout: a request that hangs longer
+// is an error.
+func askWithin(timeout time.Duration, method, url string, header ...string) string {
 	var body io.Reader
 	if method != http.MethodGet {
 		body = strings.NewReader("posted")
@@ -30,7 +36,7 @@ func askWith(method, url string, header ...string) string {
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Add(header[i], header[i+1])
 	}
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	c := &http.Client{Timeout: timeout, Transport: &http.Transport{DisableKeepAlives: true}}
 	resp, err := c.Do(req)
 	if err != nil {
 		return "error: " + err.Error()

@@ -132,7 +132,7 @@ func (r *remoteSide) portForward(b *testing.B, ns, pod string, port int) int {
 
 // echoVia sends size bytes on a new connection made with dial and reads
 // them back.
-func echoVia(b *testing.B, dial dialFunc, addr string, size int64) time.Duration {
+func echoVia(b testing.TB, dial dialFunc, addr string, size int64) time.Duration {
 	c, err := dial(context.Background(), "tcp", addr)
 	if err != nil {
 		b.Fatal(err)

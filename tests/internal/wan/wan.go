@@ -9,7 +9,8 @@
 //
 // Only packets that Match selects (TCP to or from one port) are delayed
 // and dropped; the others pass at once, so the test can reach the
-// namespace's listeners without crossing the long link itself.
+// namespace's listeners without crossing the long link itself. One Line
+// runs on a host at a time (its devices and addresses are fixed).
 package wan
 
 import (
