@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/detour-dev/detour/internal/addrset"
+	"github.com/detour-dev/detour/internal/annotations"
 	"github.com/detour-dev/detour/tunnel"
 )
 
@@ -46,6 +47,8 @@ type Agent struct {
 	httpMu     sync.Mutex
 	httpPorts  map[uint16]*httpPort // ports that have had http intercepts
 	httpClosed bool
+
+	idle idleClock // when the agent last had a session (idle.go)
 
 	nextOwner atomic.Uint64
 	ready     atomic.Bool
@@ -152,6 +155,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return serveHTTP(health, ls.health, "health") })
 	g.Go(func() error { return serveHTTP(metricsSrv, ls.metrics, "metrics") })
 
+	a.idle.touch(time.Now())
 	a.ready.Store(true)
 	close(a.readyCh)
 	a.log.Info("agent ready",
@@ -268,6 +272,7 @@ func (a *Agent) healthHandler() http.Handler {
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
+	mux.HandleFunc(annotations.IdlePath, a.serveIdle)
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		if !a.ready.Load() {
 			http.Error(w, "not ready: starting or shutting down", http.StatusServiceUnavailable)
