@@ -272,8 +272,9 @@ agent: {clusterCIDRs: [10.244.0.0/16, 10.96.0.0/12]}`,
 			return os
 		},
 	}, {
-		// What `detour install --agent-max-idle 20s` applies: the idle
-		// reaper's RBAC (deploy/idle) and the flag.
+		// The overlay deploy/idle describes (testdata/idle), and what
+		// `detour install --agent-max-idle 20s` applies: the idle reaper's
+		// RBAC (deploy.IdleRBAC) and the flag.
 		name:   "agent max idle",
 		values: "agent: {maxIdle: 20s}",
 		want: func() objects {
@@ -282,6 +283,7 @@ agent: {clusterCIDRs: [10.244.0.0/16, 10.96.0.0/12]}`,
 			for k, o := range parse(t, "deploy/idle/rbac.yaml", string(deploy.IdleRBAC)) {
 				os[k] = o
 			}
+			compare(t, without(kustomize(t, "testdata/idle"), "Namespace /detour-system"), os)
 			return os
 		},
 	}, {
