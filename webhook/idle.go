@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -22,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	appsv1client "k8s.io/client-go/kubernetes/typed/apps/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 
 	"github.com/detour-dev/detour/internal/annotations"
@@ -257,43 +259,59 @@ var escapedInject = strings.ReplaceAll(annotations.Inject, "/", "~1")
 // fieldManager is the webhook's name in managedFields.
 const fieldManager = "detour-webhook"
 
+// kindOps is what the reaper does to one kind of workload: read its pod
+// template, patch it.
+type kindOps struct {
+	template func(ctx context.Context, apps appsv1client.AppsV1Interface, ns, name string) (*corev1.PodTemplateSpec, error)
+	patch    func(ctx context.Context, apps appsv1client.AppsV1Interface, ns, name string, data []byte, opts metav1.PatchOptions) error
+}
+
+// getPatcher is the part of a typed workload client the reaper uses.
+type getPatcher[T any] interface {
+	Get(ctx context.Context, name string, opts metav1.GetOptions) (T, error)
+	Patch(ctx context.Context, name string, pt types.PatchType, data []byte, opts metav1.PatchOptions, subresources ...string) (T, error)
+}
+
+func opsOf[T any](client func(appsv1client.AppsV1Interface, string) getPatcher[T], template func(T) *corev1.PodTemplateSpec) kindOps {
+	return kindOps{
+		template: func(ctx context.Context, apps appsv1client.AppsV1Interface, ns, name string) (*corev1.PodTemplateSpec, error) {
+			obj, err := client(apps, ns).Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return nil, err
+			}
+			return template(obj), nil
+		},
+		patch: func(ctx context.Context, apps appsv1client.AppsV1Interface, ns, name string, data []byte, opts metav1.PatchOptions) error {
+			_, err := client(apps, ns).Patch(ctx, name, types.JSONPatchType, data, opts)
+			return err
+		},
+	}
+}
+
+// workloadKinds: a new kind is one entry (and its RBAC in deploy/idle).
+var workloadKinds = map[string]kindOps{
+	KindDeployment: opsOf(func(a appsv1client.AppsV1Interface, ns string) getPatcher[*appsv1.Deployment] {
+		return a.Deployments(ns)
+	},
+		func(d *appsv1.Deployment) *corev1.PodTemplateSpec { return &d.Spec.Template }),
+	KindStatefulSet: opsOf(func(a appsv1client.AppsV1Interface, ns string) getPatcher[*appsv1.StatefulSet] {
+		return a.StatefulSets(ns)
+	},
+		func(s *appsv1.StatefulSet) *corev1.PodTemplateSpec { return &s.Spec.Template }),
+	KindReplicaSet: opsOf(func(a appsv1client.AppsV1Interface, ns string) getPatcher[*appsv1.ReplicaSet] {
+		return a.ReplicaSets(ns)
+	},
+		func(rs *appsv1.ReplicaSet) *corev1.PodTemplateSpec { return &rs.Spec.Template }),
+}
+
+// unannotate removes the opt-in from w's pod template, if it still has it.
 func (r *IdleReaper) unannotate(ctx context.Context, w WorkloadRef) error {
-	apps := r.Client.AppsV1()
-	var template func() (*corev1.PodTemplateSpec, error)
-	var patch func() error
-	opts := metav1.PatchOptions{FieldManager: fieldManager}
-	switch w.Kind {
-	case KindDeployment:
-		template = func() (*corev1.PodTemplateSpec, error) {
-			d, err := apps.Deployments(w.Namespace).Get(ctx, w.Name, metav1.GetOptions{})
-			return templateOf(err, func() *corev1.PodTemplateSpec { return &d.Spec.Template })
-		}
-		patch = func() error {
-			_, err := apps.Deployments(w.Namespace).Patch(ctx, w.Name, types.JSONPatchType, idleRemovalPatch, opts)
-			return err
-		}
-	case KindStatefulSet:
-		template = func() (*corev1.PodTemplateSpec, error) {
-			s, err := apps.StatefulSets(w.Namespace).Get(ctx, w.Name, metav1.GetOptions{})
-			return templateOf(err, func() *corev1.PodTemplateSpec { return &s.Spec.Template })
-		}
-		patch = func() error {
-			_, err := apps.StatefulSets(w.Namespace).Patch(ctx, w.Name, types.JSONPatchType, idleRemovalPatch, opts)
-			return err
-		}
-	case KindReplicaSet:
-		template = func() (*corev1.PodTemplateSpec, error) {
-			rs, err := apps.ReplicaSets(w.Namespace).Get(ctx, w.Name, metav1.GetOptions{})
-			return templateOf(err, func() *corev1.PodTemplateSpec { return &rs.Spec.Template })
-		}
-		patch = func() error {
-			_, err := apps.ReplicaSets(w.Namespace).Patch(ctx, w.Name, types.JSONPatchType, idleRemovalPatch, opts)
-			return err
-		}
-	default:
+	kind, ok := workloadKinds[w.Kind]
+	if !ok {
 		return nil
 	}
-	t, err := template()
+	apps := r.Client.AppsV1()
+	t, err := kind.template(ctx, apps, w.Namespace, w.Name)
 	switch {
 	case apierrors.IsNotFound(err):
 		return nil
@@ -302,7 +320,7 @@ func (r *IdleReaper) unannotate(ctx context.Context, w WorkloadRef) error {
 	case t.Annotations[annotations.Inject] != annotations.InjectEnabled:
 		return nil // already removed (another replica of the webhook, or a user)
 	}
-	switch err := patch(); {
+	switch err := kind.patch(ctx, apps, w.Namespace, w.Name, idleRemovalPatch, metav1.PatchOptions{FieldManager: fieldManager}); {
 	case apierrors.IsNotFound(err), apierrors.IsInvalid(err):
 		// Gone, or un-annotated since the get (the test op failed).
 		return nil
@@ -314,12 +332,4 @@ func (r *IdleReaper) unannotate(ctx context.Context, w WorkloadRef) error {
 		r.OnRemove(w)
 	}
 	return nil
-}
-
-// templateOf is the pod template a get returned, unless the get failed.
-func templateOf(err error, tmpl func() *corev1.PodTemplateSpec) (*corev1.PodTemplateSpec, error) {
-	if err != nil {
-		return nil, err
-	}
-	return tmpl(), nil
 }
