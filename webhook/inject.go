@@ -526,24 +526,12 @@ func agentContainer(app *corev1.Container, image string, cfg InjectConfig) corev
 		}
 		envFrom = append(envFrom, *e.DeepCopy())
 	}
-	args := []string{
-		"run",
-		"--tunnel-addr", fmt.Sprintf("127.0.0.1:%d", annotations.TunnelPort),
-		"--health-addr", fmt.Sprintf(":%d", annotations.HealthPort),
-		"--metrics-addr", fmt.Sprintf(":%d", annotations.MetricsPort),
-	}
-	if len(cfg.ClusterCIDRs) > 0 {
-		args = append(args, "--cluster-cidrs", strings.Join(cfg.ClusterCIDRs, ","))
-	}
-	if cfg.AgentMaxIdle > 0 {
-		args = append(args, "--max-idle", cfg.AgentMaxIdle.String())
-	}
 	return corev1.Container{
 		Name:            annotations.AgentContainerName,
 		Image:           image,
 		ImagePullPolicy: cfg.PullPolicy,
 		Command:         []string{annotations.AgentBinary},
-		Args:            args,
+		Args:            agentArgs(cfg),
 		Env:             env,
 		EnvFrom:         envFrom,
 		Ports: []corev1.ContainerPort{
@@ -571,6 +559,24 @@ func agentContainer(app *corev1.Container, image string, cfg InjectConfig) corev
 }
 
 const egressAllowEnv = "DETOUR_EGRESS_ALLOW"
+
+// agentArgs are the agent's flags that do not depend on the pod's ports
+// (inject adds those).
+func agentArgs(cfg InjectConfig) []string {
+	args := []string{
+		"run",
+		"--tunnel-addr", fmt.Sprintf("127.0.0.1:%d", annotations.TunnelPort),
+		"--health-addr", fmt.Sprintf(":%d", annotations.HealthPort),
+		"--metrics-addr", fmt.Sprintf(":%d", annotations.MetricsPort),
+	}
+	if len(cfg.ClusterCIDRs) > 0 {
+		args = append(args, "--cluster-cidrs", strings.Join(cfg.ClusterCIDRs, ","))
+	}
+	if cfg.AgentMaxIdle > 0 {
+		args = append(args, "--max-idle", cfg.AgentMaxIdle.String())
+	}
+	return args
+}
 
 // agentRuntimeEnv is the agent's own Go runtime configuration, one entry
 // for each of annotations.RuntimeVariables: GOMEMLIMIT is the agent's
