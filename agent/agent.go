@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/detour-dev/detour/internal/addrset"
+	"github.com/detour-dev/detour/internal/annotations"
 	"github.com/detour-dev/detour/tunnel"
 )
 
@@ -46,6 +47,8 @@ type Agent struct {
 	httpMu     sync.Mutex
 	httpPorts  map[uint16]*httpPort // ports that have had http intercepts
 	httpClosed bool
+
+	idle idleClock // when the agent last had a session (idle.go)
 
 	nextOwner atomic.Uint64
 	ready     atomic.Bool
@@ -105,88 +108,54 @@ type inboundListener struct {
 	redirect bool
 }
 
+// bound is every listener the agent serves on.
+type bound struct {
+	tunnel  net.Listener
+	inbound []inboundListener // the redirect listener and the app ports'
+	health  net.Listener
+	metrics net.Listener
+}
+
+// closeInbound closes the app's listeners: that is what ends their accept
+// loops.
+func (b *bound) closeInbound() {
+	for _, l := range b.inbound {
+		_ = l.ln.Close()
+	}
+}
+
 // Run binds the listeners, serves until ctx is cancelled, then shuts down:
 // listeners close at once, in-flight connections get ShutdownGrace to
 // finish, then everything still open is closed.
 func (a *Agent) Run(ctx context.Context) error {
-	var closers []net.Listener
-	closeAll := func() {
-		for _, ln := range closers {
-			_ = ln.Close()
-		}
-	}
-	listen := func(addr, what string) (net.Listener, error) {
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			closeAll()
-			return nil, fmt.Errorf("listen for %s on %s: %w", what, addr, err)
-		}
-		closers = append(closers, ln)
-		return ln, nil
-	}
-
-	tunnelLn, err := listen(a.cfg.TunnelAddr, "tunnel clients")
+	ls, err := a.bind()
 	if err != nil {
 		return err
 	}
-	a.addrs.Tunnel = tunnelLn.Addr()
-	var inbound []inboundListener
-	if a.cfg.RedirectAddr != "" {
-		ln, err := listen(a.cfg.RedirectAddr, "redirected traffic")
-		if err != nil {
-			return err
-		}
-		a.addrs.Redirect = ln.Addr()
-		inbound = append(inbound, inboundListener{ln: ln, redirect: true})
-	}
-	a.addrs.Listeners = map[uint16]net.Addr{}
-	for _, m := range a.cfg.Listeners {
-		ln, err := listen(fmt.Sprintf(":%d", m.Listen), fmt.Sprintf("app port %d", m.App))
-		if err != nil {
-			return err
-		}
-		a.addrs.Listeners[m.App] = ln.Addr()
-		inbound = append(inbound, inboundListener{ln: ln, appPort: m.App})
-	}
-	healthLn, err := listen(a.cfg.HealthAddr, "health checks")
-	if err != nil {
-		return err
-	}
-	a.addrs.Health = healthLn.Addr()
-	metricsLn, err := listen(a.cfg.MetricsAddr, "metrics")
-	if err != nil {
-		return err
-	}
-	a.addrs.Metrics = metricsLn.Addr()
-
 	health := a.httpServer(a.healthHandler())
 	metricsSrv := a.httpServer(promhttp.HandlerFor(a.gatherer, promhttp.HandlerOpts{}))
 
 	serveCtx, stopServing := context.WithCancel(ctx)
 	defer stopServing()
 	g, gctx := errgroup.WithContext(serveCtx)
-	// Closing a listener is what ends its accept loop. At shutdown the
-	// tunnel closes at once; the app's listeners stay open through the
-	// grace period (below), so traffic that still arrives before the
-	// endpoints are updated reaches the app instead of a refused port.
-	closeInbound := func() {
-		for _, l := range inbound {
-			_ = l.ln.Close()
-		}
-	}
+	// At shutdown the tunnel closes at once; the app's listeners stay open
+	// through the grace period (shutdown), so traffic that still arrives
+	// before the endpoints are updated reaches the app instead of a refused
+	// port.
 	stopTunnel := context.AfterFunc(gctx, func() {
 		a.ready.Store(false)
-		_ = tunnelLn.Close()
+		_ = ls.tunnel.Close()
 	})
 	defer stopTunnel()
-	defer closeInbound()
-	for _, l := range inbound {
+	defer ls.closeInbound()
+	for _, l := range ls.inbound {
 		g.Go(func() error { return a.acceptInbound(l) })
 	}
-	g.Go(func() error { return a.acceptTunnel(tunnelLn) })
-	g.Go(func() error { return serveHTTP(health, healthLn, "health") })
-	g.Go(func() error { return serveHTTP(metricsSrv, metricsLn, "metrics") })
+	g.Go(func() error { return a.acceptTunnel(ls.tunnel) })
+	g.Go(func() error { return serveHTTP(health, ls.health, "health") })
+	g.Go(func() error { return serveHTTP(metricsSrv, ls.metrics, "metrics") })
 
+	a.idle.touch(time.Now())
 	a.ready.Store(true)
 	close(a.readyCh)
 	a.log.Info("agent ready",
@@ -195,6 +164,71 @@ func (a *Agent) Run(ctx context.Context) error {
 		zap.Bool("redirect", a.cfg.RedirectAddr != ""))
 
 	<-gctx.Done()
+	a.shutdown(ls, health, metricsSrv)
+	stopServing()
+	err = g.Wait()
+	a.conns.wait()
+	a.sessions.wait()
+	if err != nil {
+		return err
+	}
+	a.log.Info("agent stopped")
+	return nil
+}
+
+// bind opens every listener the configuration names and records their
+// addresses; on an error none stays open.
+func (a *Agent) bind() (*bound, error) {
+	var opened []net.Listener
+	listen := func(addr, what string) (net.Listener, error) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, ln := range opened {
+				_ = ln.Close()
+			}
+			return nil, fmt.Errorf("listen for %s on %s: %w", what, addr, err)
+		}
+		opened = append(opened, ln)
+		return ln, nil
+	}
+	var b bound
+	var err error
+	if b.tunnel, err = listen(a.cfg.TunnelAddr, "tunnel clients"); err != nil {
+		return nil, err
+	}
+	a.addrs.Tunnel = b.tunnel.Addr()
+	if a.cfg.RedirectAddr != "" {
+		ln, err := listen(a.cfg.RedirectAddr, "redirected traffic")
+		if err != nil {
+			return nil, err
+		}
+		a.addrs.Redirect = ln.Addr()
+		b.inbound = append(b.inbound, inboundListener{ln: ln, redirect: true})
+	}
+	a.addrs.Listeners = map[uint16]net.Addr{}
+	for _, m := range a.cfg.Listeners {
+		ln, err := listen(fmt.Sprintf(":%d", m.Listen), fmt.Sprintf("app port %d", m.App))
+		if err != nil {
+			return nil, err
+		}
+		a.addrs.Listeners[m.App] = ln.Addr()
+		b.inbound = append(b.inbound, inboundListener{ln: ln, appPort: m.App})
+	}
+	if b.health, err = listen(a.cfg.HealthAddr, "health checks"); err != nil {
+		return nil, err
+	}
+	a.addrs.Health = b.health.Addr()
+	if b.metrics, err = listen(a.cfg.MetricsAddr, "metrics"); err != nil {
+		return nil, err
+	}
+	a.addrs.Metrics = b.metrics.Addr()
+	return &b, nil
+}
+
+// shutdown drains the app's traffic for up to ShutdownGrace, gives the
+// intercepts back, then closes everything still open. The tunnel listener
+// is closed already.
+func (a *Agent) shutdown(ls *bound, servers ...*http.Server) {
 	a.log.Info("agent shutting down", zap.Duration("grace", a.cfg.ShutdownGrace),
 		zap.Int("openConnections", a.conns.len()))
 	a.ready.Store(false)
@@ -211,23 +245,15 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.updateInterceptGauge()
 		a.log.Info("intercepts given back at shutdown", zap.Strings("intercepts", names(given)))
 	}
-	closeInbound()
+	ls.closeInbound()
 	a.conns.closeAll()
 	a.closeHTTPPorts()
 	a.sessions.closeAll()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	_ = health.Shutdown(shutdownCtx)
-	_ = metricsSrv.Shutdown(shutdownCtx)
-	stopServing()
-	err = g.Wait()
-	a.conns.wait()
-	a.sessions.wait()
-	if err != nil {
-		return err
+	for _, srv := range servers {
+		_ = srv.Shutdown(shutdownCtx)
 	}
-	a.log.Info("agent stopped")
-	return nil
 }
 
 func (a *Agent) httpServer(h http.Handler) *http.Server {
@@ -246,6 +272,7 @@ func (a *Agent) healthHandler() http.Handler {
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
+	mux.HandleFunc(annotations.IdlePath, a.serveIdle)
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		if !a.ready.Load() {
 			http.Error(w, "not ready: starting or shutting down", http.StatusServiceUnavailable)

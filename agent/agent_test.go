@@ -3,6 +3,7 @@ package agent_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/detour-dev/detour/agent"
 	"github.com/detour-dev/detour/client"
+	"github.com/detour-dev/detour/internal/annotations"
 	"github.com/detour-dev/detour/tunnel"
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
@@ -658,4 +660,45 @@ func grepLines(s, substr string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestIdleAgentAsksToBeRemoved: with --max-idle, the agent's health port
+// answers /idle; it asks to be removed only after max idle without a
+// session, a session (even without an intercept) makes it busy, and the
+// clock starts again when the session ends.
+func TestIdleAgentAsksToBeRemoved(t *testing.T) {
+	const maxIdle = 300 * time.Millisecond
+	w := startAgent(t, func(c *agent.Config) { c.MaxIdle = maxIdle })
+	idle := func() annotations.IdleReport {
+		t.Helper()
+		resp, err := http.Get("http://" + w.agent.Addrs().Health.String() + annotations.IdlePath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var r annotations.IdleReport
+		if err := json.NewDecoder(resp.Body).Decode(&r); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%s: %d, %v", annotations.IdlePath, resp.StatusCode, err)
+		}
+		return r
+	}
+	if r := idle(); r.Remove || r.MaxIdleSeconds != maxIdle.Seconds() {
+		t.Fatalf("just started: %+v", r)
+	}
+	eventually(t, 5*time.Second, "the agent asks to be removed", func() bool { return idle().Remove })
+
+	s, _ := openClient(t, w, "alice@laptop", tunnel.DefaultConfig())
+	if r := idle(); r.Remove || r.IdleSeconds != 0 {
+		t.Fatalf("with a session: %+v", r)
+	}
+	time.Sleep(2 * maxIdle)
+	if r := idle(); r.Remove {
+		t.Fatalf("a session open for longer than max idle: %+v", r)
+	}
+	s.Close()
+	eventually(t, 5*time.Second, "the session's end is seen", func() bool { r := idle(); return r.IdleSeconds > 0 })
+	if r := idle(); r.Remove {
+		t.Fatalf("right after the session ended: %+v", r)
+	}
+	eventually(t, 5*time.Second, "the agent asks again", func() bool { return idle().Remove })
 }

@@ -135,6 +135,7 @@ func parseRunFlags(args []string, stderr io.Writer) (Config, string, error) {
 	fs.StringVar(&cfg.ResolvConf, "resolv-conf", cfg.ResolvConf, "the pod's resolv.conf: its nameservers answer clients' DNS queries")
 	clusterCIDRs := fs.String("cluster-cidrs", "", "pod and Service ranges clients may dial from the pod, comma-separated (the webhook passes what detour install detected)")
 	egressAllow := fs.String("egress-allow", os.Getenv("DETOUR_EGRESS_ALLOW"), "further destinations clients may dial from the pod: CIDRs, or * (default $DETOUR_EGRESS_ALLOW, from the detour.dev/egress-allow annotation)")
+	fs.DurationVar(&cfg.MaxIdle, "max-idle", 0, "ask to be removed after this long without a session or an intercept (the webhook's --agent-max-idle); 0: never")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := parse(fs, args); err != nil {
 		return cfg, "", err

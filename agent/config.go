@@ -59,6 +59,10 @@ type Config struct {
 	// ResolvConf is the pod's resolv.conf, whose nameservers answer the
 	// clients' DNS queries.
 	ResolvConf string
+
+	// MaxIdle, when positive, is how long the agent may go without a
+	// session or an intercept before it asks to be removed (idle.go).
+	MaxIdle time.Duration
 }
 
 // AgentStreamWindow is the agent's receive window per tunnel stream: what
@@ -134,6 +138,9 @@ func (c Config) Validate() error {
 	}
 	if c.AppHost == "" {
 		return fmt.Errorf("app host is empty: the agent must know where the app listens (normally 127.0.0.1)")
+	}
+	if c.MaxIdle < 0 {
+		return fmt.Errorf("--max-idle %s: want 0 (off) or a positive duration", c.MaxIdle)
 	}
 	if c.ShutdownGrace < 0 || c.DialTimeout <= 0 || c.HelloTimeout <= 0 {
 		return fmt.Errorf("timeouts must be positive (shutdown grace %s, dial %s, hello %s)", c.ShutdownGrace, c.DialTimeout, c.HelloTimeout)

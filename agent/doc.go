@@ -11,4 +11,8 @@
 // Clients reach the agent's tunnel listener, bound to 127.0.0.1 only, through
 // a Kubernetes port-forward: only someone allowed to port-forward to the pod
 // can intercept its traffic.
+//
+// With --max-idle, the health port's /idle says whether the agent has had
+// no session for that long and asks to be removed (idle.go); the webhook's
+// idle reaper acts on it.
 package agent

@@ -86,75 +86,105 @@ func (r *registry) create(ic *intercept) (dropped []*intercept, err error) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	o := ic.owner
-	held := r.byPort[ic.port]
-	next := &portState{}
-	if held != nil {
-		*next = *held
-		next.http = slices.Clone(held.http)
-	}
-	switch ic.mechanism {
-	case tunnel.MechanismTCP:
-		if t := held.tcpHolder(); t != nil {
-			if t.owner == o && t.name == ic.name {
-				return nil, nil
-			}
-			if t.name == ic.name && t.owner.sameClient(o) {
-				// The same client reconnected (a dropped port-forward) before
-				// this agent noticed its old session died: hand it over.
-				next.tcp = ic
-				r.publish(ic.port, next)
-				return []*intercept{t}, nil
-			}
-			if t.owner == o {
-				return nil, fmt.Errorf("port %d is already intercepted by your intercept %q: leave it first: %w", ic.port, t.name, tunnel.ErrAlreadyIntercepted)
-			}
-			return nil, fmt.Errorf("port %d is already intercepted globally by %s (intercept %q): %w", ic.port, t.owner.user, t.name, tunnel.ErrAlreadyIntercepted)
-		}
-		if held != nil && len(held.http) > 0 {
-			return nil, fmt.Errorf("port %d has personal (http) intercepts by %s: a global tcp intercept would take their requests; use --mechanism http with your own header, or ask them to leave: %w",
-				ic.port, holders(held.http), tunnel.ErrAlreadyIntercepted)
-		}
-		next.tcp = ic
-	case tunnel.MechanismHTTP:
-		if t := held.tcpHolder(); t != nil {
-			return nil, fmt.Errorf("port %d is intercepted globally (tcp) by %s (intercept %q): http intercepts cannot share a port with it until it leaves: %w",
-				ic.port, t.owner.user, t.name, tunnel.ErrAlreadyIntercepted)
-		}
-		replaced := -1
-		for i, other := range next.http {
-			if other.name == ic.name && (other.owner == o || other.owner.sameClient(o)) {
-				replaced = i
-				continue
-			}
-			if err := mayShare(other, ic); err != nil {
-				return nil, err
-			}
-		}
-		if replaced >= 0 {
-			dropped = append(dropped, next.http[replaced])
-			next.http[replaced] = ic
-		} else {
-			next.http = append(next.http, ic)
-		}
-		sort.SliceStable(next.http, func(i, j int) bool {
-			return specificity(&next.http[i].http.settings) > specificity(&next.http[j].http.settings)
-		})
-	default:
-		return nil, unsupportedMechanism(ic.name, ic.mechanism)
+	next, dropped, err := admit(r.byPort[ic.port], ic)
+	if err != nil {
+		return nil, err
 	}
 	r.publish(ic.port, next)
-	// The same name on another port is a move: the old port goes back.
+	return append(dropped, r.moveAway(ic)...), nil
+}
+
+// admit decides what becomes of a port held as held when ic is created on
+// it: the port's next state and the intercepts ic replaces there, or why ic
+// is refused. It changes nothing.
+func admit(held *portState, ic *intercept) (next *portState, replaced []*intercept, err error) {
+	switch ic.mechanism {
+	case tunnel.MechanismTCP:
+		return admitTCP(held, ic)
+	case tunnel.MechanismHTTP:
+		return admitHTTP(held, ic)
+	default:
+		return nil, nil, unsupportedMechanism(ic.name, ic.mechanism)
+	}
+}
+
+// admitTCP: a global intercept needs the port to itself. The one exception
+// is a hand-over: the same intercept of the same client (the same secret)
+// from a new session, when the client reconnected (a dropped port-forward)
+// before this agent noticed its old session died. The same session
+// re-creating it changes nothing.
+func admitTCP(held *portState, ic *intercept) (*portState, []*intercept, error) {
+	o := ic.owner
+	if t := held.tcpHolder(); t != nil {
+		switch {
+		case t.owner == o && t.name == ic.name:
+			return held, nil, nil
+		case t.name == ic.name && t.owner.sameClient(o):
+			return &portState{tcp: ic}, []*intercept{t}, nil
+		case t.owner == o:
+			return nil, nil, fmt.Errorf("port %d is already intercepted by your intercept %q: leave it first: %w", ic.port, t.name, tunnel.ErrAlreadyIntercepted)
+		default:
+			return nil, nil, fmt.Errorf("port %d is already intercepted globally by %s (intercept %q): %w", ic.port, t.owner.user, t.name, tunnel.ErrAlreadyIntercepted)
+		}
+	}
+	if held != nil && len(held.http) > 0 {
+		return nil, nil, fmt.Errorf("port %d has personal (http) intercepts by %s: a global tcp intercept would take their requests; use --mechanism http with your own header, or ask them to leave: %w",
+			ic.port, holders(held.http), tunnel.ErrAlreadyIntercepted)
+	}
+	return &portState{tcp: ic}, nil, nil
+}
+
+// admitHTTP: personal intercepts share a port with each other (mayShare
+// says when), never with a global one. An intercept of the same name and
+// client (this session or an earlier one of the same secret) is replaced:
+// new settings, or a hand-over. The most specific rule set is tried first.
+func admitHTTP(held *portState, ic *intercept) (*portState, []*intercept, error) {
+	if t := held.tcpHolder(); t != nil {
+		return nil, nil, fmt.Errorf("port %d is intercepted globally (tcp) by %s (intercept %q): http intercepts cannot share a port with it until it leaves: %w",
+			ic.port, t.owner.user, t.name, tunnel.ErrAlreadyIntercepted)
+	}
+	next := &portState{}
+	if held != nil {
+		next.http = slices.Clone(held.http)
+	}
+	o := ic.owner
+	replaced := -1
+	for i, other := range next.http {
+		if other.name == ic.name && (other.owner == o || other.owner.sameClient(o)) {
+			replaced = i
+			continue
+		}
+		if err := mayShare(other, ic); err != nil {
+			return nil, nil, err
+		}
+	}
+	var dropped []*intercept
+	if replaced >= 0 {
+		dropped = append(dropped, next.http[replaced])
+		next.http[replaced] = ic
+	} else {
+		next.http = append(next.http, ic)
+	}
+	sort.SliceStable(next.http, func(i, j int) bool {
+		return specificity(&next.http[i].http.settings) > specificity(&next.http[j].http.settings)
+	})
+	return next, dropped, nil
+}
+
+// moveAway drops ic's owner's intercepts of ic's name on other ports: the
+// same name on another port is a move, and the old port goes back to the
+// app. It must be called with r.mu held.
+func (r *registry) moveAway(ic *intercept) (moved []*intercept) {
 	for port, st := range r.byPort {
 		if port == ic.port {
 			continue
 		}
-		if gone, rest := st.without(func(x *intercept) bool { return x.owner == o && x.name == ic.name }); len(gone) > 0 {
-			dropped = append(dropped, gone...)
+		if gone, rest := st.without(func(x *intercept) bool { return x.owner == ic.owner && x.name == ic.name }); len(gone) > 0 {
+			moved = append(moved, gone...)
 			r.publish(port, rest)
 		}
 	}
-	return dropped, nil
+	return moved
 }
 
 // serves says whether port is one of the app ports this agent relays.

@@ -25,8 +25,10 @@ func (a *Agent) acceptTunnel(ln net.Listener) error {
 			_ = c.Close()
 			return
 		}
+		a.idle.touch(time.Now())
 		go func() {
 			defer a.sessions.done(c)
+			defer func() { a.idle.touch(time.Now()) }()
 			defer c.Close()
 			a.serveSession(c)
 		}()

@@ -13,6 +13,12 @@ import (
 //go:embed base/*.yaml
 var Base embed.FS
 
+// IdleRBAC is the opt-in RBAC of the webhook's idle reaper (idle/, a
+// kustomize component): applied by detour install --agent-max-idle only.
+//
+//go:embed idle/rbac.yaml
+var IdleRBAC []byte
+
 // Manifest is one file of the base.
 type Manifest struct {
 	Name string // e.g. "deployment.yaml"

@@ -19,7 +19,10 @@
 //     patches the caBundle of the MutatingWebhookConfiguration and rotates
 //     before expiry, or reads a cert-manager Secret as it is;
 //   - Run (server.go) serves it all over TLS ≥ 1.2 with probes and metrics
-//     and shuts down gracefully.
+//     and shuts down gracefully;
+//   - IdleReaper (idle.go, opt-in with --agent-max-idle) asks the agents of
+//     the pods injected with --max-idle whether they are idle and removes
+//     the opt-in of workloads whose agents all are (idleWorkloads decides).
 //
 // The golden tests (testdata/<case>.yaml → <case>.yaml.injected) show what
 // injection does to a pod; `go test ./webhook -update` rewrites them.

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -29,6 +30,9 @@ type InjectConfig struct {
 	// ClusterCIDRs are the pod and Service ranges agents dial for a
 	// local process (the agent's --cluster-cidrs); set by detour install.
 	ClusterCIDRs []string
+	// AgentMaxIdle, when positive, is the agents' --max-idle, and their pods
+	// get annotations.IdleLabel, which the idle reaper watches (idle.go).
+	AgentMaxIdle time.Duration
 }
 
 // DefaultInjectConfig is the configuration the webhook starts from.
@@ -129,6 +133,12 @@ func inject(pod *corev1.Pod, services []corev1.Service, cfg InjectConfig) (*core
 		out.Annotations = map[string]string{}
 	}
 	out.Annotations[annotations.Injected] = status.Encode()
+	if cfg.AgentMaxIdle > 0 {
+		if out.Labels == nil {
+			out.Labels = map[string]string{}
+		}
+		out.Labels[annotations.IdleLabel] = annotations.IdleLabelValue
+	}
 	if _, ok := out.Annotations[defaultContainerAnnotation]; !ok {
 		out.Annotations[defaultContainerAnnotation] = app.Name
 	}
@@ -516,21 +526,12 @@ func agentContainer(app *corev1.Container, image string, cfg InjectConfig) corev
 		}
 		envFrom = append(envFrom, *e.DeepCopy())
 	}
-	args := []string{
-		"run",
-		"--tunnel-addr", fmt.Sprintf("127.0.0.1:%d", annotations.TunnelPort),
-		"--health-addr", fmt.Sprintf(":%d", annotations.HealthPort),
-		"--metrics-addr", fmt.Sprintf(":%d", annotations.MetricsPort),
-	}
-	if len(cfg.ClusterCIDRs) > 0 {
-		args = append(args, "--cluster-cidrs", strings.Join(cfg.ClusterCIDRs, ","))
-	}
 	return corev1.Container{
 		Name:            annotations.AgentContainerName,
 		Image:           image,
 		ImagePullPolicy: cfg.PullPolicy,
 		Command:         []string{annotations.AgentBinary},
-		Args:            args,
+		Args:            agentArgs(cfg),
 		Env:             env,
 		EnvFrom:         envFrom,
 		Ports: []corev1.ContainerPort{
@@ -558,6 +559,24 @@ func agentContainer(app *corev1.Container, image string, cfg InjectConfig) corev
 }
 
 const egressAllowEnv = "DETOUR_EGRESS_ALLOW"
+
+// agentArgs are the agent's flags that do not depend on the pod's ports
+// (inject adds those).
+func agentArgs(cfg InjectConfig) []string {
+	args := []string{
+		"run",
+		"--tunnel-addr", fmt.Sprintf("127.0.0.1:%d", annotations.TunnelPort),
+		"--health-addr", fmt.Sprintf(":%d", annotations.HealthPort),
+		"--metrics-addr", fmt.Sprintf(":%d", annotations.MetricsPort),
+	}
+	if len(cfg.ClusterCIDRs) > 0 {
+		args = append(args, "--cluster-cidrs", strings.Join(cfg.ClusterCIDRs, ","))
+	}
+	if cfg.AgentMaxIdle > 0 {
+		args = append(args, "--max-idle", cfg.AgentMaxIdle.String())
+	}
+	return args
+}
 
 // agentRuntimeEnv is the agent's own Go runtime configuration, one entry
 // for each of annotations.RuntimeVariables: GOMEMLIMIT is the agent's

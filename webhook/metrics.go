@@ -17,10 +17,11 @@ const (
 
 // Metrics are the webhook's Prometheus metrics, in their own registry.
 type Metrics struct {
-	Registry   *prometheus.Registry
-	latency    prometheus.Histogram
-	outcomes   *prometheus.CounterVec
-	certExpiry prometheus.Gauge
+	Registry     *prometheus.Registry
+	latency      prometheus.Histogram
+	outcomes     *prometheus.CounterVec
+	certExpiry   prometheus.Gauge
+	idleRemovals *prometheus.CounterVec
 }
 
 // NewMetrics registers the webhook's metrics, plus the Go and process
@@ -42,10 +43,17 @@ func NewMetrics() *Metrics {
 			Help: "When the serving certificate in use expires (Unix seconds).",
 		}),
 	}
-	m.Registry.MustRegister(m.latency, m.outcomes, m.certExpiry,
+	m.idleRemovals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "detour", Subsystem: "webhook", Name: "idle_removals_total",
+		Help: "Workloads whose detour.dev/inject the idle reaper removed (every agent idle for --agent-max-idle), by kind.",
+	}, []string{"kind"})
+	m.Registry.MustRegister(m.latency, m.outcomes, m.certExpiry, m.idleRemovals,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, o := range []string{outcomePatched, outcomeAllowed, outcomeWarned, outcomeDenied, outcomeBadRequest, outcomePanic} {
 		m.outcomes.WithLabelValues(o)
 	}
 	return m
 }
+
+// IdleRemoved counts one workload un-annotated by the idle reaper.
+func (m *Metrics) IdleRemoved(w WorkloadRef) { m.idleRemovals.WithLabelValues(w.Kind).Inc() }

@@ -58,6 +58,10 @@ type Options struct {
 	// ClusterCIDRs are the pod and Service ranges the agents dial for a
 	// local process; empty: detected (DetectClusterCIDRs).
 	ClusterCIDRs []string
+	// AgentMaxIdle, when positive, turns the webhook's idle reaper on
+	// (--agent-max-idle) and applies its RBAC (deploy/idle); zero turns it
+	// off and deletes that RBAC.
+	AgentMaxIdle time.Duration
 }
 
 // ObjectRef names a Kubernetes object.
@@ -114,26 +118,40 @@ func objects() ([]object, error) {
 	}
 	var out []object
 	for _, m := range ms {
-		for _, doc := range strings.Split(string(m.Data), "\n---") {
-			if strings.TrimSpace(doc) == "" {
-				continue
-			}
-			j, err := yaml.YAMLToJSON([]byte(doc))
-			if err != nil {
-				return nil, fmt.Errorf("%w: %s: %w", ErrManifest, m.Name, err)
-			}
-			var meta struct {
-				Kind     string `json:"kind"`
-				Metadata struct {
-					Name      string `json:"name"`
-					Namespace string `json:"namespace"`
-				} `json:"metadata"`
-			}
-			if err := json.Unmarshal(j, &meta); err != nil || meta.Kind == "" {
-				return nil, fmt.Errorf("%w: %s: no kind (%v)", ErrManifest, m.Name, err)
-			}
-			out = append(out, object{ref: ObjectRef{meta.Kind, meta.Metadata.Namespace, meta.Metadata.Name}, json: j})
+		objs, err := parseDocs(m.Name, m.Data)
+		if err != nil {
+			return nil, err
 		}
+		out = append(out, objs...)
+	}
+	return out, nil
+}
+
+// idleObjects are the idle reaper's RBAC objects (deploy/idle).
+func idleObjects() ([]object, error) { return parseDocs("idle/rbac.yaml", deploy.IdleRBAC) }
+
+// parseDocs reads the objects of one manifest file.
+func parseDocs(name string, data []byte) ([]object, error) {
+	var out []object
+	for _, doc := range strings.Split(string(data), "\n---") {
+		if strings.TrimSpace(doc) == "" {
+			continue
+		}
+		j, err := yaml.YAMLToJSON([]byte(doc))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrManifest, name, err)
+		}
+		var meta struct {
+			Kind     string `json:"kind"`
+			Metadata struct {
+				Name      string `json:"name"`
+				Namespace string `json:"namespace"`
+			} `json:"metadata"`
+		}
+		if err := json.Unmarshal(j, &meta); err != nil || meta.Kind == "" {
+			return nil, fmt.Errorf("%w: %s: no kind (%v)", ErrManifest, name, err)
+		}
+		out = append(out, object{ref: ObjectRef{meta.Kind, meta.Metadata.Namespace, meta.Metadata.Name}, json: j})
 	}
 	return out, nil
 }
@@ -148,8 +166,20 @@ func Install(ctx context.Context, client kubernetes.Interface, opts Options) (Su
 		return Summary{}, err
 	}
 	sum := Summary{Image: opts.Image}
+	if opts.AgentMaxIdle < 0 {
+		return sum, fmt.Errorf("agent max idle %s: want 0 (off) or a positive duration", opts.AgentMaxIdle)
+	}
 	if err := clusterCIDRs(ctx, client, &opts); err != nil {
 		return sum, err
+	}
+	idle, err := idleObjects()
+	if err != nil {
+		return sum, err
+	}
+	if opts.AgentMaxIdle > 0 {
+		// Before the Deployment: the reaper starts with its rights.
+		i := slices.IndexFunc(objs, func(o object) bool { return o.ref.Kind == "Deployment" })
+		objs = slices.Insert(objs, max(i, 0), idle...)
 	}
 	for _, o := range objs {
 		if err := apply(ctx, client, o, opts); err != nil {
@@ -157,6 +187,15 @@ func Install(ctx context.Context, client kubernetes.Interface, opts Options) (Su
 		}
 		fmt.Fprintf(opts.Progress, "applied %s\n", o.ref)
 		sum.Applied = append(sum.Applied, o.ref)
+	}
+	if opts.AgentMaxIdle == 0 {
+		// Off: no reaper runs, so it keeps no rights (a re-install without
+		// the option after one with it).
+		for _, o := range idle {
+			if err := remove(ctx, client, o.ref, opts.Progress, &UninstallSummary{}); err != nil {
+				return sum, err
+			}
+		}
 	}
 	if sum.ReadyReplicas, err = waitReady(ctx, client, opts); err != nil {
 		return sum, err
@@ -214,6 +253,9 @@ func apply(ctx context.Context, c kubernetes.Interface, o object, opts Options) 
 		return applyAs(o, func(ac *appsv1ac.DeploymentApplyConfiguration) error {
 			setImage(ac, opts.Image)
 			setArg(ac, "--cluster-cidrs", strings.Join(opts.ClusterCIDRs, ","))
+			if opts.AgentMaxIdle > 0 {
+				setArg(ac, "--agent-max-idle", opts.AgentMaxIdle.String())
+			}
 			_, err := c.AppsV1().Deployments(ns).Apply(ctx, ac, applyOptions)
 			return err
 		})
@@ -448,6 +490,11 @@ func Uninstall(ctx context.Context, client kubernetes.Interface, opts UninstallO
 	if err != nil {
 		return UninstallSummary{}, err
 	}
+	idle, err := idleObjects()
+	if err != nil {
+		return UninstallSummary{}, err
+	}
+	objs = append(objs, idle...) // deleted first, below: present or not
 	var sum UninstallSummary
 	// First the webhook configuration: pods created from here on get no agent.
 	for i, o := range objs {

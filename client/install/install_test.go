@@ -257,3 +257,46 @@ func TestManifestExcludesTheExcludedNamespaces(t *testing.T) {
 		}
 	}
 }
+
+// TestInstallAgentMaxIdle: the option applies the idle reaper's RBAC
+// before the webhook and passes --agent-max-idle; installing again
+// without it removes both (no reaper, no rights).
+func TestInstallAgentMaxIdle(t *testing.T) {
+	cs := newClientset()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go becomeReady(ctx, t, cs)
+	var progress bytes.Buffer
+	sum, err := Install(ctx, cs, Options{Progress: &progress, PollInterval: 10 * time.Millisecond, AgentMaxIdle: 20 * time.Second})
+	if err != nil {
+		t.Fatalf("Install: %v\n%s", err, progress.String())
+	}
+	idx := func(kind, name string) int {
+		return slices.IndexFunc(sum.Applied, func(r ObjectRef) bool { return r.Kind == kind && r.Name == name })
+	}
+	if role, dep := idx("ClusterRole", "detour-webhook-idle"), idx("Deployment", WebhookDeployment); role < 0 || idx("ClusterRoleBinding", "detour-webhook-idle") < 0 || role > dep {
+		t.Fatalf("applied %v: want the idle RBAC before the Deployment", sum.Applied)
+	}
+	args := func() []string {
+		d, err := cs.AppsV1().Deployments(Namespace).Get(ctx, WebhookDeployment, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.Spec.Template.Spec.Containers[0].Args
+	}
+	if !slices.Contains(args(), "--agent-max-idle=20s") {
+		t.Fatalf("webhook args %v lack --agent-max-idle=20s", args())
+	}
+	if _, err := Install(ctx, cs, Options{Progress: &progress, PollInterval: 10 * time.Millisecond}); err != nil {
+		t.Fatalf("second Install: %v", err)
+	}
+	if _, err := cs.RbacV1().ClusterRoles().Get(ctx, "detour-webhook-idle", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the idle ClusterRole outlived the option: %v", err)
+	}
+	if _, err := cs.RbacV1().ClusterRoleBindings().Get(ctx, "detour-webhook-idle", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the idle ClusterRoleBinding outlived the option: %v", err)
+	}
+	if _, err := Install(ctx, cs, Options{AgentMaxIdle: -time.Second}); err == nil {
+		t.Error("a negative max idle was accepted")
+	}
+}

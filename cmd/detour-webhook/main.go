@@ -19,11 +19,13 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/detour-dev/detour/internal/annotations"
 	"github.com/detour-dev/detour/internal/logging"
 	"github.com/detour-dev/detour/internal/version"
 	"github.com/detour-dev/detour/webhook"
@@ -80,6 +82,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.certs.CertValidity, "cert-validity", o.certs.CertValidity, "lifetime of a self-managed serving certificate; renewed with a third left")
 	fs.DurationVar(&o.certCheckInterval, "cert-check-interval", 10*time.Second, "how often to re-read the certificate Secret and rotate what is due")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGTERM, how long in-flight reviews may take")
+	fs.DurationVar(&o.inject.AgentMaxIdle, "agent-max-idle", 0, "remove the opt-in of workloads whose agents all had no session for this long, which rolls them without the agent (needs the idle RBAC, deploy/idle); 0: never")
 	clusterCIDRs := fs.String("cluster-cidrs", "", "pod and Service ranges that agents dial for local processes, comma-separated (detour install detects them)")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
@@ -106,6 +109,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		}
 		o.inject.ClusterCIDRs = append(o.inject.ClusterCIDRs, c)
 	}
+	if o.inject.AgentMaxIdle < 0 {
+		return o, fmt.Errorf("%w: --agent-max-idle %s: want 0 (off) or a positive duration", errUsage, o.inject.AgentMaxIdle)
+	}
 	if o.inject.AgentImage == "" {
 		return o, fmt.Errorf("%w: --agent-image is empty", errUsage)
 	}
@@ -128,6 +134,34 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 		return clientcmd.BuildConfigFromFlags("", kubeconfig)
 	}
 	return rest.InClusterConfig()
+}
+
+// runIdleReaper runs the opt-in idle reaper with its own pod informer: only
+// the pods the webhook labelled, and of each only what the reaper reads (no
+// spec: the webhook holds no one's environment).
+func runIdleReaper(ctx context.Context, log *zap.Logger, client kubernetes.Interface, metrics *webhook.Metrics, maxIdle time.Duration) error {
+	factory := informers.NewSharedInformerFactoryWithOptions(client, 10*time.Minute,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.LabelSelector = annotations.IdleLabel + "=" + annotations.IdleLabelValue
+		}),
+		informers.WithTransform(func(obj any) (any, error) {
+			if p, ok := obj.(*corev1.Pod); ok {
+				return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{
+					Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion,
+					Labels: p.Labels, OwnerReferences: p.OwnerReferences, DeletionTimestamp: p.DeletionTimestamp,
+				}, Status: corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP}}, nil
+			}
+			return obj, nil
+		}))
+	pods := factory.Core().V1().Pods()
+	r := &webhook.IdleReaper{
+		Log: log.Named("idle"), Client: client, Pods: pods.Lister(), Synced: pods.Informer().HasSynced,
+		Interval: webhook.ReapInterval(maxIdle), OnRemove: metrics.IdleRemoved,
+	}
+	factory.Start(ctx.Done())
+	defer factory.Shutdown()
+	log.Info("idle reaper on", zap.Duration("agentMaxIdle", maxIdle), zap.Duration("interval", r.Interval))
+	return r.Run(ctx)
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -180,6 +214,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	})
 	g.Go(func() error { return certs.Run(gctx, o.certCheckInterval) })
+	if o.inject.AgentMaxIdle > 0 {
+		g.Go(func() error { return runIdleReaper(gctx, log, client, metrics, o.inject.AgentMaxIdle) })
+	}
 	g.Go(func() error { return srv.Run(gctx, o.addr, o.opsAddr) })
 	if err := g.Wait(); err != nil {
 		return err

@@ -15,7 +15,7 @@ func TestParseFlags(t *testing.T) {
 		check   func(options) bool
 	}{
 		{"defaults", nil, false, func(o options) bool {
-			return o.addr == ":8443" && o.opsAddr == ":8081" && o.certs.SelfManaged && o.inject.AgentImage == "detour.local/detour:dev" && o.certCheckInterval == 10*time.Second
+			return o.addr == ":8443" && o.opsAddr == ":8081" && o.certs.SelfManaged && o.inject.AgentImage == "detour.local/detour:dev" && o.certCheckInterval == 10*time.Second && o.inject.AgentMaxIdle == 0
 		}},
 		{"cert-manager", []string{"--self-managed-certs=false", "--cert-secret", "issued"}, false, func(o options) bool {
 			return !o.certs.SelfManaged && o.certs.SecretName == "issued"
@@ -23,6 +23,10 @@ func TestParseFlags(t *testing.T) {
 		{"image and policy", []string{"--agent-image=r/x:1", "--agent-pull-policy=Always"}, false, func(o options) bool {
 			return o.inject.AgentImage == "r/x:1" && o.inject.PullPolicy == "Always"
 		}},
+		{"agent max idle", []string{"--agent-max-idle=20s"}, false, func(o options) bool {
+			return o.inject.AgentMaxIdle == 20*time.Second
+		}},
+		{"negative agent max idle", []string{"--agent-max-idle=-1s"}, true, nil},
 		{"bad pull policy", []string{"--agent-pull-policy=Sometimes"}, true, nil},
 		{"empty image", []string{"--agent-image="}, true, nil},
 		{"cert outlives CA", []string{"--cert-validity=100h", "--ca-validity=10h"}, true, nil},

@@ -272,6 +272,21 @@ agent: {clusterCIDRs: [10.244.0.0/16, 10.96.0.0/12]}`,
 			return os
 		},
 	}, {
+		// The overlay deploy/idle describes (testdata/idle), and what
+		// `detour install --agent-max-idle 20s` applies: the idle reaper's
+		// RBAC (deploy.IdleRBAC) and the flag.
+		name:   "agent max idle",
+		values: "agent: {maxIdle: 20s}",
+		want: func() objects {
+			os := without(base(), "Namespace /detour-system")
+			appendArgs(os, "--agent-max-idle=20s")
+			for k, o := range parse(t, "deploy/idle/rbac.yaml", string(deploy.IdleRBAC)) {
+				os[k] = o
+			}
+			compare(t, without(kustomize(t, "testdata/idle"), "Namespace /detour-system"), os)
+			return os
+		},
+	}, {
 		name: "replicas, resources, namespace selector, agent defaults, flags",
 		values: `
 replicas: 3
@@ -386,6 +401,7 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"replica: 3", "replica"},
 		{"agent: {pullPolicy: Sometimes}", "pullPolicy"},
 		{"agent: {clusterCIDRs: [10.0.0.0]}", "clusterCIDRs"},
+		{"agent: {maxIdle: 20 minutes}", "maxIdle"},
 		{"image: {repository: ''}", "repository"},
 		{"fullnameOverride: Detour_Webhook", "fullnameOverride"},
 		{"extraArgs: [log-level=debug]", "extraArgs"},

@@ -303,15 +303,22 @@ func (r *runner) setState(pc *podConn, state string, err error, sess *client.Ses
 	r.notify()
 }
 
+// A lost session is re-dialled after firstBackoff, doubling up to
+// maxBackoff while it keeps failing.
+const (
+	firstBackoff = 200 * time.Millisecond
+	maxBackoff   = 5 * time.Second
+)
+
 // holdPod keeps the intercept alive on one pod: dial, hello, create; on a
 // lost session, retry with backoff; on stop, remove and close.
 func (r *runner) holdPod(ctx context.Context, pod string, pc *podConn) {
 	log := r.log.With(zap.String("pod", pod))
-	backoff := 200 * time.Millisecond
+	backoff := firstBackoff
 	for {
 		sess, err := r.connect(ctx, pod)
 		if err == nil {
-			backoff = 200 * time.Millisecond
+			backoff = firstBackoff
 			r.setState(pc, "active", nil, sess)
 			log.Info("intercept active on pod")
 			switch silent := r.hold(ctx, sess); {
@@ -372,7 +379,7 @@ func (r *runner) holdPod(ctx context.Context, pod string, pc *podConn) {
 			return
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 5*time.Second)
+		backoff = min(2*backoff, maxBackoff)
 	}
 }
 

@@ -48,6 +48,22 @@ func DialPod(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, nam
 	if err != nil {
 		return nil, fmt.Errorf("port-forward to pod %s/%s: %w", namespace, pod, err)
 	}
+	conn, err := connect(ctx, dialer, namespace)
+	if err != nil {
+		return nil, fmt.Errorf("port-forward to pod %s/%s: %w", namespace, pod, err)
+	}
+	errorStream, dataStream, err := openStreams(conn, port)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("port-forward to pod %s/%s: %w", namespace, pod, err)
+	}
+	return newPodStream(conn, errorStream, dataStream, fmt.Sprintf("%s/%s:%d", namespace, pod, port)), nil
+}
+
+// connect dials the port-forward connection, giving up when ctx ends (a
+// connection that arrives after that is closed). A refusal by RBAC says
+// what the user lacks and how to check.
+func connect(ctx context.Context, dialer httpstream.Dialer, namespace string) (httpstream.Connection, error) {
 	type result struct {
 		conn httpstream.Connection
 		err  error
@@ -57,46 +73,49 @@ func DialPod(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, nam
 		conn, _, err := dialer.Dial(portforward.PortForwardProtocolV1Name)
 		done <- result{conn, err}
 	}()
-	var conn httpstream.Connection
 	select {
 	case r := <-done:
-		if r.err != nil {
-			if forbidden(r.err) {
-				return nil, fmt.Errorf("port-forward to pod %s/%s: %w: you lack create on pods/portforward in namespace %s: ask your cluster admin for it (check with `kubectl auth can-i create pods/portforward -n %s`): %w",
-					namespace, pod, ErrPortForwardForbidden, namespace, namespace, r.err)
-			}
-			return nil, fmt.Errorf("port-forward to pod %s/%s: %w", namespace, pod, r.err)
+		if r.err != nil && forbidden(r.err) {
+			return nil, fmt.Errorf("%w: you lack create on pods/portforward in namespace %s: ask your cluster admin for it (check with `kubectl auth can-i create pods/portforward -n %s`): %w",
+				ErrPortForwardForbidden, namespace, namespace, r.err)
 		}
-		conn = r.conn
+		return r.conn, r.err
 	case <-ctx.Done():
 		go func() {
 			if r := <-done; r.conn != nil {
 				r.conn.Close()
 			}
 		}()
-		return nil, fmt.Errorf("port-forward to pod %s/%s: %w", namespace, pod, ctx.Err())
+		return nil, ctx.Err()
 	}
+}
 
-	id := strconv.FormatInt(requestIDs.Add(1), 10)
+// openStreams opens the pair of streams one port-forward request is made
+// of: the error stream (read only: the kubelet writes a message on it if
+// its dial to the port fails) and the data stream.
+func openStreams(conn httpstream.Connection, port uint16) (errorStream, dataStream httpstream.Stream, err error) {
 	headers := http.Header{}
 	headers.Set(corev1.StreamType, corev1.StreamTypeError)
 	headers.Set(corev1.PortHeader, strconv.Itoa(int(port)))
-	headers.Set(corev1.PortForwardRequestIDHeader, id)
-	errorStream, err := conn.CreateStream(headers)
+	headers.Set(corev1.PortForwardRequestIDHeader, strconv.FormatInt(requestIDs.Add(1), 10))
+	errorStream, err = conn.CreateStream(headers)
 	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("port-forward to pod %s/%s: create error stream: %w", namespace, pod, err)
+		return nil, nil, fmt.Errorf("create error stream: %w", err)
 	}
-	// We never write to the error stream; the kubelet writes a message on it
-	// if its dial to the port fails.
+	// We never write to the error stream.
 	errorStream.Close()
 	headers.Set(corev1.StreamType, corev1.StreamTypeData)
-	dataStream, err := conn.CreateStream(headers)
+	dataStream, err = conn.CreateStream(headers)
 	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("port-forward to pod %s/%s: create data stream: %w", namespace, pod, err)
+		return nil, nil, fmt.Errorf("create data stream: %w", err)
 	}
-	s := &podStream{conn: conn, data: dataStream, where: fmt.Sprintf("%s/%s:%d", namespace, pod, port), errRead: make(chan struct{})}
+	return errorStream, dataStream, nil
+}
+
+// newPodStream wraps the data stream; it fails with ErrLostConnectionToPod
+// once the kubelet reports an error or the connection closes.
+func newPodStream(conn httpstream.Connection, errorStream, dataStream httpstream.Stream, where string) *podStream {
+	s := &podStream{conn: conn, data: dataStream, where: where, errRead: make(chan struct{})}
 	go func() {
 		defer close(s.errRead)
 		msg, _ := io.ReadAll(errorStream)
@@ -108,8 +127,7 @@ func DialPod(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, nam
 		<-conn.CloseChan()
 		s.fail(fmt.Errorf("%w %s: port-forward connection closed", ErrLostConnectionToPod, s.where))
 	}()
-	_ = time.Now
-	return s, nil
+	return s
 }
 
 // podDialer opens port-forwards over plain SPDY first and over SPDY in
