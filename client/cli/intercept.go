@@ -349,9 +349,7 @@ func (a *app) intercept(ctx context.Context, name string, f interceptFlags, comm
 	if f.output != "" {
 		// The environment goes to the files asked for, never to stdout
 		// (it may hold Secret values).
-		created := st
-		created.Env = nil
-		if err := printStructured(a.out, f.output, created); err != nil {
+		if err := printStructured(a.out, f.output, newInterceptReport(st)); err != nil {
 			return err
 		}
 	} else {
