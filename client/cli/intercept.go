@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"os"
@@ -23,6 +24,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/detour-dev/detour/client"
 	"github.com/detour-dev/detour/client/internal/daemon"
@@ -158,197 +160,56 @@ command line (checked before anything in the cluster changes), with
 	return cmd
 }
 
+// intercept resolves what the user typed, opts the workload in to the
+// agent, hands the intercept to the daemon, and then does what the flags
+// ask for after it: the environment's files, the summary, -- CMD.
 func (a *app) intercept(ctx context.Context, name string, f interceptFlags, command []string) error {
-	cfg, err := a.config()
+	s, err := a.interceptSettings(name, f)
 	if err != nil {
 		return err
 	}
-	if a.extsErr != nil {
-		return a.extsErr
-	}
-	mechFlags := f.mechanismFlags()
-	mechanism, extImage, err := chooseMechanism(f.mechanism, cfg.Intercept.DefaultMechanism, mechFlags, a.exts)
-	if err != nil {
-		return usage(err)
-	}
-	spec, err := resolve.ParsePort(f.port)
-	if err != nil {
-		return usage(err)
-	}
-	if err := checkEnvSyntax(f.envSyntax, f.envFile, f.changed); err != nil {
-		return err
-	}
-	if f.output != "" && f.output != "json" && f.output != "yaml" {
-		return usagef("-o %q: use json or yaml", f.output)
-	}
-	var toPod []uint16
-	for _, p := range f.toPod {
-		if p == 0 || p > 65535 {
-			return usagef("--to-pod %d is not a port (1..65535)", p)
-		}
-		toPod = append(toPod, uint16(p))
-	}
-	ns, nsGiven, err := a.namespace()
-	if err != nil {
-		return err
-	}
-	interceptName, workloadName := resolve.Names(name, f.workload, ns, nsGiven)
-	if err := tunnel.ValidateName(interceptName); err != nil {
-		return usage(err)
-	}
-	// Settings are checked before the cluster is asked anything.
-	mechArgs := mechFlags[mechanism]
-	var httpMatch []string
-	var hs *tunnel.HTTPSettings
-	wantPreview, err := decidePreview(cfg.Intercept.PreviewURL, f.preview, f.changed)
-	if err != nil {
-		return err
-	}
-	if mechanism == tunnel.MechanismHTTP {
-		s, err := httpSettings(mechArgs, interceptName, corev1.ServicePort{}, cfg.Agent.AppProtocolStrategy, wantPreview, rand.Reader)
-		if err != nil {
-			return usage(err) // crypto/rand does not fail: the rest is the flags
-		}
-		hs = &s
-	}
-	var ing *ingress
-	if hs != nil && hs.PreviewToken != "" && (anyChanged(f.changed, ingressFlags...) || !a.interactive()) {
-		// No dialogue: the flags (or their absence) settle it now.
-		i, err := resolveIngress(f.preview, f.changed, ingress{}, false, nil, nil)
-		if err != nil {
-			return usage(err)
-		}
-		ing = &i
-	}
-	if hs == nil && (f.changed("preview-url") && f.preview.enabled || anyChanged(f.changed, ingressFlags...)) {
-		return usagef("preview URLs route single requests: they need --mechanism http (this intercept would use %s)", mechanism)
-	}
-
 	rc, cs, err := a.clients(ctx)
 	if err != nil {
 		return err
 	}
-	cands, err := kube.Candidates(ctx, cs, ns)
+	t, err := findTarget(ctx, cs, s, f.service, f.container)
 	if err != nil {
 		return err
 	}
-	w, err := resolve.FindWorkload(workloadName, ns, cands)
+	if err := a.settleHTTP(ctx, cs, &s, t, f.preview, f.changed); err != nil {
+		return err
+	}
+	pods, err := a.optIn(ctx, cs, s, t, f.agentImage)
 	if err != nil {
 		return err
 	}
-	svcs, err := kube.Services(ctx, cs, ns)
+	wantEnv := f.envFile != "" || f.envJSON != "" || len(command) > 0
+	dc, st, err := a.handToDaemon(ctx, s, t, wantEnv)
 	if err != nil {
 		return err
-	}
-	svc, err := resolve.FindService(w, svcs, f.service)
-	if err != nil {
-		return err
-	}
-	sp, err := resolve.FindServicePort(svc, spec.Service)
-	if err != nil {
-		return err
-	}
-	appPort, container, err := resolve.ContainerPort(w, sp, f.container)
-	if err != nil {
-		return err
-	}
-	if err := checkTLSSecrets(ctx, cs, w); err != nil {
-		return err
-	}
-	var preview string
-	if hs != nil {
-		if sp.AppProtocol != nil {
-			hs.AppProtocol = *sp.AppProtocol
-		}
-		if hs.PreviewToken != "" && ing == nil {
-			i, err := resolveIngress(f.preview, f.changed, detectIngress(ctx, cs, ns, &svc, sp), true, a.in, a.errOut)
-			if err != nil {
-				return err
-			}
-			ing = &i
-		}
-		if ing != nil {
-			preview = previewURL(*ing, hs.PreviewToken)
-		}
-		mechArgs = hs.Args()
-		httpMatch = mechArgs[tunnel.ArgMatch]
-	}
-	image := f.agentImage
-	if image == "" {
-		image = extImage
-	}
-	if image == "" {
-		image = cfg.Images.AgentImage
-	}
-	pods, err := a.injectAndWait(ctx, cs, w, image, servedContainer(w, container), cfg.Timeouts.Rollout)
-	if err != nil {
-		return err
-	}
-	if err := kube.WaitForEndpoints(ctx, cs, ns, svc.Name, pods, cfg.Timeouts.AgentArrival, a.errOut); err != nil {
-		return err
-	}
-	sel, err := metav1.LabelSelectorAsSelector(w.Selector)
-	if err != nil {
-		return err
-	}
-	kubeconfig, kubeContext, err := a.kubeTarget()
-	if err != nil {
-		return err
-	}
-	dc, err := a.ensureDaemon(ctx)
-	if err != nil {
-		return err
-	}
-	req := daemon.InterceptRequest{
-		Name: interceptName, Kubeconfig: kubeconfig, Context: kubeContext, Namespace: ns,
-		Workload: w.Ref(), Selector: sel.String(), Service: svc.Name, PortName: sp.Name, Port: sp.Port,
-		AppPort: appPort, Mechanism: mechanism, MechanismArgs: mechArgs, HTTPMatch: httpMatch, PreviewURL: preview, LocalAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(int(spec.Local))),
-		ToPod: toPod, User: client.DefaultUser(), WantEnv: f.envFile != "" || f.envJSON != "" || len(command) > 0,
-		TimeoutSec: int(math.Ceil(cfg.Timeouts.AgentArrival.Seconds())), // 500ms is 1 s, not 0 (the daemon's default)
-	}
-	st, err := dc.Create(ctx, req)
-	if err != nil {
-		return fmt.Errorf("intercept %q: %w", interceptName, err)
-	}
-	leave := func() {
-		if err := dc.Leave(context.WithoutCancel(ctx), interceptName); err != nil {
-			fmt.Fprintf(a.errOut, "warning: leave %q: %v\n", interceptName, err)
-		} else {
-			fmt.Fprintf(a.errOut, "Left %q.\n", interceptName)
-		}
 	}
 	if len(command) > 0 {
 		// The intercept lives as long as CMD: whatever happens from here on.
-		defer leave()
+		defer a.leaveOnExit(ctx, dc, s.name)
 	}
 	if f.envFile != "" || f.envJSON != "" || (len(command) > 0 && !f.net.enabled) {
 		// Secret-backed values come from the API with the user's own
 		// permissions, never from the agent (the cluster-network path
 		// reads them itself, with the files).
-		view, err := readPodView(ctx, cs, w, false)
+		view, err := readPodView(ctx, cs, t.w, false)
 		if err != nil {
 			return err
 		}
 		printNotes(a.errOut, view.notes)
 		st.Env = mergeEnv(st.Env, view.env)
 	}
-	var written []string
-	if f.envFile != "" {
-		if err := writeEnvFile(f.envFile, f.envSyntax, st.Env, a.errOut); err != nil {
-			return err
-		}
-		written = append(written, f.envFile)
-	}
-	if f.envJSON != "" {
-		b, _ := json.MarshalIndent(st.Env, "", "  ")
-		if err := os.WriteFile(f.envJSON, append(b, '\n'), 0o600); err != nil {
-			return fmt.Errorf("--env-json: %w", err)
-		}
-		written = append(written, f.envJSON)
+	written, err := writeEnvFiles(f.envFile, f.envSyntax, f.envJSON, st.Env, a.errOut)
+	if err != nil {
+		return err
 	}
 	if f.output != "" {
 		// The environment goes to the files asked for, never to stdout
-		// (it may hold Secret values).
+		// (it may hold Secret values): the report has no field for it.
 		if err := printStructured(a.out, f.output, newInterceptReport(st)); err != nil {
 			return err
 		}
@@ -358,20 +219,259 @@ func (a *app) intercept(ctx context.Context, name string, f interceptFlags, comm
 	if len(command) == 0 {
 		return nil
 	}
-	if f.net.enabled {
-		c := clusterNet{rc: rc, cs: cs, workload: w, command: command, env: st.Env, inbound: []uint16{spec.Local}, flags: f.net}
-		code, err := a.runInClusterNetwork(ctx, c)
+	return a.runIntercepted(ctx, rc, cs, t.w, command, st.Env, []uint16{s.port.Local}, f.net)
+}
+
+// interceptSettings is what the command line alone decides, checked
+// before the cluster is asked anything.
+type interceptSettings struct {
+	cfg       Config
+	ns        string
+	name      string // the intercept's
+	workload  string // as the user named it
+	mechanism string
+	extImage  string              // the agent image of the mechanism's extension
+	mechArgs  map[string][]string // the mechanism's arguments (the http ones once settled)
+	port      resolve.PortSpec
+	toPod     []uint16
+	http      *tunnel.HTTPSettings // http intercepts only
+	ingress   *ingress             // the preview link's address, once known
+	httpMatch []string
+	preview   string // the preview URL
+}
+
+func (a *app) interceptSettings(name string, f interceptFlags) (interceptSettings, error) {
+	var s interceptSettings
+	cfg, err := a.config()
+	if err != nil {
+		return s, err
+	}
+	if a.extsErr != nil {
+		return s, a.extsErr
+	}
+	s.cfg = cfg
+	mechFlags := f.mechanismFlags()
+	if s.mechanism, s.extImage, err = chooseMechanism(f.mechanism, cfg.Intercept.DefaultMechanism, mechFlags, a.exts); err != nil {
+		return s, usage(err)
+	}
+	if s.port, err = resolve.ParsePort(f.port); err != nil {
+		return s, usage(err)
+	}
+	if err := checkEnvSyntax(f.envSyntax, f.envFile, f.changed); err != nil {
+		return s, err
+	}
+	if f.output != "" && f.output != "json" && f.output != "yaml" {
+		return s, usagef("-o %q: use json or yaml", f.output)
+	}
+	if s.toPod, err = toPodPorts(f.toPod); err != nil {
+		return s, err
+	}
+	ns, nsGiven, err := a.namespace()
+	if err != nil {
+		return s, err
+	}
+	s.ns = ns
+	s.name, s.workload = resolve.Names(name, f.workload, ns, nsGiven)
+	if err := tunnel.ValidateName(s.name); err != nil {
+		return s, usage(err)
+	}
+	s.mechArgs = mechFlags[s.mechanism]
+	return s, a.httpIntent(&s, f.preview, f.changed)
+}
+
+func toPodPorts(ports []uint) ([]uint16, error) {
+	var toPod []uint16
+	for _, p := range ports {
+		if p == 0 || p > 65535 {
+			return nil, usagef("--to-pod %d is not a port (1..65535)", p)
+		}
+		toPod = append(toPod, uint16(p))
+	}
+	return toPod, nil
+}
+
+// httpIntent decides from the flags alone whether the intercept routes
+// requests (http) and has a preview link, and the link's address when
+// the flags settle it without a dialogue.
+func (a *app) httpIntent(s *interceptSettings, p previewFlags, changed func(string) bool) error {
+	wantPreview, err := decidePreview(s.cfg.Intercept.PreviewURL, p, changed)
+	if err != nil {
+		return err
+	}
+	if s.mechanism == tunnel.MechanismHTTP {
+		hs, err := httpSettings(s.mechArgs, s.name, corev1.ServicePort{}, s.cfg.Agent.AppProtocolStrategy, wantPreview, rand.Reader)
+		if err != nil {
+			return usage(err) // crypto/rand does not fail: the rest is the flags
+		}
+		s.http = &hs
+	}
+	if s.http != nil && s.http.PreviewToken != "" && (anyChanged(changed, ingressFlags...) || !a.interactive()) {
+		// No dialogue: the flags (or their absence) settle it now.
+		i, err := resolveIngress(p, changed, ingress{}, false, nil, nil)
+		if err != nil {
+			return usage(err)
+		}
+		s.ingress = &i
+	}
+	if s.http == nil && (changed("preview-url") && p.enabled || anyChanged(changed, ingressFlags...)) {
+		return usagef("preview URLs route single requests: they need --mechanism http (this intercept would use %s)", s.mechanism)
+	}
+	return nil
+}
+
+// interceptTarget is what the intercept takes in the cluster.
+type interceptTarget struct {
+	w         resolve.Workload
+	svc       corev1.Service
+	sp        corev1.ServicePort
+	appPort   uint16
+	container string // the one that declares appPort
+}
+
+// findTarget finds the workload, its Service and the Service port in the
+// cluster, and the container port behind it.
+func findTarget(ctx context.Context, cs kubernetes.Interface, s interceptSettings, service, container string) (interceptTarget, error) {
+	var t interceptTarget
+	cands, err := kube.Candidates(ctx, cs, s.ns)
+	if err != nil {
+		return t, err
+	}
+	if t.w, err = resolve.FindWorkload(s.workload, s.ns, cands); err != nil {
+		return t, err
+	}
+	svcs, err := kube.Services(ctx, cs, s.ns)
+	if err != nil {
+		return t, err
+	}
+	if t.svc, err = resolve.FindService(t.w, svcs, service); err != nil {
+		return t, err
+	}
+	if t.sp, err = resolve.FindServicePort(t.svc, s.port.Service); err != nil {
+		return t, err
+	}
+	if t.appPort, t.container, err = resolve.ContainerPort(t.w, t.sp, container); err != nil {
+		return t, err
+	}
+	return t, checkTLSSecrets(ctx, cs, t.w)
+}
+
+// settleHTTP completes an http intercept's settings from what the cluster
+// says: the Service port's appProtocol, and the preview link (asking for
+// its address in a dialogue when the flags did not give it).
+func (a *app) settleHTTP(ctx context.Context, cs kubernetes.Interface, s *interceptSettings, t interceptTarget, p previewFlags, changed func(string) bool) error {
+	hs := s.http
+	if hs == nil {
+		return nil
+	}
+	if t.sp.AppProtocol != nil {
+		hs.AppProtocol = *t.sp.AppProtocol
+	}
+	if hs.PreviewToken != "" && s.ingress == nil {
+		i, err := resolveIngress(p, changed, detectIngress(ctx, cs, s.ns, &t.svc, t.sp), true, a.in, a.errOut)
 		if err != nil {
 			return err
 		}
-		if code != 0 {
-			return ExitCode(code)
-		}
-		return nil
+		s.ingress = &i
 	}
-	code, runErr := runCommand(ctx, command, st.Env)
-	if runErr != nil {
-		return runErr
+	if s.ingress != nil {
+		s.preview = previewURL(*s.ingress, hs.PreviewToken)
+	}
+	s.mechArgs = hs.Args()
+	s.httpMatch = s.mechArgs[tunnel.ArgMatch]
+	return nil
+}
+
+// optIn makes the workload run the agent (for the container of the
+// port) and waits until its pods and the Service's endpoints have it.
+func (a *app) optIn(ctx context.Context, cs kubernetes.Interface, s interceptSettings, t interceptTarget, agentImage string) ([]corev1.Pod, error) {
+	image := agentImage
+	if image == "" {
+		image = s.extImage
+	}
+	if image == "" {
+		image = s.cfg.Images.AgentImage
+	}
+	pods, err := a.injectAndWait(ctx, cs, t.w, image, servedContainer(t.w, t.container), s.cfg.Timeouts.Rollout)
+	if err != nil {
+		return nil, err
+	}
+	if err := kube.WaitForEndpoints(ctx, cs, s.ns, t.svc.Name, pods, s.cfg.Timeouts.AgentArrival, a.errOut); err != nil {
+		return nil, err
+	}
+	return pods, nil
+}
+
+// handToDaemon asks the daemon (started when it is not running) to hold
+// the intercept, and returns once every pod holds it.
+func (a *app) handToDaemon(ctx context.Context, s interceptSettings, t interceptTarget, wantEnv bool) (*daemon.APIClient, daemon.InterceptStatus, error) {
+	sel, err := metav1.LabelSelectorAsSelector(t.w.Selector)
+	if err != nil {
+		return nil, daemon.InterceptStatus{}, err
+	}
+	kubeconfig, kubeContext, err := a.kubeTarget()
+	if err != nil {
+		return nil, daemon.InterceptStatus{}, err
+	}
+	dc, err := a.ensureDaemon(ctx)
+	if err != nil {
+		return nil, daemon.InterceptStatus{}, err
+	}
+	req := daemon.InterceptRequest{
+		Name: s.name, Kubeconfig: kubeconfig, Context: kubeContext, Namespace: s.ns,
+		Workload: t.w.Ref(), Selector: sel.String(), Service: t.svc.Name, PortName: t.sp.Name, Port: t.sp.Port,
+		AppPort: t.appPort, Mechanism: s.mechanism, MechanismArgs: s.mechArgs, HTTPMatch: s.httpMatch, PreviewURL: s.preview,
+		LocalAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(int(s.port.Local))),
+		ToPod:     s.toPod, User: client.DefaultUser(), WantEnv: wantEnv,
+		TimeoutSec: int(math.Ceil(s.cfg.Timeouts.AgentArrival.Seconds())), // 500ms is 1 s, not 0 (the daemon's default)
+	}
+	st, err := dc.Create(ctx, req)
+	if err != nil {
+		return nil, daemon.InterceptStatus{}, fmt.Errorf("intercept %q: %w", s.name, err)
+	}
+	return dc, st, nil
+}
+
+// leaveOnExit leaves the intercept that lived as long as -- CMD.
+func (a *app) leaveOnExit(ctx context.Context, dc *daemon.APIClient, name string) {
+	if err := dc.Leave(context.WithoutCancel(ctx), name); err != nil {
+		fmt.Fprintf(a.errOut, "warning: leave %q: %v\n", name, err)
+	} else {
+		fmt.Fprintf(a.errOut, "Left %q.\n", name)
+	}
+}
+
+// writeEnvFiles writes the app's environment to the files asked for, and
+// returns their names.
+func writeEnvFiles(envFile, syntax, envJSON string, env map[string]string, errOut io.Writer) ([]string, error) {
+	var written []string
+	if envFile != "" {
+		if err := writeEnvFile(envFile, syntax, env, errOut); err != nil {
+			return nil, err
+		}
+		written = append(written, envFile)
+	}
+	if envJSON != "" {
+		b, _ := json.MarshalIndent(env, "", "  ")
+		if err := os.WriteFile(envJSON, append(b, '\n'), 0o600); err != nil {
+			return nil, fmt.Errorf("--env-json: %w", err)
+		}
+		written = append(written, envJSON)
+	}
+	return written, nil
+}
+
+// runIntercepted runs -- CMD (in the pod's view of the cluster unless
+// --cluster-network=false) and passes its exit status on.
+func (a *app) runIntercepted(ctx context.Context, rc *rest.Config, cs kubernetes.Interface, w resolve.Workload, command []string, env map[string]string, inbound []uint16, netFlags clusterNetFlags) error {
+	var code int
+	var err error
+	if netFlags.enabled {
+		code, err = a.runInClusterNetwork(ctx, clusterNet{rc: rc, cs: cs, workload: w, command: command, env: env, inbound: inbound, flags: netFlags})
+	} else {
+		code, err = runCommand(ctx, command, env)
+	}
+	if err != nil {
+		return err
 	}
 	if code != 0 {
 		return ExitCode(code)
