@@ -314,10 +314,7 @@ func (a *app) statusCommand() *cobra.Command {
 						states = append(states, s)
 					}
 				}
-				port := fmt.Sprint(ic.ServicePort)
-				if ic.PortName != "" {
-					port = fmt.Sprintf("%s (%d)", ic.PortName, ic.ServicePort)
-				}
+				port := portText(ic.PortName, ic.ServicePort)
 				takes := "every connection"
 				if len(ic.HTTPMatch) > 0 {
 					takes = httpTakes(ic.HTTPMatch, ic.MechanismArgs)
@@ -327,6 +324,9 @@ func (a *app) statusCommand() *cobra.Command {
 					pods += " (" + ic.State + ")"
 				}
 				tw.row(ic.Name, ic.Namespace, ic.Workload, ic.Service, port, takes, ic.LocalAddr, pods)
+				for _, p := range ic.Ports[min(1, len(ic.Ports)):] {
+					tw.row("", "", "", "", portText(p.PortName, p.ServicePort), "", p.LocalAddr, "")
+				}
 				if ic.PreviewURL != "" {
 					tw.row("", "", "", "", "", "preview: "+ic.PreviewURL, "", "")
 				}

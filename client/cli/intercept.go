@@ -37,7 +37,7 @@ import (
 )
 
 type interceptFlags struct {
-	port       string
+	ports      []string
 	workload   string
 	service    string
 	container  string
@@ -58,7 +58,7 @@ type interceptFlags struct {
 func (a *app) interceptCommand() *cobra.Command {
 	var f interceptFlags
 	cmd := &cobra.Command{
-		Use:   "intercept NAME --port LOCAL[:SVCPORT] [flags] [-- CMD ARGS...]",
+		Use:   "intercept NAME --port LOCAL[:SVCPORT]... [flags] [-- CMD ARGS...]",
 		Short: "Send a workload's traffic to a port on your workstation",
 		Long: `Intercept the traffic of a Deployment, ReplicaSet or StatefulSet.
 
@@ -66,7 +66,11 @@ NAME is the workload. With -n NS (and no --workload) the intercept is named
 NAME-NS; with --workload W, NAME is the intercept's name and W the workload.
 The Service is the one whose selector matches the workload's pods (--service
 picks one when several do); --port LOCAL:SVCPORT picks the Service port by
-name or number (LOCAL alone when the Service has one port).
+name or number (LOCAL alone when the Service has one port). Repeat --port
+to take several ports of the Service in one intercept (--port 8080:http
+--port 9090:grpc): one name, one 'detour leave', each port to its own
+local port; each names its Service port, and they must be ports of one
+container (the one the agent serves).
 
 If the workload does not run the detour agent yet, detour adds the
 detour.dev/inject annotation to its pod template and waits for the rollout.
@@ -107,6 +111,7 @@ command line (checked before anything in the cluster changes), with
 		Example: `  detour intercept hello --port 8080
   detour intercept hello -n shop --port 8080:http        # intercept named hello-shop
   detour intercept mine --workload hello --port 3000:80 --service hello-stable
+  detour intercept hello --port 8080:http --port 9090:grpc   # both ports, one intercept
   detour intercept hello --port 8080 --env-file hello.env --to-pod 5432
   detour intercept hello --port 8080 --env-file hello.sh --env-syntax sh   # then: . ./hello.sh
   detour intercept hello --port 8080 -- ./run-tests.sh   # exits with the tests' status
@@ -133,7 +138,7 @@ command line (checked before anything in the cluster changes), with
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVarP(&f.port, "port", "p", "", "LOCAL[:SVCPORT]: the local port to send traffic to, and the Service port (name or number) to take it from (required)")
+	fl.StringArrayVarP(&f.ports, "port", "p", nil, "LOCAL[:SVCPORT]: the local port to send traffic to, and the Service port (name or number) to take it from (required; repeatable: --port 8080:http --port 9090:grpc takes both in one intercept)")
 	fl.StringVar(&f.workload, "workload", "", "the workload to intercept, when NAME is only the intercept's name (kind/name picks a kind)")
 	fl.StringVar(&f.service, "service", "", "the Service to intercept when several select the workload")
 	fl.StringVar(&f.container, "container", "", "the app container whose port to intercept (default: the one that declares the Service port's targetPort); in a pod of several containers the agent serves that one: its pods roll once when it served another")
@@ -176,7 +181,7 @@ func (a *app) intercept(ctx context.Context, name string, f interceptFlags, comm
 	if err != nil {
 		return err
 	}
-	if err := a.settleHTTP(ctx, cs, &s, t, f.preview, f.changed); err != nil {
+	if err := a.settleHTTP(ctx, cs, &s, &t, f.preview, f.changed); err != nil {
 		return err
 	}
 	pods, err := a.optIn(ctx, cs, s, t, f.agentImage)
@@ -219,7 +224,11 @@ func (a *app) intercept(ctx context.Context, name string, f interceptFlags, comm
 	if len(command) == 0 {
 		return nil
 	}
-	return a.runIntercepted(ctx, rc, cs, t.w, command, st.Env, []uint16{s.port.Local}, f.net)
+	inbound := make([]uint16, len(s.ports))
+	for i, p := range s.ports {
+		inbound[i] = p.Local
+	}
+	return a.runIntercepted(ctx, rc, cs, t.w, command, st.Env, inbound, f.net)
 }
 
 // interceptSettings is what the command line alone decides, checked
@@ -231,8 +240,8 @@ type interceptSettings struct {
 	workload  string // as the user named it
 	mechanism string
 	extImage  string              // the agent image of the mechanism's extension
-	mechArgs  map[string][]string // the mechanism's arguments (the http ones once settled)
-	port      resolve.PortSpec
+	mechArgs  map[string][]string // the mechanism's arguments (the http ones are settled per port)
+	ports     []resolve.PortSpec
 	toPod     []uint16
 	http      *tunnel.HTTPSettings // http intercepts only
 	ingress   *ingress             // the preview link's address, once known
@@ -254,9 +263,6 @@ func (a *app) interceptSettings(name string, f interceptFlags) (interceptSetting
 	if s.mechanism, s.extImage, err = chooseMechanism(f.mechanism, cfg.Intercept.DefaultMechanism, mechFlags, a.exts); err != nil {
 		return s, usage(err)
 	}
-	if s.port, err = resolve.ParsePort(f.port); err != nil {
-		return s, usage(err)
-	}
 	if err := checkEnvSyntax(f.envSyntax, f.envFile, f.changed); err != nil {
 		return s, err
 	}
@@ -264,6 +270,9 @@ func (a *app) interceptSettings(name string, f interceptFlags) (interceptSetting
 		return s, usagef("-o %q: use json or yaml", f.output)
 	}
 	if s.toPod, err = toPodPorts(f.toPod); err != nil {
+		return s, err
+	}
+	if s.ports, err = parsePorts(f.ports, s.toPod); err != nil {
 		return s, err
 	}
 	ns, nsGiven, err := a.namespace()
@@ -274,6 +283,9 @@ func (a *app) interceptSettings(name string, f interceptFlags) (interceptSetting
 	s.name, s.workload = resolve.Names(name, f.workload, ns, nsGiven)
 	if err := tunnel.ValidateName(s.name); err != nil {
 		return s, usage(err)
+	}
+	if err := checkAgentNames(s.name, s.ports); err != nil {
+		return s, err
 	}
 	s.mechArgs = mechFlags[s.mechanism]
 	return s, a.httpIntent(&s, f.preview, f.changed)
@@ -323,9 +335,8 @@ func (a *app) httpIntent(s *interceptSettings, p previewFlags, changed func(stri
 type interceptTarget struct {
 	w         resolve.Workload
 	svc       corev1.Service
-	sp        corev1.ServicePort
-	appPort   uint16
-	container string // the one that declares appPort
+	ports     []targetPort
+	container string // the one that declares the ports
 }
 
 // findTarget finds the workload, its Service and the Service port in the
@@ -346,38 +357,42 @@ func findTarget(ctx context.Context, cs kubernetes.Interface, s interceptSetting
 	if t.svc, err = resolve.FindService(t.w, svcs, service); err != nil {
 		return t, err
 	}
-	if t.sp, err = resolve.FindServicePort(t.svc, s.port.Service); err != nil {
+	if t.ports, t.container, err = planPorts(t.w, t.svc, s.ports, container); err != nil {
 		return t, err
 	}
-	if t.appPort, t.container, err = resolve.ContainerPort(t.w, t.sp, container); err != nil {
-		return t, err
+	for i := range t.ports {
+		t.ports[i].args = s.mechArgs
 	}
 	return t, checkTLSSecrets(ctx, cs, t.w)
 }
 
 // settleHTTP completes an http intercept's settings from what the cluster
-// says: the Service port's appProtocol, and the preview link (asking for
-// its address in a dialogue when the flags did not give it).
-func (a *app) settleHTTP(ctx context.Context, cs kubernetes.Interface, s *interceptSettings, t interceptTarget, p previewFlags, changed func(string) bool) error {
-	hs := s.http
-	if hs == nil {
+// says: each Service port's appProtocol, and the preview link (asking for
+// its address in a dialogue when the flags did not give it; the first
+// port's Service port is its default).
+func (a *app) settleHTTP(ctx context.Context, cs kubernetes.Interface, s *interceptSettings, t *interceptTarget, p previewFlags, changed func(string) bool) error {
+	if s.http == nil {
 		return nil
 	}
-	if t.sp.AppProtocol != nil {
-		hs.AppProtocol = *t.sp.AppProtocol
-	}
-	if hs.PreviewToken != "" && s.ingress == nil {
-		i, err := resolveIngress(p, changed, detectIngress(ctx, cs, s.ns, &t.svc, t.sp), true, a.in, a.errOut)
+	first := t.ports[0].sp
+	if s.http.PreviewToken != "" && s.ingress == nil {
+		i, err := resolveIngress(p, changed, detectIngress(ctx, cs, s.ns, &t.svc, first), true, a.in, a.errOut)
 		if err != nil {
 			return err
 		}
 		s.ingress = &i
 	}
 	if s.ingress != nil {
-		s.preview = previewURL(*s.ingress, hs.PreviewToken)
+		s.preview = previewURL(*s.ingress, s.http.PreviewToken)
 	}
-	s.mechArgs = hs.Args()
-	s.httpMatch = s.mechArgs[tunnel.ArgMatch]
+	for i := range t.ports {
+		hs := *s.http
+		if ap := t.ports[i].sp.AppProtocol; ap != nil {
+			hs.AppProtocol = *ap
+		}
+		t.ports[i].args = hs.Args()
+	}
+	s.httpMatch = t.ports[0].args[tunnel.ArgMatch]
 	return nil
 }
 
@@ -416,12 +431,16 @@ func (a *app) handToDaemon(ctx context.Context, s interceptSettings, t intercept
 	if err != nil {
 		return nil, daemon.InterceptStatus{}, err
 	}
+	ports := make([]daemon.PortRequest, len(t.ports))
+	for i, p := range t.ports {
+		ports[i] = daemon.PortRequest{PortName: p.sp.Name, Port: p.sp.Port, AppPort: p.appPort, MechanismArgs: p.args,
+			LocalAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(int(p.spec.Local)))}
+	}
 	req := daemon.InterceptRequest{
 		Name: s.name, Kubeconfig: kubeconfig, Context: kubeContext, Namespace: s.ns,
-		Workload: t.w.Ref(), Selector: sel.String(), Service: t.svc.Name, PortName: t.sp.Name, Port: t.sp.Port,
-		AppPort: t.appPort, Mechanism: s.mechanism, MechanismArgs: s.mechArgs, HTTPMatch: s.httpMatch, PreviewURL: s.preview,
-		LocalAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(int(s.port.Local))),
-		ToPod:     s.toPod, User: client.DefaultUser(), WantEnv: wantEnv,
+		Workload: t.w.Ref(), Selector: sel.String(), Service: t.svc.Name, Ports: ports,
+		Mechanism: s.mechanism, HTTPMatch: s.httpMatch, PreviewURL: s.preview,
+		ToPod: s.toPod, User: client.DefaultUser(), WantEnv: wantEnv,
 		TimeoutSec: int(math.Ceil(s.cfg.Timeouts.AgentArrival.Seconds())), // 500ms is 1 s, not 0 (the daemon's default)
 	}
 	st, err := dc.Create(ctx, req)
@@ -534,17 +553,20 @@ func agentsServe(ctx context.Context, cs kubernetes.Interface, w resolve.Workloa
 }
 
 func (a *app) printSummary(st daemon.InterceptStatus, pods int, envFiles []string) {
-	port := fmt.Sprint(st.Port)
-	if st.PortName != "" {
-		port = fmt.Sprintf("%s (%d)", st.PortName, st.Port)
-	}
 	fmt.Fprintf(a.out, "Intercept %q is active.\n", st.Name)
 	fmt.Fprintf(a.out, "  workload:   %s in namespace %s (%d pods)\n", st.Workload, st.Namespace, pods)
-	fmt.Fprintf(a.out, "  service:    %s, port %s → container port %d\n", st.Service, port, st.AppPort)
+	if len(st.Ports) == 1 {
+		fmt.Fprintf(a.out, "  service:    %s, port %s → container port %d\n", st.Service, portLabel(st.Ports[0]), st.Ports[0].AppPort)
+	} else {
+		fmt.Fprintf(a.out, "  service:    %s, %d ports:\n", st.Service, len(st.Ports))
+		for _, p := range st.Ports {
+			fmt.Fprintf(a.out, "    port %s → container port %d → local %s\n", portLabel(p), p.AppPort, p.LocalAddr)
+		}
+	}
 	if len(st.HTTPMatch) > 0 {
 		fmt.Fprintf(a.out, "  mechanism:  %s (only requests with the header; everyone else's reach the app)\n", st.Mechanism)
 		fmt.Fprintf(a.out, "  header:     %s\n", headerLine(st.HTTPMatch))
-		if r := requestLineRules(st.MechanismArgs); r != "" {
+		if r := requestLineRules(st.First().MechanismArgs); r != "" {
 			fmt.Fprintf(a.out, "  requests:   %s\n", r)
 		}
 		fmt.Fprintf(a.out, "  try:        %s\n", tryHint(st))
@@ -554,7 +576,9 @@ func (a *app) printSummary(st daemon.InterceptStatus, pods int, envFiles []strin
 	if st.PreviewURL != "" {
 		fmt.Fprintf(a.out, "  preview:    %s\n", st.PreviewURL)
 	}
-	fmt.Fprintf(a.out, "  local:      %s\n", st.LocalAddr)
+	if len(st.Ports) == 1 {
+		fmt.Fprintf(a.out, "  local:      %s\n", st.Ports[0].LocalAddr)
+	}
 	for _, p := range st.ToPod {
 		fmt.Fprintf(a.out, "  to pod:     127.0.0.1:%d → pod's 127.0.0.1:%d\n", p, p)
 	}

@@ -62,11 +62,24 @@ type InterceptReport struct {
 	User          string              `json:"user"`
 	WantEnv       bool                `json:"wantEnv,omitempty"`
 	TimeoutSec    int                 `json:"timeoutSeconds,omitempty"`
+	Ports         []PortReport        `json:"ports"`
 	Created       time.Time           `json:"created"`
 	State         string              `json:"state"`
 	Dropped       string              `json:"dropped,omitempty"`
 	DroppedAt     *time.Time          `json:"droppedAt,omitempty"`
 	Pods          []PodReport         `json:"pods"`
+}
+
+// PortReport is one port of an intercept. The intercept's own portName,
+// servicePort, appPort, localAddr and mechanismArgs are its first port's
+// (those of an intercept of one port, as before ports[] existed).
+type PortReport struct {
+	PortName      string              `json:"portName,omitempty"`
+	ServicePort   int32               `json:"servicePort"`
+	AppPort       uint16              `json:"appPort"`
+	LocalAddr     string              `json:"localAddr"`
+	MechanismArgs map[string][]string `json:"mechanismArgs,omitempty"`
+	AgentName     string              `json:"agentName"`
 }
 
 // PodReport is one pod's connection state for an intercept.
@@ -97,13 +110,19 @@ func newStatusReport(client string, st *daemon.Status) StatusReport {
 // The app's environment (st.Env) is never among them: it may hold Secret
 // values, and goes only to the files asked for.
 func newInterceptReport(st daemon.InterceptStatus) InterceptReport {
+	first := st.First()
 	r := InterceptReport{
 		Name: st.Name, Kubeconfig: st.Kubeconfig, Context: st.Context, Namespace: st.Namespace,
 		Workload: st.Workload, Selector: st.Selector, Service: st.Service,
-		PortName: st.PortName, ServicePort: st.Port, AppPort: st.AppPort,
-		Mechanism: st.Mechanism, MechanismArgs: st.MechanismArgs, HTTPMatch: st.HTTPMatch, PreviewURL: st.PreviewURL,
-		LocalAddr: st.LocalAddr, ToPod: st.ToPod, User: st.User, WantEnv: st.WantEnv, TimeoutSec: st.TimeoutSec,
+		PortName: first.PortName, ServicePort: first.Port, AppPort: first.AppPort,
+		Mechanism: st.Mechanism, MechanismArgs: first.MechanismArgs, HTTPMatch: st.HTTPMatch, PreviewURL: st.PreviewURL,
+		LocalAddr: first.LocalAddr, ToPod: st.ToPod, User: st.User, WantEnv: st.WantEnv, TimeoutSec: st.TimeoutSec,
+		Ports:   make([]PortReport, len(st.Ports)),
 		Created: st.Created, State: st.State, Dropped: st.Dropped, DroppedAt: st.DroppedAt,
+	}
+	names := st.AgentNames()
+	for i, p := range st.Ports {
+		r.Ports[i] = PortReport{PortName: p.PortName, ServicePort: p.Port, AppPort: p.AppPort, LocalAddr: p.LocalAddr, MechanismArgs: p.MechanismArgs, AgentName: names[i]}
 	}
 	if st.Pods != nil {
 		r.Pods = make([]PodReport, 0, len(st.Pods))
