@@ -251,7 +251,8 @@ func (d *Daemon) requestsLocked() []InterceptRequest {
 // name does not count: req replaces it.
 func validRequest(req InterceptRequest, held []InterceptRequest) error {
 	if len(req.Ports) == 0 {
-		return fmt.Errorf("intercept %q: no port to intercept", req.Name)
+		// A CLI of an earlier release sends its one port outside ports[].
+		return fmt.Errorf("intercept %q: no port to intercept (a detour CLI of another release than this daemon's, %s? detour quit stops the daemon; the next command starts its own)", req.Name, version.Version)
 	}
 	mine := map[string]bool{}
 	apps := map[uint16]bool{}
