@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -15,7 +14,6 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"sigs.k8s.io/yaml"
 
 	"github.com/detour-dev/detour/client/internal/daemon"
 	"github.com/detour-dev/detour/client/internal/kube"
@@ -187,23 +185,6 @@ func addOutputFlag(cmd *cobra.Command, out *string) {
 	cmd.Flags().StringVarP(out, "output", "o", "", "output format: json or yaml (default: a table)")
 }
 
-func printStructured(w io.Writer, format string, v any) error {
-	switch format {
-	case "json":
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(v)
-	case "yaml":
-		b, err := yaml.Marshal(v)
-		if err != nil {
-			return err
-		}
-		_, err = w.Write(b)
-		return err
-	}
-	return usagef("-o %q: use json or yaml", format)
-}
-
 func (a *app) leaveCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "leave NAME",
@@ -291,26 +272,6 @@ func (a *app) interceptNames(ctx context.Context) []string {
 	return names
 }
 
-// StatusSchemaVersion is StatusReport's schemaVersion.
-const StatusSchemaVersion = 1
-
-// StatusReport is `detour status -o json`: stable field names.
-type StatusReport struct {
-	// SchemaVersion changes only when a field is renamed, removed or
-	// changes meaning (docs/status-json.md); fields are added freely.
-	SchemaVersion int                      `json:"schemaVersion"`
-	Client        string                   `json:"clientVersion"`
-	Daemon        *DaemonReport            `json:"daemon"`
-	Intercepts    []daemon.InterceptStatus `json:"intercepts"`
-}
-
-// DaemonReport describes the running daemon.
-type DaemonReport struct {
-	Version string    `json:"version"`
-	PID     int       `json:"pid"`
-	Started time.Time `json:"started"`
-}
-
 func (a *app) statusCommand() *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
@@ -318,15 +279,15 @@ func (a *app) statusCommand() *cobra.Command {
 		Short: "Show your active intercepts and the state of each pod's connection",
 		Args:  exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rep := StatusReport{SchemaVersion: StatusSchemaVersion, Client: version.Version, Intercepts: []daemon.InterceptStatus{}}
 			c, err := a.daemonClient()
 			if err != nil {
 				return err
 			}
+			var answer *daemon.Status
 			if st, err := c.Status(cmd.Context()); err == nil {
-				rep.Daemon = &DaemonReport{Version: st.Version, PID: st.PID, Started: st.Started}
-				rep.Intercepts = st.Intercepts
+				answer = &st
 			}
+			rep := newStatusReport(version.Version, answer)
 			if output != "" {
 				return printStructured(a.out, output, rep)
 			}
@@ -353,10 +314,7 @@ func (a *app) statusCommand() *cobra.Command {
 						states = append(states, s)
 					}
 				}
-				port := fmt.Sprint(ic.Port)
-				if ic.PortName != "" {
-					port = fmt.Sprintf("%s (%d)", ic.PortName, ic.Port)
-				}
+				port := portText(ic.PortName, ic.ServicePort)
 				takes := "every connection"
 				if len(ic.HTTPMatch) > 0 {
 					takes = httpTakes(ic.HTTPMatch, ic.MechanismArgs)
@@ -366,6 +324,9 @@ func (a *app) statusCommand() *cobra.Command {
 					pods += " (" + ic.State + ")"
 				}
 				tw.row(ic.Name, ic.Namespace, ic.Workload, ic.Service, port, takes, ic.LocalAddr, pods)
+				for _, p := range ic.Ports[min(1, len(ic.Ports)):] {
+					tw.row("", "", "", "", portText(p.PortName, p.ServicePort), "", p.LocalAddr, "")
+				}
 				if ic.PreviewURL != "" {
 					tw.row("", "", "", "", "", "preview: "+ic.PreviewURL, "", "")
 				}

@@ -141,7 +141,7 @@ func httpTakes(match []string, args map[string][]string) string {
 func tryHint(st daemon.InterceptStatus) string {
 	var b strings.Builder
 	b.WriteString(curlHint(st.HTTPMatch))
-	if m := st.MechanismArgs[tunnel.ArgMethod]; len(m) > 0 && !slices.Contains(m, "GET") {
+	if m := st.First().MechanismArgs[tunnel.ArgMethod]; len(m) > 0 && !slices.Contains(m, "GET") {
 		if m[0] == "HEAD" {
 			b.WriteString(" --head")
 		} else {
@@ -149,11 +149,11 @@ func tryHint(st daemon.InterceptStatus) string {
 		}
 	}
 	path, note := "/", ""
-	if v := st.MechanismArgs[tunnel.ArgPathEqual]; len(v) > 0 {
+	if v := st.First().MechanismArgs[tunnel.ArgPathEqual]; len(v) > 0 {
 		path = v[0]
-	} else if v := st.MechanismArgs[tunnel.ArgPathPrefix]; len(v) > 0 {
+	} else if v := st.First().MechanismArgs[tunnel.ArgPathPrefix]; len(v) > 0 {
 		path = v[0]
-	} else if v := st.MechanismArgs[tunnel.ArgPathRegex]; len(v) > 0 {
+	} else if v := st.First().MechanismArgs[tunnel.ArgPathRegex]; len(v) > 0 {
 		if re, err := regexp.Compile(v[0]); err == nil {
 			if lit, _ := re.LiteralPrefix(); strings.HasPrefix(lit, "/") {
 				path = lit
@@ -161,7 +161,7 @@ func tryHint(st daemon.InterceptStatus) string {
 		}
 		note = "   # with a path matching " + v[0]
 	}
-	u := url.URL{Scheme: "http", Host: fmt.Sprintf("%s.%s:%d", st.Service, st.Namespace, st.Port), Path: path}
+	u := url.URL{Scheme: "http", Host: fmt.Sprintf("%s.%s:%d", st.Service, st.Namespace, st.First().Port), Path: path}
 	fmt.Fprintf(&b, " '%s'%s", u.String(), note)
 	return b.String()
 }

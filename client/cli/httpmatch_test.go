@@ -108,21 +108,21 @@ func TestHTTPMatchCommandLine(t *testing.T) {
 // TestHTTPMatchRendering: what status, list and the summary print.
 func TestHTTPMatchRendering(t *testing.T) {
 	st := daemon.InterceptStatus{InterceptRequest: daemon.InterceptRequest{
-		Service: "hello", Namespace: "shop", Port: 80,
-		HTTPMatch:     []string{"baggage:detour-intercept-id=0a:hello", "x-team=blue"},
-		MechanismArgs: map[string][]string{"method": {"POST", "PUT"}, "path-prefix": {"/api/"}},
+		Service: "hello", Namespace: "shop",
+		HTTPMatch: []string{"baggage:detour-intercept-id=0a:hello", "x-team=blue"},
+		Ports:     []daemon.PortRequest{{Port: 80, MechanismArgs: map[string][]string{"method": {"POST", "PUT"}, "path-prefix": {"/api/"}}}},
 	}}
-	if got, want := httpTakes(st.HTTPMatch, st.MechanismArgs), "requests with baggage: detour-intercept-id=0a:hello, x-team: blue; method POST|PUT, path prefix /api/"; got != want {
+	if got, want := httpTakes(st.HTTPMatch, st.First().MechanismArgs), "requests with baggage: detour-intercept-id=0a:hello, x-team: blue; method POST|PUT, path prefix /api/"; got != want {
 		t.Errorf("takes %q\nwant  %q", got, want)
 	}
 	if got, want := tryHint(st), "curl -H 'baggage: detour-intercept-id=0a:hello' -H 'x-team: blue' -X POST 'http://hello.shop:80/api/'"; got != want {
 		t.Errorf("try %q\nwant %q", got, want)
 	}
-	st.MechanismArgs = map[string][]string{"method": {"GET"}, "path-regex": {"/v[0-9]+/items"}}
+	st.Ports[0].MechanismArgs = map[string][]string{"method": {"GET"}, "path-regex": {"/v[0-9]+/items"}}
 	if got, want := tryHint(st), "curl -H 'baggage: detour-intercept-id=0a:hello' -H 'x-team: blue' 'http://hello.shop:80/v'   # with a path matching /v[0-9]+/items"; got != want {
 		t.Errorf("try %q\nwant %q", got, want)
 	}
-	st.MechanismArgs = map[string][]string{"method": {"HEAD"}, "path-equal": {"/a b"}}
+	st.Ports[0].MechanismArgs = map[string][]string{"method": {"HEAD"}, "path-equal": {"/a b"}}
 	if got := tryHint(st); !strings.Contains(got, " --head 'http://hello.shop:80/a%20b'") {
 		t.Errorf("try %q: want --head and the path escaped", got)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"os"
@@ -23,6 +24,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/detour-dev/detour/client"
 	"github.com/detour-dev/detour/client/internal/daemon"
@@ -35,7 +37,7 @@ import (
 )
 
 type interceptFlags struct {
-	port       string
+	ports      []string
 	workload   string
 	service    string
 	container  string
@@ -56,7 +58,7 @@ type interceptFlags struct {
 func (a *app) interceptCommand() *cobra.Command {
 	var f interceptFlags
 	cmd := &cobra.Command{
-		Use:   "intercept NAME --port LOCAL[:SVCPORT] [flags] [-- CMD ARGS...]",
+		Use:   "intercept NAME --port LOCAL[:SVCPORT]... [flags] [-- CMD ARGS...]",
 		Short: "Send a workload's traffic to a port on your workstation",
 		Long: `Intercept the traffic of a Deployment, ReplicaSet or StatefulSet.
 
@@ -64,7 +66,11 @@ NAME is the workload. With -n NS (and no --workload) the intercept is named
 NAME-NS; with --workload W, NAME is the intercept's name and W the workload.
 The Service is the one whose selector matches the workload's pods (--service
 picks one when several do); --port LOCAL:SVCPORT picks the Service port by
-name or number (LOCAL alone when the Service has one port).
+name or number (LOCAL alone when the Service has one port). Repeat --port
+to take several ports of the Service in one intercept (--port 8080:http
+--port 9090:grpc): one name, one 'detour leave', each port to its own
+local port; each names its Service port, and they must be ports of one
+container (the one the agent serves).
 
 If the workload does not run the detour agent yet, detour adds the
 detour.dev/inject annotation to its pod template and waits for the rollout.
@@ -105,6 +111,7 @@ command line (checked before anything in the cluster changes), with
 		Example: `  detour intercept hello --port 8080
   detour intercept hello -n shop --port 8080:http        # intercept named hello-shop
   detour intercept mine --workload hello --port 3000:80 --service hello-stable
+  detour intercept hello --port 8080:http --port 9090:grpc   # both ports, one intercept
   detour intercept hello --port 8080 --env-file hello.env --to-pod 5432
   detour intercept hello --port 8080 --env-file hello.sh --env-syntax sh   # then: . ./hello.sh
   detour intercept hello --port 8080 -- ./run-tests.sh   # exits with the tests' status
@@ -131,7 +138,7 @@ command line (checked before anything in the cluster changes), with
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVarP(&f.port, "port", "p", "", "LOCAL[:SVCPORT]: the local port to send traffic to, and the Service port (name or number) to take it from (required)")
+	fl.StringArrayVarP(&f.ports, "port", "p", nil, "LOCAL[:SVCPORT]: the local port to send traffic to, and the Service port (name or number) to take it from (required; repeatable: --port 8080:http --port 9090:grpc takes both in one intercept)")
 	fl.StringVar(&f.workload, "workload", "", "the workload to intercept, when NAME is only the intercept's name (kind/name picks a kind)")
 	fl.StringVar(&f.service, "service", "", "the Service to intercept when several select the workload")
 	fl.StringVar(&f.container, "container", "", "the app container whose port to intercept (default: the one that declares the Service port's targetPort); in a pod of several containers the agent serves that one: its pods roll once when it served another")
@@ -158,200 +165,57 @@ command line (checked before anything in the cluster changes), with
 	return cmd
 }
 
+// intercept resolves what the user typed, opts the workload in to the
+// agent, hands the intercept to the daemon, and then does what the flags
+// ask for after it: the environment's files, the summary, -- CMD.
 func (a *app) intercept(ctx context.Context, name string, f interceptFlags, command []string) error {
-	cfg, err := a.config()
+	s, err := a.interceptSettings(name, f)
 	if err != nil {
 		return err
 	}
-	if a.extsErr != nil {
-		return a.extsErr
-	}
-	mechFlags := f.mechanismFlags()
-	mechanism, extImage, err := chooseMechanism(f.mechanism, cfg.Intercept.DefaultMechanism, mechFlags, a.exts)
-	if err != nil {
-		return usage(err)
-	}
-	spec, err := resolve.ParsePort(f.port)
-	if err != nil {
-		return usage(err)
-	}
-	if err := checkEnvSyntax(f.envSyntax, f.envFile, f.changed); err != nil {
-		return err
-	}
-	if f.output != "" && f.output != "json" && f.output != "yaml" {
-		return usagef("-o %q: use json or yaml", f.output)
-	}
-	var toPod []uint16
-	for _, p := range f.toPod {
-		if p == 0 || p > 65535 {
-			return usagef("--to-pod %d is not a port (1..65535)", p)
-		}
-		toPod = append(toPod, uint16(p))
-	}
-	ns, nsGiven, err := a.namespace()
-	if err != nil {
-		return err
-	}
-	interceptName, workloadName := resolve.Names(name, f.workload, ns, nsGiven)
-	if err := tunnel.ValidateName(interceptName); err != nil {
-		return usage(err)
-	}
-	// Settings are checked before the cluster is asked anything.
-	mechArgs := mechFlags[mechanism]
-	var httpMatch []string
-	var hs *tunnel.HTTPSettings
-	wantPreview, err := decidePreview(cfg.Intercept.PreviewURL, f.preview, f.changed)
-	if err != nil {
-		return err
-	}
-	if mechanism == tunnel.MechanismHTTP {
-		s, err := httpSettings(mechArgs, interceptName, corev1.ServicePort{}, cfg.Agent.AppProtocolStrategy, wantPreview, rand.Reader)
-		if err != nil {
-			return usage(err) // crypto/rand does not fail: the rest is the flags
-		}
-		hs = &s
-	}
-	var ing *ingress
-	if hs != nil && hs.PreviewToken != "" && (anyChanged(f.changed, ingressFlags...) || !a.interactive()) {
-		// No dialogue: the flags (or their absence) settle it now.
-		i, err := resolveIngress(f.preview, f.changed, ingress{}, false, nil, nil)
-		if err != nil {
-			return usage(err)
-		}
-		ing = &i
-	}
-	if hs == nil && (f.changed("preview-url") && f.preview.enabled || anyChanged(f.changed, ingressFlags...)) {
-		return usagef("preview URLs route single requests: they need --mechanism http (this intercept would use %s)", mechanism)
-	}
-
 	rc, cs, err := a.clients(ctx)
 	if err != nil {
 		return err
 	}
-	cands, err := kube.Candidates(ctx, cs, ns)
+	t, err := findTarget(ctx, cs, s, f.service, f.container)
 	if err != nil {
 		return err
 	}
-	w, err := resolve.FindWorkload(workloadName, ns, cands)
+	if err := a.settleHTTP(ctx, cs, &s, &t, f.preview, f.changed); err != nil {
+		return err
+	}
+	pods, err := a.optIn(ctx, cs, s, t, f.agentImage)
 	if err != nil {
 		return err
 	}
-	svcs, err := kube.Services(ctx, cs, ns)
+	wantEnv := f.envFile != "" || f.envJSON != "" || len(command) > 0
+	dc, st, err := a.handToDaemon(ctx, s, t, wantEnv)
 	if err != nil {
 		return err
-	}
-	svc, err := resolve.FindService(w, svcs, f.service)
-	if err != nil {
-		return err
-	}
-	sp, err := resolve.FindServicePort(svc, spec.Service)
-	if err != nil {
-		return err
-	}
-	appPort, container, err := resolve.ContainerPort(w, sp, f.container)
-	if err != nil {
-		return err
-	}
-	if err := checkTLSSecrets(ctx, cs, w); err != nil {
-		return err
-	}
-	var preview string
-	if hs != nil {
-		if sp.AppProtocol != nil {
-			hs.AppProtocol = *sp.AppProtocol
-		}
-		if hs.PreviewToken != "" && ing == nil {
-			i, err := resolveIngress(f.preview, f.changed, detectIngress(ctx, cs, ns, &svc, sp), true, a.in, a.errOut)
-			if err != nil {
-				return err
-			}
-			ing = &i
-		}
-		if ing != nil {
-			preview = previewURL(*ing, hs.PreviewToken)
-		}
-		mechArgs = hs.Args()
-		httpMatch = mechArgs[tunnel.ArgMatch]
-	}
-	image := f.agentImage
-	if image == "" {
-		image = extImage
-	}
-	if image == "" {
-		image = cfg.Images.AgentImage
-	}
-	pods, err := a.injectAndWait(ctx, cs, w, image, servedContainer(w, container), cfg.Timeouts.Rollout)
-	if err != nil {
-		return err
-	}
-	if err := kube.WaitForEndpoints(ctx, cs, ns, svc.Name, pods, cfg.Timeouts.AgentArrival, a.errOut); err != nil {
-		return err
-	}
-	sel, err := metav1.LabelSelectorAsSelector(w.Selector)
-	if err != nil {
-		return err
-	}
-	kubeconfig, kubeContext, err := a.kubeTarget()
-	if err != nil {
-		return err
-	}
-	dc, err := a.ensureDaemon(ctx)
-	if err != nil {
-		return err
-	}
-	req := daemon.InterceptRequest{
-		Name: interceptName, Kubeconfig: kubeconfig, Context: kubeContext, Namespace: ns,
-		Workload: w.Ref(), Selector: sel.String(), Service: svc.Name, PortName: sp.Name, Port: sp.Port,
-		AppPort: appPort, Mechanism: mechanism, MechanismArgs: mechArgs, HTTPMatch: httpMatch, PreviewURL: preview, LocalAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(int(spec.Local))),
-		ToPod: toPod, User: client.DefaultUser(), WantEnv: f.envFile != "" || f.envJSON != "" || len(command) > 0,
-		TimeoutSec: int(math.Ceil(cfg.Timeouts.AgentArrival.Seconds())), // 500ms is 1 s, not 0 (the daemon's default)
-	}
-	st, err := dc.Create(ctx, req)
-	if err != nil {
-		return fmt.Errorf("intercept %q: %w", interceptName, err)
-	}
-	leave := func() {
-		if err := dc.Leave(context.WithoutCancel(ctx), interceptName); err != nil {
-			fmt.Fprintf(a.errOut, "warning: leave %q: %v\n", interceptName, err)
-		} else {
-			fmt.Fprintf(a.errOut, "Left %q.\n", interceptName)
-		}
 	}
 	if len(command) > 0 {
 		// The intercept lives as long as CMD: whatever happens from here on.
-		defer leave()
+		defer a.leaveOnExit(ctx, dc, s.name)
 	}
 	if f.envFile != "" || f.envJSON != "" || (len(command) > 0 && !f.net.enabled) {
 		// Secret-backed values come from the API with the user's own
 		// permissions, never from the agent (the cluster-network path
 		// reads them itself, with the files).
-		view, err := readPodView(ctx, cs, w, false)
+		view, err := readPodView(ctx, cs, t.w, false)
 		if err != nil {
 			return err
 		}
 		printNotes(a.errOut, view.notes)
 		st.Env = mergeEnv(st.Env, view.env)
 	}
-	var written []string
-	if f.envFile != "" {
-		if err := writeEnvFile(f.envFile, f.envSyntax, st.Env, a.errOut); err != nil {
-			return err
-		}
-		written = append(written, f.envFile)
-	}
-	if f.envJSON != "" {
-		b, _ := json.MarshalIndent(st.Env, "", "  ")
-		if err := os.WriteFile(f.envJSON, append(b, '\n'), 0o600); err != nil {
-			return fmt.Errorf("--env-json: %w", err)
-		}
-		written = append(written, f.envJSON)
+	written, err := writeEnvFiles(f.envFile, f.envSyntax, f.envJSON, st.Env, a.errOut)
+	if err != nil {
+		return err
 	}
 	if f.output != "" {
 		// The environment goes to the files asked for, never to stdout
-		// (it may hold Secret values).
-		created := st
-		created.Env = nil
-		if err := printStructured(a.out, f.output, created); err != nil {
+		// (it may hold Secret values): the report has no field for it.
+		if err := printStructured(a.out, f.output, newInterceptReport(st)); err != nil {
 			return err
 		}
 	} else {
@@ -360,20 +224,273 @@ func (a *app) intercept(ctx context.Context, name string, f interceptFlags, comm
 	if len(command) == 0 {
 		return nil
 	}
-	if f.net.enabled {
-		c := clusterNet{rc: rc, cs: cs, workload: w, command: command, env: st.Env, inbound: []uint16{spec.Local}, flags: f.net}
-		code, err := a.runInClusterNetwork(ctx, c)
+	inbound := make([]uint16, len(s.ports))
+	for i, p := range s.ports {
+		inbound[i] = p.Local
+	}
+	return a.runIntercepted(ctx, rc, cs, t.w, command, st.Env, inbound, f.net)
+}
+
+// interceptSettings is what the command line alone decides, checked
+// before the cluster is asked anything.
+type interceptSettings struct {
+	cfg       Config
+	ns        string
+	name      string // the intercept's
+	workload  string // as the user named it
+	mechanism string
+	extImage  string              // the agent image of the mechanism's extension
+	mechArgs  map[string][]string // the mechanism's arguments (the http ones are settled per port)
+	ports     []resolve.PortSpec
+	toPod     []uint16
+	http      *tunnel.HTTPSettings // http intercepts only
+	ingress   *ingress             // the preview link's address, once known
+	httpMatch []string
+	preview   string // the preview URL
+}
+
+func (a *app) interceptSettings(name string, f interceptFlags) (interceptSettings, error) {
+	var s interceptSettings
+	cfg, err := a.config()
+	if err != nil {
+		return s, err
+	}
+	if a.extsErr != nil {
+		return s, a.extsErr
+	}
+	s.cfg = cfg
+	mechFlags := f.mechanismFlags()
+	if s.mechanism, s.extImage, err = chooseMechanism(f.mechanism, cfg.Intercept.DefaultMechanism, mechFlags, a.exts); err != nil {
+		return s, usage(err)
+	}
+	if err := checkEnvSyntax(f.envSyntax, f.envFile, f.changed); err != nil {
+		return s, err
+	}
+	if f.output != "" && f.output != "json" && f.output != "yaml" {
+		return s, usagef("-o %q: use json or yaml", f.output)
+	}
+	if s.toPod, err = toPodPorts(f.toPod); err != nil {
+		return s, err
+	}
+	if s.ports, err = parsePorts(f.ports, s.toPod); err != nil {
+		return s, err
+	}
+	ns, nsGiven, err := a.namespace()
+	if err != nil {
+		return s, err
+	}
+	s.ns = ns
+	s.name, s.workload = resolve.Names(name, f.workload, ns, nsGiven)
+	if err := tunnel.ValidateName(s.name); err != nil {
+		return s, usage(err)
+	}
+	if err := checkAgentNames(s.name, s.ports); err != nil {
+		return s, err
+	}
+	s.mechArgs = mechFlags[s.mechanism]
+	return s, a.httpIntent(&s, f.preview, f.changed)
+}
+
+func toPodPorts(ports []uint) ([]uint16, error) {
+	var toPod []uint16
+	for _, p := range ports {
+		if p == 0 || p > 65535 {
+			return nil, usagef("--to-pod %d is not a port (1..65535)", p)
+		}
+		toPod = append(toPod, uint16(p))
+	}
+	return toPod, nil
+}
+
+// httpIntent decides from the flags alone whether the intercept routes
+// requests (http) and has a preview link, and the link's address when
+// the flags settle it without a dialogue.
+func (a *app) httpIntent(s *interceptSettings, p previewFlags, changed func(string) bool) error {
+	wantPreview, err := decidePreview(s.cfg.Intercept.PreviewURL, p, changed)
+	if err != nil {
+		return err
+	}
+	if s.mechanism == tunnel.MechanismHTTP {
+		hs, err := httpSettings(s.mechArgs, s.name, corev1.ServicePort{}, s.cfg.Agent.AppProtocolStrategy, wantPreview, rand.Reader)
+		if err != nil {
+			return usage(err) // crypto/rand does not fail: the rest is the flags
+		}
+		s.http = &hs
+	}
+	if s.http != nil && s.http.PreviewToken != "" && (anyChanged(changed, ingressFlags...) || !a.interactive()) {
+		// No dialogue: the flags (or their absence) settle it now.
+		i, err := resolveIngress(p, changed, ingress{}, false, nil, nil)
+		if err != nil {
+			return usage(err)
+		}
+		s.ingress = &i
+	}
+	if s.http == nil && (changed("preview-url") && p.enabled || anyChanged(changed, ingressFlags...)) {
+		return usagef("preview URLs route single requests: they need --mechanism http (this intercept would use %s)", s.mechanism)
+	}
+	return nil
+}
+
+// interceptTarget is what the intercept takes in the cluster.
+type interceptTarget struct {
+	w         resolve.Workload
+	svc       corev1.Service
+	ports     []targetPort
+	container string // the one that declares the ports
+}
+
+// findTarget finds the workload, its Service and the Service port in the
+// cluster, and the container port behind it.
+func findTarget(ctx context.Context, cs kubernetes.Interface, s interceptSettings, service, container string) (interceptTarget, error) {
+	var t interceptTarget
+	cands, err := kube.Candidates(ctx, cs, s.ns)
+	if err != nil {
+		return t, err
+	}
+	if t.w, err = resolve.FindWorkload(s.workload, s.ns, cands); err != nil {
+		return t, err
+	}
+	svcs, err := kube.Services(ctx, cs, s.ns)
+	if err != nil {
+		return t, err
+	}
+	if t.svc, err = resolve.FindService(t.w, svcs, service); err != nil {
+		return t, err
+	}
+	if t.ports, t.container, err = planPorts(t.w, t.svc, s.ports, container); err != nil {
+		return t, err
+	}
+	for i := range t.ports {
+		t.ports[i].args = s.mechArgs
+	}
+	return t, checkTLSSecrets(ctx, cs, t.w)
+}
+
+// settleHTTP completes an http intercept's settings from what the cluster
+// says: each Service port's appProtocol, and the preview link (asking for
+// its address in a dialogue when the flags did not give it; the first
+// port's Service port is its default).
+func (a *app) settleHTTP(ctx context.Context, cs kubernetes.Interface, s *interceptSettings, t *interceptTarget, p previewFlags, changed func(string) bool) error {
+	if s.http == nil {
+		return nil
+	}
+	first := t.ports[0].sp
+	if s.http.PreviewToken != "" && s.ingress == nil {
+		i, err := resolveIngress(p, changed, detectIngress(ctx, cs, s.ns, &t.svc, first), true, a.in, a.errOut)
 		if err != nil {
 			return err
 		}
-		if code != 0 {
-			return ExitCode(code)
-		}
-		return nil
+		s.ingress = &i
 	}
-	code, runErr := runCommand(ctx, command, st.Env)
-	if runErr != nil {
-		return runErr
+	if s.ingress != nil {
+		s.preview = previewURL(*s.ingress, s.http.PreviewToken)
+	}
+	for i := range t.ports {
+		hs := *s.http
+		if ap := t.ports[i].sp.AppProtocol; ap != nil {
+			hs.AppProtocol = *ap
+		}
+		t.ports[i].args = hs.Args()
+	}
+	s.httpMatch = t.ports[0].args[tunnel.ArgMatch]
+	return nil
+}
+
+// optIn makes the workload run the agent (for the container of the
+// port) and waits until its pods and the Service's endpoints have it.
+func (a *app) optIn(ctx context.Context, cs kubernetes.Interface, s interceptSettings, t interceptTarget, agentImage string) ([]corev1.Pod, error) {
+	image := agentImage
+	if image == "" {
+		image = s.extImage
+	}
+	if image == "" {
+		image = s.cfg.Images.AgentImage
+	}
+	pods, err := a.injectAndWait(ctx, cs, t.w, image, servedContainer(t.w, t.container), s.cfg.Timeouts.Rollout)
+	if err != nil {
+		return nil, err
+	}
+	if err := kube.WaitForEndpoints(ctx, cs, s.ns, t.svc.Name, pods, s.cfg.Timeouts.AgentArrival, a.errOut); err != nil {
+		return nil, err
+	}
+	return pods, nil
+}
+
+// handToDaemon asks the daemon (started when it is not running) to hold
+// the intercept, and returns once every pod holds it.
+func (a *app) handToDaemon(ctx context.Context, s interceptSettings, t interceptTarget, wantEnv bool) (*daemon.APIClient, daemon.InterceptStatus, error) {
+	sel, err := metav1.LabelSelectorAsSelector(t.w.Selector)
+	if err != nil {
+		return nil, daemon.InterceptStatus{}, err
+	}
+	kubeconfig, kubeContext, err := a.kubeTarget()
+	if err != nil {
+		return nil, daemon.InterceptStatus{}, err
+	}
+	dc, err := a.ensureDaemon(ctx)
+	if err != nil {
+		return nil, daemon.InterceptStatus{}, err
+	}
+	ports := make([]daemon.PortRequest, len(t.ports))
+	for i, p := range t.ports {
+		ports[i] = daemon.PortRequest{PortName: p.sp.Name, Port: p.sp.Port, AppPort: p.appPort, MechanismArgs: p.args,
+			LocalAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(int(p.spec.Local)))}
+	}
+	req := daemon.InterceptRequest{
+		Name: s.name, Kubeconfig: kubeconfig, Context: kubeContext, Namespace: s.ns,
+		Workload: t.w.Ref(), Selector: sel.String(), Service: t.svc.Name, Ports: ports,
+		Mechanism: s.mechanism, HTTPMatch: s.httpMatch, PreviewURL: s.preview,
+		ToPod: s.toPod, User: client.DefaultUser(), WantEnv: wantEnv,
+		TimeoutSec: int(math.Ceil(s.cfg.Timeouts.AgentArrival.Seconds())), // 500ms is 1 s, not 0 (the daemon's default)
+	}
+	st, err := dc.Create(ctx, req)
+	if err != nil {
+		return nil, daemon.InterceptStatus{}, fmt.Errorf("intercept %q: %w", s.name, err)
+	}
+	return dc, st, nil
+}
+
+// leaveOnExit leaves the intercept that lived as long as -- CMD.
+func (a *app) leaveOnExit(ctx context.Context, dc *daemon.APIClient, name string) {
+	if err := dc.Leave(context.WithoutCancel(ctx), name); err != nil {
+		fmt.Fprintf(a.errOut, "warning: leave %q: %v\n", name, err)
+	} else {
+		fmt.Fprintf(a.errOut, "Left %q.\n", name)
+	}
+}
+
+// writeEnvFiles writes the app's environment to the files asked for, and
+// returns their names.
+func writeEnvFiles(envFile, syntax, envJSON string, env map[string]string, errOut io.Writer) ([]string, error) {
+	var written []string
+	if envFile != "" {
+		if err := writeEnvFile(envFile, syntax, env, errOut); err != nil {
+			return nil, err
+		}
+		written = append(written, envFile)
+	}
+	if envJSON != "" {
+		b, _ := json.MarshalIndent(env, "", "  ")
+		if err := os.WriteFile(envJSON, append(b, '\n'), 0o600); err != nil {
+			return nil, fmt.Errorf("--env-json: %w", err)
+		}
+		written = append(written, envJSON)
+	}
+	return written, nil
+}
+
+// runIntercepted runs -- CMD (in the pod's view of the cluster unless
+// --cluster-network=false) and passes its exit status on.
+func (a *app) runIntercepted(ctx context.Context, rc *rest.Config, cs kubernetes.Interface, w resolve.Workload, command []string, env map[string]string, inbound []uint16, netFlags clusterNetFlags) error {
+	var code int
+	var err error
+	if netFlags.enabled {
+		code, err = a.runInClusterNetwork(ctx, clusterNet{rc: rc, cs: cs, workload: w, command: command, env: env, inbound: inbound, flags: netFlags})
+	} else {
+		code, err = runCommand(ctx, command, env)
+	}
+	if err != nil {
+		return err
 	}
 	if code != 0 {
 		return ExitCode(code)
@@ -436,17 +553,20 @@ func agentsServe(ctx context.Context, cs kubernetes.Interface, w resolve.Workloa
 }
 
 func (a *app) printSummary(st daemon.InterceptStatus, pods int, envFiles []string) {
-	port := fmt.Sprint(st.Port)
-	if st.PortName != "" {
-		port = fmt.Sprintf("%s (%d)", st.PortName, st.Port)
-	}
 	fmt.Fprintf(a.out, "Intercept %q is active.\n", st.Name)
 	fmt.Fprintf(a.out, "  workload:   %s in namespace %s (%d pods)\n", st.Workload, st.Namespace, pods)
-	fmt.Fprintf(a.out, "  service:    %s, port %s → container port %d\n", st.Service, port, st.AppPort)
+	if len(st.Ports) == 1 {
+		fmt.Fprintf(a.out, "  service:    %s, port %s → container port %d\n", st.Service, portLabel(st.Ports[0]), st.Ports[0].AppPort)
+	} else {
+		fmt.Fprintf(a.out, "  service:    %s, %d ports:\n", st.Service, len(st.Ports))
+		for _, p := range st.Ports {
+			fmt.Fprintf(a.out, "    port %s → container port %d → local %s\n", portLabel(p), p.AppPort, p.LocalAddr)
+		}
+	}
 	if len(st.HTTPMatch) > 0 {
 		fmt.Fprintf(a.out, "  mechanism:  %s (only requests with the header; everyone else's reach the app)\n", st.Mechanism)
 		fmt.Fprintf(a.out, "  header:     %s\n", headerLine(st.HTTPMatch))
-		if r := requestLineRules(st.MechanismArgs); r != "" {
+		if r := requestLineRules(st.First().MechanismArgs); r != "" {
 			fmt.Fprintf(a.out, "  requests:   %s\n", r)
 		}
 		fmt.Fprintf(a.out, "  try:        %s\n", tryHint(st))
@@ -456,7 +576,9 @@ func (a *app) printSummary(st daemon.InterceptStatus, pods int, envFiles []strin
 	if st.PreviewURL != "" {
 		fmt.Fprintf(a.out, "  preview:    %s\n", st.PreviewURL)
 	}
-	fmt.Fprintf(a.out, "  local:      %s\n", st.LocalAddr)
+	if len(st.Ports) == 1 {
+		fmt.Fprintf(a.out, "  local:      %s\n", st.Ports[0].LocalAddr)
+	}
 	for _, p := range st.ToPod {
 		fmt.Fprintf(a.out, "  to pod:     127.0.0.1:%d → pod's 127.0.0.1:%d\n", p, p)
 	}

@@ -37,6 +37,8 @@ func TestCommandLineErrors(t *testing.T) {
 		"needs exactly one NAME":                {"intercept", "--port", "8080"},
 		`required flag(s) "port"`:               {"intercept", "hello"},
 		"LOCAL must be a port":                  {"intercept", "hello", "--port", "http"},
+		"both send to local port 8080":          {"intercept", "hello", "--port", "8080:http", "--port", "8080:grpc"},
+		"each names its Service port":           {"intercept", "hello", "--port", "8080:http", "--port", "9090"},
 		"not supported by any known agent":      {"intercept", "hello", "--port", "8080", "--mechanism", "udp"},
 		"needs the intercept's":                 {"leave"},
 		`--http-match "x-dev": want NAME=VALUE`: {"intercept", "hello", "--port", "8080", "--http-match", "x-dev"},

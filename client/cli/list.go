@@ -104,7 +104,7 @@ func (a *app) yourIntercepts(ctx context.Context) (mine map[string][]string, tak
 		key := ic.Namespace + "/" + ic.Workload
 		mine[key] = append(mine[key], ic.Name)
 		if len(ic.HTTPMatch) > 0 {
-			takes[ic.Name] = httpTakes(ic.HTTPMatch, ic.MechanismArgs)
+			takes[ic.Name] = httpTakes(ic.HTTPMatch, ic.First().MechanismArgs)
 		}
 	}
 	return mine, takes

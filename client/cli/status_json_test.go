@@ -25,18 +25,18 @@ const (
 	statusDoc    = "../../docs/status-json.md"
 )
 
-// fullStatusReport sets every field of StatusReport, down to the pods, so
-// that the golden file holds every field name `detour status -o json` can
-// print. TestStatusJSONGolden fails when a field is left unset here.
+// fullStatusReport sets every field of the daemon's status, down to the
+// pods, and turns it into the report `detour status -o json` prints, so
+// that the golden file holds every field name it can print.
+// TestStatusJSONGolden fails when a field of the report is left unset:
+// by this status, or by newStatusReport forgetting to copy it.
 func fullStatusReport() StatusReport {
 	zone := time.FixedZone("CEST", 2*60*60)
 	started := time.Date(2025, 5, 1, 9, 30, 0, 0, zone)
 	created := time.Date(2025, 5, 1, 9, 31, 12, 250_000_000, zone)
 	droppedAt := time.Date(2025, 5, 1, 11, 2, 3, 0, zone)
-	return StatusReport{
-		SchemaVersion: StatusSchemaVersion,
-		Client:        "v0.4.0",
-		Daemon:        &DaemonReport{Version: "v0.4.0", PID: 41235, Started: started},
+	st := daemon.Status{
+		Version: "v0.4.0", PID: 41235, Started: started,
 		Intercepts: []daemon.InterceptStatus{{
 			InterceptRequest: daemon.InterceptRequest{
 				Name:       "hello-shop",
@@ -46,18 +46,30 @@ func fullStatusReport() StatusReport {
 				Workload:   "deployment/hello",
 				Selector:   "app=hello",
 				Service:    "hello",
-				PortName:   "http",
-				Port:       80,
-				AppPort:    8080,
+				Ports: []daemon.PortRequest{{
+					PortName: "http",
+					Port:     80,
+					AppPort:  8080,
+					MechanismArgs: map[string][]string{
+						"match":                 {"x-dev=alice"},
+						"preview-token":         {"9f2c4e1ab37d05c6e8f1a2b3c4d5e6f7"},
+						"app-protocol-strategy": {"http2Probe"},
+					},
+					LocalAddr: "127.0.0.1:8080",
+				}, {
+					PortName: "grpc",
+					Port:     9090,
+					AppPort:  9090,
+					MechanismArgs: map[string][]string{
+						"match":         {"x-dev=alice"},
+						"preview-token": {"9f2c4e1ab37d05c6e8f1a2b3c4d5e6f7"},
+						"app-protocol":  {"grpc"},
+					},
+					LocalAddr: "127.0.0.1:9091",
+				}},
 				Mechanism:  "http",
-				MechanismArgs: map[string][]string{
-					"match":                 {"x-dev=alice"},
-					"preview-token":         {"9f2c4e1ab37d05c6e8f1a2b3c4d5e6f7"},
-					"app-protocol-strategy": {"http2Probe"},
-				},
 				HTTPMatch:  []string{"x-dev=alice"},
 				PreviewURL: "https://shop.example.com/?detour-preview=9f2c4e1ab37d05c6e8f1a2b3c4d5e6f7",
-				LocalAddr:  "127.0.0.1:8080",
 				ToPod:      []uint16{5432},
 				User:       "alice@laptop",
 				WantEnv:    true,
@@ -77,6 +89,40 @@ func fullStatusReport() StatusReport {
 			}},
 			Env: map[string]string{"DB_HOST": "db.shop.svc"},
 		}},
+	}
+	return newStatusReport("v0.4.0", &st)
+}
+
+// TestReportKeepsEnvironmentOut: the daemon's answer to create carries the
+// app's environment (Secret values among it); the report printed by
+// intercept -o and status -o never does.
+func TestReportKeepsEnvironmentOut(t *testing.T) {
+	st := daemon.InterceptStatus{InterceptRequest: daemon.InterceptRequest{Name: "x"}, Env: map[string]string{"DB_PASSWORD": "s3cret"}}
+	for _, format := range []string{"json", "yaml"} {
+		var out bytes.Buffer
+		if err := printStructured(&out, format, newInterceptReport(st)); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(out.String(), "s3cret") || strings.Contains(out.String(), "DB_PASSWORD") {
+			t.Errorf("-o %s prints the environment:\n%s", format, out.String())
+		}
+	}
+}
+
+// TestNoDaemonReport: with no daemon, intercepts is [] and daemon null
+// (docs/status-json.md shows this report).
+func TestNoDaemonReport(t *testing.T) {
+	var out bytes.Buffer
+	if err := printStructured(&out, "json", newStatusReport("v0.4.0", nil)); err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"schemaVersion": 1.0, "clientVersion": "v0.4.0", "daemon": nil, "intercepts": []any{}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %s, want %v", out.Bytes(), want)
 	}
 }
 

@@ -9,27 +9,67 @@ import (
 
 // InterceptRequest is what the CLI resolved and asks the daemon to hold.
 type InterceptRequest struct {
-	Name          string              `json:"name"`
-	Kubeconfig    string              `json:"kubeconfig,omitempty"`
-	Context       string              `json:"context,omitempty"`
-	Namespace     string              `json:"namespace"`
-	Workload      string              `json:"workload"` // kind/name
-	Selector      string              `json:"selector"` // label selector of its pods
-	Service       string              `json:"service"`
-	PortName      string              `json:"portName,omitempty"`
-	Port          int32               `json:"servicePort"`
-	AppPort       uint16              `json:"appPort"`
-	Mechanism     string              `json:"mechanism"`
-	MechanismArgs map[string][]string `json:"mechanismArgs,omitempty"`
+	Name       string `json:"name"`
+	Kubeconfig string `json:"kubeconfig,omitempty"`
+	Context    string `json:"context,omitempty"`
+	Namespace  string `json:"namespace"`
+	Workload   string `json:"workload"` // kind/name
+	Selector   string `json:"selector"` // label selector of its pods
+	Service    string `json:"service"`
+	// Ports are the intercepted ports of Service, at least one: one
+	// intercept, held on every pod for each port (see AgentName), and left
+	// as one.
+	Ports     []PortRequest `json:"ports"`
+	Mechanism string        `json:"mechanism"`
 	// HTTPMatch are an http intercept's header rules as NAME=VALUE, and
 	// PreviewURL its shareable link, when it has one.
 	HTTPMatch  []string `json:"httpMatch,omitempty"`
 	PreviewURL string   `json:"previewUrl,omitempty"`
-	LocalAddr  string   `json:"localAddr"`
 	ToPod      []uint16 `json:"toPod,omitempty"`
 	User       string   `json:"user"`
 	WantEnv    bool     `json:"wantEnv,omitempty"`
 	TimeoutSec int      `json:"timeoutSeconds,omitempty"`
+}
+
+// PortRequest is one intercepted port of an intercept.
+type PortRequest struct {
+	PortName      string              `json:"portName,omitempty"`
+	Port          int32               `json:"servicePort"`
+	AppPort       uint16              `json:"appPort"`
+	LocalAddr     string              `json:"localAddr"`
+	MechanismArgs map[string][]string `json:"mechanismArgs,omitempty"`
+}
+
+// AgentName is the name under which the agents know port i (of app port
+// appPort) of intercept name: name itself for the first port, as for an
+// intercept of one port, and name.APPPORT for the others. An agent keys
+// a session's intercepts by name (the same name on another port is a
+// move), so each port needs a name of its own; the daemon refuses
+// intercepts whose agent names would clash (see agentNameClash).
+func AgentName(name string, i int, appPort uint16) string {
+	if i == 0 {
+		return name
+	}
+	return fmt.Sprintf("%s.%d", name, appPort)
+}
+
+// First is the first port of req (the zero PortRequest when it has none).
+// Its Service port is the intercept's for what shows one: the preview
+// link's default, the summary's curl hint.
+func (req InterceptRequest) First() PortRequest {
+	if len(req.Ports) == 0 {
+		return PortRequest{}
+	}
+	return req.Ports[0]
+}
+
+// AgentNames are the agent names of every port of req, in order.
+func (req InterceptRequest) AgentNames() []string {
+	names := make([]string, len(req.Ports))
+	for i, p := range req.Ports {
+		names[i] = AgentName(req.Name, i, p.AppPort)
+	}
+	return names
 }
 
 // PodState is one pod's connection state for an intercept.

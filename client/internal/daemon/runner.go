@@ -324,7 +324,7 @@ func (r *runner) holdPod(ctx context.Context, pod string, pc *podConn) {
 			switch silent := r.hold(ctx, sess); {
 			case ctx.Err() != nil:
 				rmCtx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-				_, err := sess.RemoveIntercept(rmCtx, r.req.Name)
+				err := r.removeAll(rmCtx, sess)
 				cancel()
 				if err != nil {
 					log.Warn("remove intercept", zap.Error(err))
@@ -449,12 +449,23 @@ func (r *runner) watchHolder(ctx context.Context, sess *client.Session) {
 		if err != nil {
 			continue // the session's own health decides
 		}
-		if err := stillHeld(list, r.req.Name, r.req.AppPort); err != nil {
+		if err := r.stillHeldAll(list); err != nil {
 			r.log.Warn("intercept no longer held by this session", zap.Error(err))
 			sess.Close()
 			return
 		}
 	}
+}
+
+// stillHeldAll says why list does not show every port of the intercept
+// as this session's, or nil when it does.
+func (r *runner) stillHeldAll(list []tunnel.InterceptInfo) error {
+	for i, name := range r.req.AgentNames() {
+		if err := stillHeld(list, name, r.req.Ports[i].AppPort); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // stillHeld says why list (an agent's, as this session sees it) does not
@@ -543,8 +554,8 @@ func (r *runner) connect(ctx context.Context, pod string) (*client.Session, erro
 		}
 		return nil, err
 	}
-	_, err = sess.CreateIntercept(dctx, client.InterceptSpec{Name: r.req.Name, Port: r.req.AppPort, Mechanism: r.req.Mechanism, LocalAddr: r.req.LocalAddr, Args: r.req.MechanismArgs})
-	if err != nil {
+	if err := r.createAll(dctx, sess); err != nil {
+		// Closing the session gives back the ports created before.
 		sess.Close()
 		if errors.Is(err, tunnel.ErrAlreadyIntercepted) || errors.Is(err, tunnel.ErrPortNotServed) || errors.Is(err, tunnel.ErrUnsupportedMechanism) || errors.Is(err, tunnel.ErrBadRequest) || errors.Is(err, tunnel.ErrAppNotHTTP) {
 			return nil, fmt.Errorf("%w: pod %s: %w", errFatal, pod, err)
@@ -552,6 +563,30 @@ func (r *runner) connect(ctx context.Context, pod string) (*client.Session, erro
 		return nil, err
 	}
 	return sess, nil
+}
+
+// createAll asks the agent for every port of the intercept, one agent
+// intercept per port, on one session.
+func (r *runner) createAll(ctx context.Context, sess *client.Session) error {
+	for i, name := range r.req.AgentNames() {
+		p := r.req.Ports[i]
+		if _, err := sess.CreateIntercept(ctx, client.InterceptSpec{Name: name, Port: p.AppPort, Mechanism: r.req.Mechanism, LocalAddr: p.LocalAddr, Args: p.MechanismArgs}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// removeAll gives every port of the intercept back to the app; it tries
+// them all and returns the first error.
+func (r *runner) removeAll(ctx context.Context, sess *client.Session) error {
+	var first error
+	for _, name := range r.req.AgentNames() {
+		if _, err := sess.RemoveIntercept(ctx, name); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // anySession returns a session on some active pod (the alphabetically

@@ -19,6 +19,7 @@ import (
 
 	"github.com/detour-dev/detour/client"
 	"github.com/detour-dev/detour/internal/version"
+	"github.com/detour-dev/detour/tunnel"
 	"go.uber.org/zap"
 )
 
@@ -31,7 +32,7 @@ type Daemon struct {
 
 	mu         sync.Mutex
 	intercepts map[string]*runner
-	creating   map[string]bool // names whose create is in progress
+	creating   map[string]InterceptRequest // the creates in progress, by name
 	quitting   bool
 	quit       chan struct{}
 	quitOnce   sync.Once
@@ -46,7 +47,7 @@ func New(log *zap.Logger) *Daemon {
 		secret:     client.NewSecret(),
 		started:    time.Now(),
 		intercepts: map[string]*runner{},
-		creating:   map[string]bool{},
+		creating:   map[string]InterceptRequest{},
 		quit:       make(chan struct{}),
 	}
 }
@@ -166,12 +167,17 @@ func (d *Daemon) handleCreate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, fmt.Errorf("the daemon is stopping: retry in a moment"))
 		return
 	}
-	if d.creating[req.Name] {
+	if _, busy := d.creating[req.Name]; busy {
 		d.mu.Unlock()
 		writeError(w, http.StatusConflict, fmt.Errorf("intercept %q is being created by another command right now", req.Name))
 		return
 	}
-	d.creating[req.Name] = true
+	if err := validRequest(req, d.requestsLocked()); err != nil {
+		d.mu.Unlock()
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	d.creating[req.Name] = req
 	old := d.intercepts[req.Name]
 	delete(d.intercepts, req.Name)
 	d.mu.Unlock()
@@ -223,6 +229,54 @@ func (d *Daemon) handleCreate(w http.ResponseWriter, r *http.Request) {
 	d.intercepts[req.Name] = run
 	d.mu.Unlock()
 	writeJSON(w, http.StatusOK, st)
+}
+
+// requestsLocked are the requests of the intercepts held or being
+// created now (d.mu held).
+func (d *Daemon) requestsLocked() []InterceptRequest {
+	reqs := make([]InterceptRequest, 0, len(d.intercepts)+len(d.creating))
+	for _, r := range d.intercepts {
+		reqs = append(reqs, r.req)
+	}
+	for _, req := range d.creating {
+		reqs = append(reqs, req)
+	}
+	return reqs
+}
+
+// validRequest checks what the daemon relies on in a request: at least one
+// port, no app port twice, and agent names (AgentName) that are valid and
+// no other intercept of held uses (an agent would take the second create
+// of a name for a move of the first). An intercept held under req's own
+// name does not count: req replaces it.
+func validRequest(req InterceptRequest, held []InterceptRequest) error {
+	if len(req.Ports) == 0 {
+		// A CLI of an earlier release sends its one port outside ports[].
+		return fmt.Errorf("intercept %q: no port to intercept (a detour CLI of another release than this daemon's, %s? detour quit stops the daemon; the next command starts its own)", req.Name, version.Version)
+	}
+	mine := map[string]bool{}
+	apps := map[uint16]bool{}
+	for i, name := range req.AgentNames() {
+		if err := tunnel.ValidateName(name); err != nil {
+			return fmt.Errorf("intercept %q, port %d: %w", req.Name, req.Ports[i].Port, err)
+		}
+		if apps[req.Ports[i].AppPort] {
+			return fmt.Errorf("intercept %q: container port %d twice", req.Name, req.Ports[i].AppPort)
+		}
+		apps[req.Ports[i].AppPort] = true
+		mine[name] = true
+	}
+	for _, other := range held {
+		if other.Name == req.Name {
+			continue
+		}
+		for _, name := range other.AgentNames() {
+			if mine[name] {
+				return fmt.Errorf("intercept %q would reach the agents under the name %q, which intercept %q already uses there (a port after the first is NAME.PORT): choose another name", req.Name, name, other.Name)
+			}
+		}
+	}
+	return nil
 }
 
 func (d *Daemon) handleLeave(w http.ResponseWriter, r *http.Request) {

@@ -43,7 +43,11 @@ func TestAPIOverUnixSocket(t *testing.T) {
 	if err := c.Leave(ctx, "hello"); err == nil || !strings.Contains(err.Error(), `no intercept named "hello"`) {
 		t.Fatalf("leave unknown: %v", err)
 	}
-	if _, err := c.Create(ctx, InterceptRequest{Name: "x", Kubeconfig: filepath.Join(t.TempDir(), "missing")}); err == nil || !strings.Contains(err.Error(), "kubeconfig") {
+	if _, err := c.Create(ctx, InterceptRequest{Name: "x"}); err == nil || !strings.Contains(err.Error(), "no port") {
+		t.Fatalf("create without a port: %v", err)
+	}
+	port := []PortRequest{{Port: 80, AppPort: 8080, LocalAddr: "127.0.0.1:8080"}}
+	if _, err := c.Create(ctx, InterceptRequest{Name: "x", Ports: port, Kubeconfig: filepath.Join(t.TempDir(), "missing")}); err == nil || !strings.Contains(err.Error(), "kubeconfig") {
 		t.Fatalf("create with a missing kubeconfig: %v", err)
 	}
 	if err := c.Quit(ctx); err != nil {
@@ -62,5 +66,55 @@ func TestAPIOverUnixSocket(t *testing.T) {
 	}
 	if _, err := c.Status(ctx); err == nil || !strings.Contains(err.Error(), "not running") {
 		t.Fatalf("status after quit: %v", err)
+	}
+}
+
+func TestValidRequest(t *testing.T) {
+	ports := func(apps ...uint16) []PortRequest {
+		var ps []PortRequest
+		for _, a := range apps {
+			ps = append(ps, PortRequest{Port: int32(a), AppPort: a, LocalAddr: "127.0.0.1:1"})
+		}
+		return ps
+	}
+	long := strings.Repeat("a", 250)
+	cases := []struct {
+		name string
+		req  InterceptRequest
+		held []InterceptRequest
+		want string // "" for valid
+	}{
+		{"one port", InterceptRequest{Name: "hello", Ports: ports(8080)}, nil, ""},
+		{"two ports", InterceptRequest{Name: "hello", Ports: ports(8080, 9090)}, nil, ""},
+		{"no port", InterceptRequest{Name: "hello"}, nil, "no port"},
+		{"an app port twice", InterceptRequest{Name: "hello", Ports: ports(8080, 8080)}, nil, "container port 8080 twice"},
+		// The first port's agent name is the name itself: 250 bytes is a
+		// valid name; the second port's (name.9090) is not.
+		{"one port, long name", InterceptRequest{Name: long, Ports: ports(8080)}, nil, ""},
+		{"second port's name too long", InterceptRequest{Name: long, Ports: ports(8080, 9090)}, nil, "port 9090"},
+		{"clashes with another's second port", InterceptRequest{Name: "hello.9090", Ports: ports(7070)},
+			[]InterceptRequest{{Name: "hello", Ports: ports(8080, 9090)}}, `"hello.9090", which intercept "hello" already uses`},
+		{"another's first port clashes with our second", InterceptRequest{Name: "hello", Ports: ports(8080, 9090)},
+			[]InterceptRequest{{Name: "hello.9090", Ports: ports(7070)}}, `which intercept "hello.9090" already uses`},
+		{"re-creating the same name replaces it", InterceptRequest{Name: "hello", Ports: ports(8080, 9090)},
+			[]InterceptRequest{{Name: "hello", Ports: ports(8080, 9090)}}, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := validRequest(c.req, c.held)
+			switch {
+			case c.want == "" && err != nil:
+				t.Fatalf("valid, got %v", err)
+			case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+				t.Fatalf("got %v, want %q", err, c.want)
+			}
+		})
+	}
+}
+
+func TestAgentNames(t *testing.T) {
+	req := InterceptRequest{Name: "hello", Ports: []PortRequest{{AppPort: 9090}, {AppPort: 8080}}}
+	if got := req.AgentNames(); len(got) != 2 || got[0] != "hello" || got[1] != "hello.8080" {
+		t.Fatalf("agent names %q, want [hello hello.8080]", got)
 	}
 }
