@@ -50,6 +50,8 @@ type Agent struct {
 
 	idle idleClock // when the agent last had a session (idle.go)
 
+	probes *probes // tokens clients armed app ports with (probe.go)
+
 	nextOwner atomic.Uint64
 	ready     atomic.Bool
 	readyCh   chan struct{}
@@ -93,6 +95,7 @@ func New(cfg Config, log *zap.Logger) (*Agent, error) {
 		tls:           &tlsFiles{terminatingDir: cfg.TerminatingTLSDir, originatingDir: cfg.OriginatingTLSDir},
 
 		httpPorts: map[uint16]*httpPort{},
+		probes:    newProbes(time.Now),
 	}, nil
 }
 

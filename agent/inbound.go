@@ -56,6 +56,9 @@ func (a *Agent) redirectedPort(c net.Conn) (uint16, bool) {
 
 // route sends c to the client holding an intercept on port, or to the app.
 func (a *Agent) route(c net.Conn, port uint16) {
+	if a.answerProbe(c, port) {
+		return
+	}
 	st := a.reg.lookup(port)
 	switch {
 	case st == nil:

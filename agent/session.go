@@ -116,7 +116,8 @@ func (a *Agent) hello(sess *yamux.Session) (*owner, *yamux.Stream, error) {
 		a.m.reconnects.Inc()
 	}
 	ports := a.cfg.appPorts()
-	ack := tunnel.HelloAck{Version: tunnel.ProtocolVersion, AgentVersion: a.cfg.Version, Pod: a.cfg.PodName, Namespace: a.cfg.Namespace}
+	ack := tunnel.HelloAck{Version: tunnel.ProtocolVersion, AgentVersion: a.cfg.Version, Pod: a.cfg.PodName, Namespace: a.cfg.Namespace,
+		Features: []string{tunnel.FeatureExpectProbe}}
 	for _, p := range ports {
 		ack.Ports = append(ack.Ports, tunnel.PortInfo{Port: p, Mechanisms: []string{tunnel.MechanismTCP, tunnel.MechanismHTTP}})
 	}
@@ -244,6 +245,8 @@ func (a *Agent) handleControl(f tunnel.Frame, o *owner, log *zap.Logger) tunnel.
 			return fail("", err)
 		}
 		return reply
+	case tunnel.FrameExpectProbe:
+		return a.expectProbe(f, o, fail)
 	case tunnel.FramePing:
 		reply, _ := tunnel.NewFrame(tunnel.FramePong, f.ID, tunnel.Pong{})
 		return reply

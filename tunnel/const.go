@@ -26,6 +26,23 @@ const (
 	FrameEnvironment     FrameType = 0x0B // agent → client
 	FrameGetNetwork      FrameType = 0x0C // client → agent
 	FrameNetwork         FrameType = 0x0D // agent → client
+	FrameExpectProbe     FrameType = 0x0E // client → agent
+	FrameProbeArmed      FrameType = 0x0F // agent → client
+)
+
+// Service probes (spec.md, "expect-probe"): what a prober writes on a
+// connection to the Service and what an agent armed with its token
+// answers. ProbeAnswer ends with a newline too.
+const (
+	ProbePrefix = "DETOUR-PROBE "
+	ProbeAnswer = "DETOUR-PROBE-OK\n"
+	// MaxProbeTTL bounds how long an agent stays armed for one token.
+	MaxProbeTTL = 30 * time.Second
+	// ProbePeekWait is how long an armed agent waits for a new
+	// connection's first bytes to tell a probe from a client (one that
+	// waits for the server to speak first is delayed by this much, only
+	// while the port is armed).
+	ProbePeekWait = 100 * time.Millisecond
 )
 
 // Stream kinds: the first byte of every non-control stream (spec.md, "Streams").

@@ -26,6 +26,8 @@ func TestWireConstantsArePinned(t *testing.T) {
 		{"FrameEnvironment", uint64(FrameEnvironment), 0x0B},
 		{"FrameGetNetwork", uint64(FrameGetNetwork), 0x0C},
 		{"FrameNetwork", uint64(FrameNetwork), 0x0D},
+		{"FrameExpectProbe", uint64(FrameExpectProbe), 0x0E},
+		{"FrameProbeArmed", uint64(FrameProbeArmed), 0x0F},
 		{"StreamIntercepted", uint64(StreamIntercepted), 0x01},
 		{"StreamDialPod", uint64(StreamDialPod), 0x02},
 		{"StreamDial", uint64(StreamDial), 0x03},

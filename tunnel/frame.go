@@ -88,7 +88,7 @@ func noEOF(err error) error {
 	return err
 }
 
-func (t FrameType) valid() bool { return t >= FrameHello && t <= FrameNetwork }
+func (t FrameType) valid() bool { return t >= FrameHello && t <= FrameProbeArmed }
 
 func (t FrameType) String() string {
 	switch t {
@@ -118,6 +118,10 @@ func (t FrameType) String() string {
 		return "get-network"
 	case FrameNetwork:
 		return "network"
+	case FrameExpectProbe:
+		return "expect-probe"
+	case FrameProbeArmed:
+		return "probe-armed"
 	}
 	return fmt.Sprintf("frame(0x%02x)", uint8(t))
 }
@@ -145,6 +149,23 @@ type HelloAck struct {
 	Pod          string     `json:"pod,omitempty"`
 	Namespace    string     `json:"namespace,omitempty"`
 	Ports        []PortInfo `json:"ports"`
+	// Features lists requests added after version 1 that this agent
+	// answers (FeatureExpectProbe); a client does not send them to an
+	// agent that does not list them (it would close the session).
+	Features []string `json:"features,omitempty"`
+}
+
+// FeatureExpectProbe: the agent answers expect-probe.
+const FeatureExpectProbe = "expect-probe"
+
+// HasFeature says whether the agent announced feature.
+func (h HelloAck) HasFeature(feature string) bool {
+	for _, f := range h.Features {
+		if f == feature {
+			return true
+		}
+	}
+	return false
 }
 
 // PortInfo is one application port the agent can intercept.
@@ -209,6 +230,19 @@ type Environment struct {
 // Ping and Pong carry nothing; the reply's id matches the ping's.
 type Ping struct{}
 type Pong struct{}
+
+// ExpectProbe arms the agent for probes of an app port: for TTLMillis
+// (at most MaxProbeTTL) a new connection to Port whose first bytes are
+// ProbePrefix, Token and a newline is answered ProbeAnswer and closed,
+// not routed.
+type ExpectProbe struct {
+	Port      uint16 `json:"port"`
+	Token     string `json:"token"`
+	TTLMillis int64  `json:"ttlMs"`
+}
+
+// ProbeArmed is the agent's reply to ExpectProbe.
+type ProbeArmed struct{}
 
 // ErrorPayload is the body of FrameError.
 type ErrorPayload struct {

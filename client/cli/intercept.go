@@ -447,6 +447,9 @@ func (a *app) handToDaemon(ctx context.Context, s interceptSettings, t intercept
 	if err != nil {
 		return nil, daemon.InterceptStatus{}, fmt.Errorf("intercept %q: %w", s.name, err)
 	}
+	if st.ServiceCheck != "" {
+		fmt.Fprintf(a.errOut, "warning: %s\n", st.ServiceCheck)
+	}
 	return dc, st, nil
 }
 

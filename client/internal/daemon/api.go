@@ -96,6 +96,10 @@ type InterceptStatus struct {
 	DroppedAt *time.Time        `json:"droppedAt,omitempty"`
 	Pods      []PodState        `json:"pods"`
 	Env       map[string]string `json:"env,omitempty"` // only in the reply to create, when asked
+	// ServiceCheck, only in the reply to create, says why the daemon could
+	// not confirm that the Service sends new connections to the agents
+	// holding the intercept; empty when it did (or had nothing to check).
+	ServiceCheck string `json:"serviceCheck,omitempty"`
 }
 
 // Status is the daemon's whole state.

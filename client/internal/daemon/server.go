@@ -207,7 +207,12 @@ func (d *Daemon) handleCreate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, err)
 		return
 	}
+	check := run.checkService(r.Context(), timeout)
+	if check != "" {
+		run.log.Warn("service check", zap.String("result", check))
+	}
 	st := run.status()
+	st.ServiceCheck = check
 	if req.WantEnv {
 		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 		env, err := run.env(ctx)
