@@ -32,28 +32,37 @@ type intercept struct {
 	port      uint16
 	mechanism string
 	owner     *owner
-	http      *httpIntercept // nil for tcp
+	http      *httpIntercept // nil for tcp and tcp-mirror
+	mirror    *mirror        // nil unless a mirror
 }
 
 // portState is who holds one app port: one tcp intercept, or any number of
-// http ones. It is never changed once published: the registry replaces it,
-// so the data path reads it without holding a lock.
+// http ones; and any number of mirrors besides (mirror.go). It is never
+// changed once published: the registry replaces it, so the data path reads
+// it without holding a lock.
 type portState struct {
 	tcp  *intercept
 	http []*intercept // the most specific (most header rules) first
+
+	tcpMirrors, httpMirrors []*intercept
 }
 
-func (p *portState) empty() bool { return p == nil || p.tcp == nil && len(p.http) == 0 }
+func (p *portState) empty() bool {
+	return p == nil || p.tcp == nil && len(p.http) == 0 && len(p.tcpMirrors) == 0 && len(p.httpMirrors) == 0
+}
 
-// all lists the port's intercepts.
+// all lists the port's intercepts, mirrors included.
 func (p *portState) all() []*intercept {
 	if p == nil {
 		return nil
 	}
+	var out []*intercept
 	if p.tcp != nil {
-		return []*intercept{p.tcp}
+		out = append(out, p.tcp)
 	}
-	return p.http
+	out = append(out, p.http...)
+	out = append(out, p.tcpMirrors...)
+	return append(out, p.httpMirrors...)
 }
 
 // registry holds the active intercepts. It is the only shared mutable state
@@ -92,6 +101,7 @@ func (r *registry) create(ic *intercept) (dropped []*intercept, err error) {
 	if held != nil {
 		*next = *held
 		next.http = slices.Clone(held.http)
+		next.tcpMirrors, next.httpMirrors = slices.Clone(held.tcpMirrors), slices.Clone(held.httpMirrors)
 	}
 	switch ic.mechanism {
 	case tunnel.MechanismTCP:
@@ -114,6 +124,9 @@ func (r *registry) create(ic *intercept) (dropped []*intercept, err error) {
 		if held != nil && len(held.http) > 0 {
 			return nil, fmt.Errorf("port %d has personal (http) intercepts by %s: a global tcp intercept would take their requests; use --mechanism http with your own header, or ask them to leave: %w",
 				ic.port, holders(held.http), tunnel.ErrAlreadyIntercepted)
+		}
+		if err := tcpBlindsMirrors(held, ic); err != nil {
+			return nil, err
 		}
 		next.tcp = ic
 	case tunnel.MechanismHTTP:
@@ -140,16 +153,20 @@ func (r *registry) create(ic *intercept) (dropped []*intercept, err error) {
 		sort.SliceStable(next.http, func(i, j int) bool {
 			return specificity(&next.http[i].http.settings) > specificity(&next.http[j].http.settings)
 		})
+	case tunnel.MechanismTCPMirror, tunnel.MechanismHTTPMirror:
+		replaced, err := addMirror(next, ic)
+		if err != nil {
+			return nil, err
+		}
+		dropped = append(dropped, replaced...)
 	default:
 		return nil, unsupportedMechanism(ic.name, ic.mechanism)
 	}
 	r.publish(ic.port, next)
-	// The same name on another port is a move: the old port goes back.
+	// The same name on another port is a move: the old port goes back; on
+	// this port, an intercept and a mirror of one name replace each other.
 	for port, st := range r.byPort {
-		if port == ic.port {
-			continue
-		}
-		if gone, rest := st.without(func(x *intercept) bool { return x.owner == o && x.name == ic.name }); len(gone) > 0 {
+		if gone, rest := st.without(func(x *intercept) bool { return x != ic && x.owner == o && x.name == ic.name }); len(gone) > 0 {
 			dropped = append(dropped, gone...)
 			r.publish(port, rest)
 		}
@@ -166,8 +183,8 @@ func (r *registry) serves(port uint16) error {
 }
 
 func unsupportedMechanism(name, mechanism string) error {
-	return fmt.Errorf("intercept %q: this agent supports the %q and %q mechanisms, not %q: inject an agent image that does (an extension's image, --agent-image): %w",
-		name, tunnel.MechanismTCP, tunnel.MechanismHTTP, mechanism, tunnel.ErrUnsupportedMechanism)
+	return fmt.Errorf("intercept %q: this agent supports the %s mechanisms, not %q: inject an agent image that does (an extension's image, --agent-image): %w",
+		name, strings.Join(tunnel.Mechanisms, ", "), mechanism, tunnel.ErrUnsupportedMechanism)
 }
 
 func (p *portState) tcpHolder() *intercept {
@@ -187,13 +204,20 @@ func (p *portState) without(drop func(*intercept) bool) (gone []*intercept, rest
 			rest.tcp = p.tcp
 		}
 	}
-	for _, ic := range p.http {
-		if drop(ic) {
-			gone = append(gone, ic)
-		} else {
-			rest.http = append(rest.http, ic)
+	keep := func(ics []*intercept) []*intercept {
+		var kept []*intercept
+		for _, ic := range ics {
+			if drop(ic) {
+				gone = append(gone, ic)
+			} else {
+				kept = append(kept, ic)
+			}
 		}
+		return kept
 	}
+	rest.http = keep(p.http)
+	rest.tcpMirrors = keep(p.tcpMirrors)
+	rest.httpMirrors = keep(p.httpMirrors)
 	return gone, rest
 }
 
@@ -257,6 +281,9 @@ func (r *registry) list(o *owner) []tunnel.InterceptInfo {
 				info.Methods = ic.http.settings.Methods
 				info.Path = ic.http.settings.Path.String()
 				info.AppProtocol = ic.http.appProtocol.String()
+			}
+			if ic.mirror != nil {
+				info.MirrorCopied, info.MirrorDropped = ic.mirror.copied.Load(), ic.mirror.dropped.Load()
 			}
 			out = append(out, info)
 		}
