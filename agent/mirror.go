@@ -26,8 +26,10 @@ const (
 	// mirrorConns bounds the connections one tcp-mirror copies at once.
 	mirrorConns = 64
 	// mirrorConnQueue bounds what one connection's copy may queue beyond
-	// what its stream's window takes.
-	mirrorConnQueue = 256 << 10
+	// what its stream's window takes, and mirrorConnsQueue what all of
+	// one tcp-mirror's copies may queue together.
+	mirrorConnQueue  = 1 << 20
+	mirrorConnsQueue = 8 << 20
 
 	// mirrorRequests and mirrorQueueBytes bound one http-mirror's queue:
 	// requests, and the bytes of their bodies.
@@ -72,7 +74,8 @@ type mirror struct {
 	// tcp-mirror: the connections being copied.
 	conns map[*connCopy]struct{}
 
-	// http-mirror: copies waiting for a sender, and their bodies' bytes.
+	// http-mirror: copies waiting for a sender; queued is their bodies'
+	// bytes (http-mirror) or what the connections' copies queue (tcp).
 	queue  chan *requestCopy
 	queued atomic.Int64
 }

@@ -121,6 +121,11 @@ func (cc *connCopy) add(p []byte) {
 		cc.stopLocked(copyCut)
 		return
 	}
+	if cc.m.queued.Add(int64(len(p))) > mirrorConnsQueue {
+		cc.m.queued.Add(-int64(len(p)))
+		cc.stopLocked(copyCut)
+		return
+	}
 	for len(p) > 0 {
 		n := min(len(p), tunnel.MaxMirrorChunk)
 		cc.chunks = append(cc.chunks, tunnel.AppendMirrorChunk(make([]byte, 0, 4+n), p[:n]))
@@ -137,6 +142,8 @@ func (cc *connCopy) stopLocked(why string) {
 		cc.cut = why
 	}
 	cc.chunks = nil
+	cc.m.queued.Add(-int64(cc.queued)) // what is being written is given back too: the write ends now
+	cc.queued = 0
 	if cc.st != nil {
 		_ = cc.st.SetWriteDeadline(time.Now())
 	}
@@ -186,6 +193,12 @@ func (cc *connCopy) run() {
 		_, _ = io.Copy(io.Discard, st) // the client sends nothing: EOF is its goodbye
 	}()
 	outcome := cc.write(st, gone)
+	cc.mu.Lock()
+	if cc.cut != "" {
+		outcome = cc.cut // why a write failed
+	}
+	cc.stopLocked(outcome) // nothing more is queued; what was is given back
+	cc.mu.Unlock()
 	if outcome != copyReleased {
 		m.count(outcome)
 	}
@@ -220,17 +233,15 @@ func (cc *connCopy) write(st net.Conn, gone <-chan struct{}) string {
 		sent := 0
 		for _, c := range chunks {
 			if _, err := st.Write(c); err != nil {
-				cc.mu.Lock()
-				defer cc.mu.Unlock()
-				if cc.cut != "" {
-					return cc.cut
-				}
-				return copyCut // could not catch up in time, or the session ended
+				return copyCut // cut off, could not catch up in time, or the session ended
 			}
 			sent += len(c) - 4
 		}
 		cc.mu.Lock()
-		cc.queued -= sent
+		if cc.cut == "" {
+			cc.queued -= sent
+			cc.m.queued.Add(-int64(sent))
+		}
 		last := cc.ended && len(cc.chunks) == 0 && cc.cut == ""
 		cc.mu.Unlock()
 		if last && ended {
