@@ -40,6 +40,17 @@ type PodState struct {
 	LastError    string    `json:"lastError,omitempty"`
 	Reconnects   int       `json:"reconnects"`
 	AgentVersion string    `json:"agentVersion,omitempty"`
+	// Mirror is a mirror's counts on this pod's agent, as of its last
+	// report (status asks afresh).
+	Mirror *MirrorCounts `json:"mirror,omitempty"`
+}
+
+// MirrorCounts are a mirror's copies: sent whole, and dropped (never sent,
+// or a connection's cut off) because the workstation fell behind, a body
+// was too long, or the copy failed.
+type MirrorCounts struct {
+	Copied  uint64 `json:"copied"`
+	Dropped uint64 `json:"dropped"`
 }
 
 // InterceptStatus is an intercept as status shows it.
@@ -55,6 +66,9 @@ type InterceptStatus struct {
 	Dropped   string            `json:"dropped,omitempty"`
 	DroppedAt *time.Time        `json:"droppedAt,omitempty"`
 	Pods      []PodState        `json:"pods"`
+	// Mirror is a mirror's counts over its pods (tcp-mirror: connections,
+	// http-mirror: requests); nil for intercepts.
+	Mirror *MirrorCounts `json:"mirror,omitempty"`
 	Env       map[string]string `json:"env,omitempty"` // only in the reply to create, when asked
 }
 
