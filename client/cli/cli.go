@@ -357,10 +357,7 @@ func (a *app) statusCommand() *cobra.Command {
 				if ic.PortName != "" {
 					port = fmt.Sprintf("%s (%d)", ic.PortName, ic.Port)
 				}
-				takes := "every connection"
-				if len(ic.HTTPMatch) > 0 {
-					takes = httpTakes(ic.HTTPMatch, ic.MechanismArgs)
-				}
+				takes := takesOf(ic)
 				pods := fmt.Sprintf("%d/%d active", active, len(ic.Pods))
 				if ic.State != "" && ic.State != "active" {
 					pods += " (" + ic.State + ")"
@@ -368,6 +365,9 @@ func (a *app) statusCommand() *cobra.Command {
 				tw.row(ic.Name, ic.Namespace, ic.Workload, ic.Service, port, takes, ic.LocalAddr, pods)
 				if ic.PreviewURL != "" {
 					tw.row("", "", "", "", "", "preview: "+ic.PreviewURL, "", "")
+				}
+				if ic.Mirror != nil {
+					tw.row("", "", "", "", "", mirrorCounts(ic.Mirror), "", "")
 				}
 				if ic.State == "dropped" {
 					tw.row("", "", "", "", "", "", "", "  DROPPED: "+ic.Dropped)

@@ -246,5 +246,8 @@ func chooseMechanism(explicit, def string, flagsSet map[string]map[string][]stri
 		}
 	}
 	sort.Strings(known)
+	if m == "mirror" || m == "wiretap" || tunnel.IsMirror(m) {
+		return "", "", fmt.Errorf("--mechanism %s: mirrors are asked for with --mirror, beside the mechanism whose traffic they copy: --mirror alone copies connections (tcp), --mirror --mechanism http (or any --http-* rule) copies requests", m)
+	}
 	return "", "", fmt.Errorf("mechanism %q is not supported by any known agent (known: %s); an extension in ~/.config/detour/extensions/ can add it", m, strings.Join(known, ", "))
 }

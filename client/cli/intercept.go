@@ -46,6 +46,7 @@ type interceptFlags struct {
 	output     string
 	toPod      []uint
 	agentImage string
+	mirror     bool
 	// mechanismFlags reports the extension flags (--MECH-NAME) that were set.
 	mechanismFlags func() map[string]map[string][]string
 	preview        previewFlags
@@ -95,6 +96,16 @@ The link's address is asked for in a terminal (Enter accepts what detour
 found in the cluster); --ingress-host and --ingress-port give it instead,
 and any --ingress-* flag implies --preview-url.
 
+With --mirror you take nothing: the app (or whoever intercepts the port)
+keeps answering, and your local process gets a copy — of every connection
+(tcp: the bytes the client sent), or of every request the --http-* rules
+match (http; no rule copies every request) — and its answers are thrown
+away. Any number of developers mirror a port, beside one personal
+intercept or a tcp one. Copies are whole or nothing: when your workstation
+falls behind, whole requests are dropped (a connection's copy is cut off
+and reset), as are request bodies over 1 MiB, and 'detour status' counts
+them.
+
 --env-file FILE writes the app's environment for your IDE, docker or a
 shell; --env-syntax picks the format (docker, compose, sh, csh, cmd, ps,
 json), each quoted so that its reader gets every value back unchanged.
@@ -110,6 +121,8 @@ command line (checked before anything in the cluster changes), with
   detour intercept hello --port 8080 -- ./run-tests.sh   # exits with the tests' status
   detour intercept hello --port 8080 --http-match auto    # only requests with the printed header
   detour intercept hello --port 8080 --http-path-prefix /api/ --http-method POST   # and only POSTs under /api/
+  detour intercept tap --workload hello --port 8080 --mirror   # a copy of every connection
+  detour intercept tap --workload hello --port 8080 --mirror --http-method POST   # a copy of every POST
   detour intercept hello --port 8080 --http-match x-dev=alice --preview-url \
       --ingress-host shop.example.com --ingress-port 443 --ingress-tls`,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -136,6 +149,7 @@ command line (checked before anything in the cluster changes), with
 	fl.StringVar(&f.service, "service", "", "the Service to intercept when several select the workload")
 	fl.StringVar(&f.container, "container", "", "the app container whose port to intercept (default: the one that declares the Service port's targetPort); in a pod of several containers the agent serves that one: its pods roll once when it served another")
 	fl.StringVar(&f.mechanism, "mechanism", "", "tcp: every connection to the port; http: only requests whose headers match (default from config, else tcp); extensions add others")
+	fl.BoolVar(&f.mirror, "mirror", false, mirrorUsage)
 	fl.StringVar(&f.envFile, "env-file", "", "write the app container's environment here, in --env-syntax (default docker: literal KEY=value lines, as docker --env-file and IDE run configs read them)")
 	fl.StringVar(&f.envJSON, "env-json", "", "write the app container's environment here as a JSON object")
 	addEnvSyntaxFlag(cmd, &f.envSyntax)
@@ -198,6 +212,11 @@ func (a *app) intercept(ctx context.Context, name string, f interceptFlags, comm
 	}
 	// Settings are checked before the cluster is asked anything.
 	mechArgs := mechFlags[mechanism]
+	if f.mirror {
+		if mechanism, err = mirrorOf(mechanism, f.preview, f.changed); err != nil {
+			return err
+		}
+	}
 	var httpMatch []string
 	var hs *tunnel.HTTPSettings
 	wantPreview, err := decidePreview(cfg.Intercept.PreviewURL, f.preview, f.changed)
@@ -208,6 +227,12 @@ func (a *app) intercept(ctx context.Context, name string, f interceptFlags, comm
 		s, err := httpSettings(mechArgs, interceptName, corev1.ServicePort{}, cfg.Agent.AppProtocolStrategy, wantPreview, rand.Reader)
 		if err != nil {
 			return usage(err) // crypto/rand does not fail: the rest is the flags
+		}
+		hs = &s
+	} else if mechanism == tunnel.MechanismHTTPMirror {
+		s, err := mirrorHTTPSettings(mechArgs, cfg.Agent.AppProtocolStrategy)
+		if err != nil {
+			return usage(err)
 		}
 		hs = &s
 	}
@@ -443,7 +468,9 @@ func (a *app) printSummary(st daemon.InterceptStatus, pods int, envFiles []strin
 	fmt.Fprintf(a.out, "Intercept %q is active.\n", st.Name)
 	fmt.Fprintf(a.out, "  workload:   %s in namespace %s (%d pods)\n", st.Workload, st.Namespace, pods)
 	fmt.Fprintf(a.out, "  service:    %s, port %s → container port %d\n", st.Service, port, st.AppPort)
-	if len(st.HTTPMatch) > 0 {
+	if tunnel.IsMirror(st.Mechanism) {
+		fmt.Fprintf(a.out, "  mechanism:  %s (%s, while the app keeps answering)\n", st.Mechanism, takesOf(st))
+	} else if len(st.HTTPMatch) > 0 {
 		fmt.Fprintf(a.out, "  mechanism:  %s (only requests with the header; everyone else's reach the app)\n", st.Mechanism)
 		fmt.Fprintf(a.out, "  header:     %s\n", headerLine(st.HTTPMatch))
 		if r := requestLineRules(st.MechanismArgs); r != "" {

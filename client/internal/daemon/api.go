@@ -63,13 +63,13 @@ type InterceptStatus struct {
 	// Dropped says why the intercept no longer holds any pod: the agents
 	// gave the traffic back while this workstation was silent (asleep).
 	// `detour resume NAME` re-creates it.
-	Dropped   string            `json:"dropped,omitempty"`
-	DroppedAt *time.Time        `json:"droppedAt,omitempty"`
-	Pods      []PodState        `json:"pods"`
+	Dropped   string     `json:"dropped,omitempty"`
+	DroppedAt *time.Time `json:"droppedAt,omitempty"`
+	Pods      []PodState `json:"pods"`
 	// Mirror is a mirror's counts over its pods (tcp-mirror: connections,
 	// http-mirror: requests); nil for intercepts.
-	Mirror *MirrorCounts `json:"mirror,omitempty"`
-	Env       map[string]string `json:"env,omitempty"` // only in the reply to create, when asked
+	Mirror *MirrorCounts     `json:"mirror,omitempty"`
+	Env    map[string]string `json:"env,omitempty"` // only in the reply to create, when asked
 }
 
 // Status is the daemon's whole state.
