@@ -101,23 +101,6 @@ func counts(t *testing.T, s *client.Session, name string) (copied, dropped uint6
 	return 0, 0
 }
 
-func send(t *testing.T, rt http.RoundTripper, method, url, body string, header ...string) string {
-	t.Helper()
-	req, _ := http.NewRequest(method, url, strings.NewReader(body))
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	resp, err := rt.RoundTrip(req.WithContext(ctx))
-	if err != nil {
-		return "error: " + err.Error()
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return strings.Fields(string(b) + " ")[0]
-}
-
 // TestHTTPMirrorsBesideAPersonalIntercept: two developers mirror a port
 // that a third intercepts with her header. Every request is answered by
 // the app, or by alice for hers; each mirror gets a copy of each request
