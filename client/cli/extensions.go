@@ -80,7 +80,10 @@ func loadExtensions(dir string) ([]Extension, error) {
 	}
 	sort.Strings(paths)
 	var exts []Extension
-	owner := map[string]string{tunnel.MechanismTCP: "the built-in agent", tunnel.MechanismHTTP: "the built-in agent"}
+	owner := map[string]string{}
+	for _, m := range tunnel.Mechanisms { // the mirrors too: --mirror asks for them
+		owner[m] = "the built-in agent"
+	}
 	for _, p := range paths {
 		b, err := os.ReadFile(p)
 		if err != nil {

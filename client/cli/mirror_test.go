@@ -83,3 +83,18 @@ func TestTakesOf(t *testing.T) {
 		}
 	}
 }
+
+// TestMirrorMechanismsAreBuiltIn: no extension may claim a mirror's name
+// (--mirror asks the built-in agent for it); an extension's own "mirror"
+// mechanism, if one declares it, is still its own.
+func TestMirrorMechanismsAreBuiltIn(t *testing.T) {
+	dir := t.TempDir()
+	writeExt(t, dir, "bad.yml", "image: x\nmechanisms:\n  tcp-mirror: {}\n")
+	if _, err := loadExtensions(dir); err == nil || !strings.Contains(err.Error(), "already provided by the built-in agent") {
+		t.Fatalf("an extension claiming tcp-mirror: %v", err)
+	}
+	exts := []Extension{{Name: "m", Image: "img", Mechanisms: map[string]Mechanism{"mirror": {}}}}
+	if m, img, err := chooseMechanism("mirror", "", nil, exts); err != nil || m != "mirror" || img != "img" {
+		t.Fatalf("an extension's mirror mechanism: %q %q %v", m, img, err)
+	}
+}
