@@ -100,8 +100,9 @@ With --mirror you take nothing: the app (or whoever intercepts the port)
 keeps answering, and your local process gets a copy — of every connection
 (tcp: the bytes the client sent), or of every request the --http-* rules
 match (http; no rule copies every request) — and its answers are thrown
-away. Any number of developers mirror a port, beside one personal
-intercept or a tcp one. Copies are whole or nothing: when your workstation
+away. Any number of developers mirror a port, beside personal (http)
+intercepts, and copies of connections beside a tcp intercept too. Copies
+are whole or nothing: when your workstation
 falls behind, whole requests are dropped (a connection's copy is cut off
 and reset), as are request bodies over 1 MiB, and 'detour status' counts
 them.
