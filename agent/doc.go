@@ -6,7 +6,9 @@
 // and for each connection decides: pass it to the app on 127.0.0.1, or send
 // it through a tunnel session to the client that holds an intercept on that
 // port. With no intercept, a dead client or any failure to reach the client,
-// traffic goes to the app (fail open).
+// traffic goes to the app (fail open). Mirrors (tcp-mirror, http-mirror)
+// get copies of the traffic on the way, queued without ever making the
+// answer wait, and dropped whole when the client falls behind.
 //
 // Clients reach the agent's tunnel listener, bound to 127.0.0.1 only, through
 // a Kubernetes port-forward: only someone allowed to port-forward to the pod

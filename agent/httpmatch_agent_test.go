@@ -34,7 +34,14 @@ func ruleIntercept(t *testing.T, s *client.Session, name string, port uint16, lo
 
 func do(t *testing.T, rt http.RoundTripper, method, url string, header ...string) string {
 	t.Helper()
-	req, _ := http.NewRequest(method, url, nil)
+	return send(t, rt, method, url, "", header...)
+}
+
+// send sends one request with body and header pairs (added: a header may
+// repeat) and returns who answered: the first word of the answer.
+func send(t *testing.T, rt http.RoundTripper, method, url, body string, header ...string) string {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Add(header[i], header[i+1])
 	}

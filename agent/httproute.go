@@ -194,7 +194,8 @@ func (hp *httpPort) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Header.Del("Upgrade")
 		r.Header.Del("Http2-Settings")
 	}
-	ic, armed := matchRequest(hp.a.reg.lookup(hp.port), r)
+	st := hp.a.reg.lookup(hp.port)
+	ic, armed := matchRequest(st, r)
 	if armed != nil {
 		// The preview link: the browser keeps the token as a cookie,
 		// whichever backend answers this request (a path or method rule
@@ -203,6 +204,11 @@ func (hp *httpPort) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		q.Del(tunnel.PreviewQuery)
 		r.URL.RawQuery = q.Encode()
 		http.SetCookie(w, &http.Cookie{Name: tunnel.PreviewCookie, Value: armed.http.settings.PreviewToken, Path: "/", MaxAge: previewCookieAge, HttpOnly: true, SameSite: http.SameSiteLaxMode})
+	}
+	if st != nil && len(st.httpMirrors) > 0 {
+		if finish := mirrorRequest(st.httpMirrors, r); finish != nil {
+			defer finish() // copies never delay the answer: they are queued
+		}
 	}
 	if ic == nil || ic.owner.session.IsClosed() {
 		hp.routedToApp.Inc()
@@ -426,14 +432,20 @@ func localProtocol(s tunnel.HTTPSettings, localTLS bool) (httpProtocol, bool) {
 
 // openIntercepted opens a stream to ic's owner for one connection.
 func (a *Agent) openIntercepted(ic *intercept, source string) (net.Conn, error) {
-	st, err := ic.owner.session.OpenStream()
+	return ic.owner.openStream(tunnel.StreamIntercepted, ic, source)
+}
+
+// openStream opens a stream of kind (intercepted, or mirrored) to o for
+// one connection of ic's.
+func (o *owner) openStream(kind tunnel.StreamKind, ic *intercept, source string) (net.Conn, error) {
+	st, err := o.session.OpenStream()
 	if err != nil {
-		return nil, fmt.Errorf("client %s unreachable: %w", ic.owner.user, err)
+		return nil, fmt.Errorf("client %s unreachable: %w", o.user, err)
 	}
 	hdr := tunnel.InterceptedHeader{Intercept: ic.name, Port: ic.port, Source: source}
-	if err := tunnel.WriteStreamHeader(st, tunnel.StreamIntercepted, hdr); err != nil {
+	if err := tunnel.WriteStreamHeader(st, kind, hdr); err != nil {
 		_ = st.Close()
-		return nil, fmt.Errorf("client %s unreachable: %w", ic.owner.user, err)
+		return nil, fmt.Errorf("client %s unreachable: %w", o.user, err)
 	}
 	return st, nil
 }
@@ -441,6 +453,9 @@ func (a *Agent) openIntercepted(ic *intercept, source string) (net.Conn, error) 
 // release frees what removed intercepts held.
 func (a *Agent) release(ics []*intercept) {
 	for _, ic := range ics {
+		if ic.mirror != nil {
+			ic.mirror.close()
+		}
 		if ic.http != nil {
 			ic.http.close()
 		}

@@ -55,11 +55,18 @@ func (a *Agent) redirectedPort(c net.Conn) (uint16, bool) {
 }
 
 // route sends c to the client holding an intercept on port, or to the app.
+// Mirrors get copies on the way: every connection's bytes (tcp-mirror),
+// or the requests the HTTP router reads (http-mirror).
 func (a *Agent) route(c net.Conn, port uint16) {
 	if a.answerProbe(c, port) {
 		return
 	}
 	st := a.reg.lookup(port)
+	if st != nil && len(st.tcpMirrors) > 0 {
+		t := tee(c, st.tcpMirrors)
+		defer t.end()
+		c = t
+	}
 	switch {
 	case st == nil:
 	case st.tcp != nil:
@@ -67,7 +74,7 @@ func (a *Agent) route(c net.Conn, port uint16) {
 			return
 		}
 		a.m.failOpen.Inc()
-	case len(st.http) > 0:
+	case len(st.http) > 0 || len(st.httpMirrors) > 0:
 		if hp := a.httpPort(port); hp != nil {
 			a.m.connections.WithLabelValues(routeHTTP).Inc()
 			active := a.m.active.WithLabelValues(routeHTTP)

@@ -2,6 +2,8 @@ package agent
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/detour-dev/detour/tunnel"
 )
 
 // Routes a connection can take.
@@ -32,6 +34,8 @@ type metrics struct {
 	egress     *prometheus.CounterVec // by network, outcome, rule
 	udpDropped prometheus.Counter
 	dnsQueries *prometheus.CounterVec // by outcome (rcode)
+
+	mirrorCopies *prometheus.CounterVec // by mechanism, outcome
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -113,7 +117,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.intercepts, m.dialPod, m.sessionEnds, m.interceptOps, m.appDialErrors,
 		m.httpRequests, m.httpProxyErrors, m.httpUnroutable, m.reconnects,
 		m.egress, m.udpDropped, m.dnsQueries)
-	m.intercepts.WithLabelValues("tcp").Set(0)
-	m.intercepts.WithLabelValues("http").Set(0)
+	for _, mech := range tunnel.Mechanisms {
+		m.intercepts.WithLabelValues(mech).Set(0)
+	}
+	m.mirrorCopies = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "detour_agent_mirror_copies_total",
+		Help: "Copies made for mirrors, by mechanism (tcp-mirror: connections, http-mirror: requests) and outcome: copied (sent whole), or why it was dropped (queue_full, busy, cut, too_large, incomplete, upgrade, failed).",
+	}, []string{"mechanism", "outcome"})
+	reg.MustRegister(m.mirrorCopies)
 	return m
 }

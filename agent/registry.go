@@ -32,28 +32,49 @@ type intercept struct {
 	port      uint16
 	mechanism string
 	owner     *owner
-	http      *httpIntercept // nil for tcp
+	http      *httpIntercept // nil for tcp and tcp-mirror
+	mirror    *mirror        // nil unless a mirror
 }
 
 // portState is who holds one app port: one tcp intercept, or any number of
-// http ones. It is never changed once published: the registry replaces it,
-// so the data path reads it without holding a lock.
+// http ones; and any number of mirrors besides (mirror.go). It is never
+// changed once published: the registry replaces it, so the data path reads
+// it without holding a lock.
 type portState struct {
 	tcp  *intercept
 	http []*intercept // the most specific (most header rules) first
+
+	tcpMirrors, httpMirrors []*intercept
 }
 
-func (p *portState) empty() bool { return p == nil || p.tcp == nil && len(p.http) == 0 }
+// clone copies p (nil: an empty port) for a next state: the slices are
+// new, the intercepts shared.
+func (p *portState) clone() *portState {
+	next := &portState{}
+	if p != nil {
+		*next = *p
+		next.http = slices.Clone(p.http)
+		next.tcpMirrors, next.httpMirrors = slices.Clone(p.tcpMirrors), slices.Clone(p.httpMirrors)
+	}
+	return next
+}
 
-// all lists the port's intercepts.
+func (p *portState) empty() bool {
+	return p == nil || p.tcp == nil && len(p.http) == 0 && len(p.tcpMirrors) == 0 && len(p.httpMirrors) == 0
+}
+
+// all lists the port's intercepts, mirrors included.
 func (p *portState) all() []*intercept {
 	if p == nil {
 		return nil
 	}
+	var out []*intercept
 	if p.tcp != nil {
-		return []*intercept{p.tcp}
+		out = append(out, p.tcp)
 	}
-	return p.http
+	out = append(out, p.http...)
+	out = append(out, p.tcpMirrors...)
+	return append(out, p.httpMirrors...)
 }
 
 // registry holds the active intercepts. It is the only shared mutable state
@@ -86,9 +107,13 @@ func (r *registry) create(ic *intercept) (dropped []*intercept, err error) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	next, dropped, err := admit(r.byPort[ic.port], ic)
+	held := r.byPort[ic.port]
+	next, dropped, err := admit(held, ic)
 	if err != nil {
 		return nil, err
+	}
+	if next == held {
+		return nil, nil // the same intercept again: nothing changes
 	}
 	r.publish(ic.port, next)
 	return append(dropped, r.moveAway(ic)...), nil
@@ -103,6 +128,13 @@ func admit(held *portState, ic *intercept) (next *portState, replaced []*interce
 		return admitTCP(held, ic)
 	case tunnel.MechanismHTTP:
 		return admitHTTP(held, ic)
+	case tunnel.MechanismTCPMirror, tunnel.MechanismHTTPMirror:
+		next := held.clone()
+		replaced, err := addMirror(next, ic)
+		if err != nil {
+			return nil, nil, err
+		}
+		return next, replaced, nil
 	default:
 		return nil, nil, unsupportedMechanism(ic.name, ic.mechanism)
 	}
@@ -120,7 +152,9 @@ func admitTCP(held *portState, ic *intercept) (*portState, []*intercept, error) 
 		case t.owner == o && t.name == ic.name:
 			return held, nil, nil
 		case t.name == ic.name && t.owner.sameClient(o):
-			return &portState{tcp: ic}, []*intercept{t}, nil
+			next := held.clone()
+			next.tcp = ic
+			return next, []*intercept{t}, nil
 		case t.owner == o:
 			return nil, nil, fmt.Errorf("port %d is already intercepted by your intercept %q: leave it first: %w", ic.port, t.name, tunnel.ErrAlreadyIntercepted)
 		default:
@@ -131,7 +165,12 @@ func admitTCP(held *portState, ic *intercept) (*portState, []*intercept, error) 
 		return nil, nil, fmt.Errorf("port %d has personal (http) intercepts by %s: a global tcp intercept would take their requests; use --mechanism http with your own header, or ask them to leave: %w",
 			ic.port, holders(held.http), tunnel.ErrAlreadyIntercepted)
 	}
-	return &portState{tcp: ic}, nil, nil
+	if err := tcpBlindsMirrors(held, ic); err != nil {
+		return nil, nil, err
+	}
+	next := held.clone()
+	next.tcp = ic
+	return next, nil, nil
 }
 
 // admitHTTP: personal intercepts share a port with each other (mayShare
@@ -143,10 +182,7 @@ func admitHTTP(held *portState, ic *intercept) (*portState, []*intercept, error)
 		return nil, nil, fmt.Errorf("port %d is intercepted globally (tcp) by %s (intercept %q): http intercepts cannot share a port with it until it leaves: %w",
 			ic.port, t.owner.user, t.name, tunnel.ErrAlreadyIntercepted)
 	}
-	next := &portState{}
-	if held != nil {
-		next.http = slices.Clone(held.http)
-	}
+	next := held.clone()
 	o := ic.owner
 	replaced := -1
 	for i, other := range next.http {
@@ -171,15 +207,13 @@ func admitHTTP(held *portState, ic *intercept) (*portState, []*intercept, error)
 	return next, dropped, nil
 }
 
-// moveAway drops ic's owner's intercepts of ic's name on other ports: the
-// same name on another port is a move, and the old port goes back to the
-// app. It must be called with r.mu held.
+// moveAway drops ic's owner's other intercepts of ic's name: the same name
+// on another port is a move, and the old port goes back to the app; on
+// ic's port, an intercept and a mirror of one name replace each other. It
+// must be called with r.mu held.
 func (r *registry) moveAway(ic *intercept) (moved []*intercept) {
 	for port, st := range r.byPort {
-		if port == ic.port {
-			continue
-		}
-		if gone, rest := st.without(func(x *intercept) bool { return x.owner == ic.owner && x.name == ic.name }); len(gone) > 0 {
+		if gone, rest := st.without(func(x *intercept) bool { return x != ic && x.owner == ic.owner && x.name == ic.name }); len(gone) > 0 {
 			moved = append(moved, gone...)
 			r.publish(port, rest)
 		}
@@ -196,8 +230,8 @@ func (r *registry) serves(port uint16) error {
 }
 
 func unsupportedMechanism(name, mechanism string) error {
-	return fmt.Errorf("intercept %q: this agent supports the %q and %q mechanisms, not %q: inject an agent image that does (an extension's image, --agent-image): %w",
-		name, tunnel.MechanismTCP, tunnel.MechanismHTTP, mechanism, tunnel.ErrUnsupportedMechanism)
+	return fmt.Errorf("intercept %q: this agent supports the %s mechanisms, not %q: inject an agent image that does (an extension's image, --agent-image): %w",
+		name, strings.Join(tunnel.Mechanisms, ", "), mechanism, tunnel.ErrUnsupportedMechanism)
 }
 
 func (p *portState) tcpHolder() *intercept {
@@ -217,13 +251,20 @@ func (p *portState) without(drop func(*intercept) bool) (gone []*intercept, rest
 			rest.tcp = p.tcp
 		}
 	}
-	for _, ic := range p.http {
-		if drop(ic) {
-			gone = append(gone, ic)
-		} else {
-			rest.http = append(rest.http, ic)
+	keep := func(ics []*intercept) []*intercept {
+		var kept []*intercept
+		for _, ic := range ics {
+			if drop(ic) {
+				gone = append(gone, ic)
+			} else {
+				kept = append(kept, ic)
+			}
 		}
+		return kept
 	}
+	rest.http = keep(p.http)
+	rest.tcpMirrors = keep(p.tcpMirrors)
+	rest.httpMirrors = keep(p.httpMirrors)
 	return gone, rest
 }
 
@@ -287,6 +328,9 @@ func (r *registry) list(o *owner) []tunnel.InterceptInfo {
 				info.Methods = ic.http.settings.Methods
 				info.Path = ic.http.settings.Path.String()
 				info.AppProtocol = ic.http.appProtocol.String()
+			}
+			if ic.mirror != nil {
+				info.MirrorCopied, info.MirrorDropped = ic.mirror.copied.Load(), ic.mirror.dropped.Load()
 			}
 			out = append(out, info)
 		}

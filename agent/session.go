@@ -119,7 +119,7 @@ func (a *Agent) hello(sess *yamux.Session) (*owner, *yamux.Stream, error) {
 	ack := tunnel.HelloAck{Version: tunnel.ProtocolVersion, AgentVersion: a.cfg.Version, Pod: a.cfg.PodName, Namespace: a.cfg.Namespace,
 		Features: []string{tunnel.FeatureExpectProbe}}
 	for _, p := range ports {
-		ack.Ports = append(ack.Ports, tunnel.PortInfo{Port: p, Mechanisms: []string{tunnel.MechanismTCP, tunnel.MechanismHTTP}})
+		ack.Ports = append(ack.Ports, tunnel.PortInfo{Port: p, Mechanisms: tunnel.Mechanisms})
 	}
 	reply, err := tunnel.NewFrame(tunnel.FrameHelloAck, f.ID, ack)
 	if err != nil {
@@ -259,7 +259,7 @@ func (a *Agent) handleControl(f tunnel.Frame, o *owner, log *zap.Logger) tunnel.
 
 func (a *Agent) updateInterceptGauge() {
 	counts := a.reg.count()
-	for _, mech := range []string{tunnel.MechanismTCP, tunnel.MechanismHTTP} {
+	for _, mech := range tunnel.Mechanisms {
 		a.m.intercepts.WithLabelValues(mech).Set(float64(counts[mech]))
 	}
 }
@@ -284,6 +284,8 @@ func (a *Agent) newIntercept(o *owner, req tunnel.CreateIntercept) (*intercept, 
 			return nil, err // before probing a port that is not the app's
 		}
 		return a.newHTTPIntercept(context.Background(), o, req, s)
+	case tunnel.MechanismTCPMirror, tunnel.MechanismHTTPMirror:
+		return a.newMirrorIntercept(o, req)
 	}
 	return nil, unsupportedMechanism(req.Name, req.Mechanism)
 }

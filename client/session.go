@@ -456,7 +456,7 @@ func (s *Session) relay(st *yamux.Stream) {
 	_ = st.SetReadDeadline(time.Now().Add(10 * time.Second))
 	kind, payload, err := tunnel.ReadStreamHeader(st)
 	_ = st.SetReadDeadline(time.Time{})
-	if err != nil || kind != tunnel.StreamIntercepted {
+	if err != nil || kind != tunnel.StreamIntercepted && kind != tunnel.StreamMirrored {
 		s.log.Warn("bad stream from agent", zap.Error(err), zap.Uint8("kind", uint8(kind)))
 		return
 	}
@@ -480,6 +480,67 @@ func (s *Session) relay(st *yamux.Stream) {
 			zap.String("intercept", h.Intercept), zap.String("target", target), zap.Error(err))
 		return
 	}
+	if kind == tunnel.StreamMirrored {
+		s.log.Debug("mirrored connection", zap.String("mirror", h.Intercept), zap.String("from", h.Source), zap.String("to", target))
+		replayMirrored(st, local, s.done)
+		return
+	}
 	s.log.Debug("intercepted connection", zap.String("intercept", h.Intercept), zap.String("from", h.Source), zap.String("to", target))
 	tunnel.Join(st, local)
+}
+
+// mirrorLinger bounds how long a mirrored connection's local target may
+// go on answering after the copy ended whole.
+const mirrorLinger = 30 * time.Second
+
+// replayMirrored writes a mirrored stream's copy to local and throws away
+// what local answers. A copy that ends whole half-closes local, as the
+// original connection's client did; one that was cut off resets it, so the
+// local process never takes a prefix for a whole connection.
+// A local process that reads nothing for mirrorLinger is reset, and so is
+// every copy when the session ends (done).
+func replayMirrored(st net.Conn, local net.Conn, done <-chan struct{}) {
+	defer local.Close()
+	replayed := make(chan struct{})
+	defer close(replayed)
+	go func() {
+		select {
+		case <-done:
+			_ = local.Close()
+		case <-replayed:
+		}
+	}()
+	answered := make(chan struct{})
+	go func() {
+		defer close(answered)
+		_, _ = io.Copy(io.Discard, local)
+	}()
+	buf := make([]byte, tunnel.MaxMirrorChunk)
+	for {
+		chunk, end, err := tunnel.ReadMirrorChunk(st, buf)
+		if err == nil && !end {
+			_ = local.SetWriteDeadline(time.Now().Add(mirrorLinger))
+			_, err = local.Write(chunk)
+		}
+		if err != nil {
+			if tc, ok := local.(*net.TCPConn); ok {
+				_ = tc.SetLinger(0) // Close resets
+			}
+			_ = local.Close()
+			<-answered
+			return
+		}
+		if end {
+			break
+		}
+	}
+	if cw, ok := local.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	select {
+	case <-answered:
+	case <-time.After(mirrorLinger):
+		_ = local.Close()
+		<-answered
+	}
 }

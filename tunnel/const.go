@@ -53,6 +53,11 @@ const (
 	StreamDialPod     StreamKind = 0x02 // client → agent: dial a pod-local port
 	StreamDial        StreamKind = 0x03 // client → agent: dial a cluster destination from the pod (TCP or UDP)
 	StreamDNS         StreamKind = 0x04 // client → agent: DNS queries answered with the pod's resolvers
+	// StreamMirrored: agent → client: a copy of one connection's client→app
+	// bytes for a tcp-mirror, in chunks (WriteMirrorChunk).
+	StreamMirrored StreamKind = 0x05
+
+	lastStreamKind = StreamMirrored
 )
 
 // Dial results: the agent's one-byte answer on a StreamDialPod stream.
@@ -91,7 +96,24 @@ const (
 	// MechanismHTTP routes single requests, those whose headers match,
 	// and shares the port with other http intercepts and the app.
 	MechanismHTTP = "http"
+	// MechanismTCPMirror sends the workstation a copy of every connection
+	// to the port (its client→app bytes) while the app, or whoever
+	// intercepts it, keeps answering. Any number share a port.
+	MechanismTCPMirror = "tcp-mirror"
+	// MechanismHTTPMirror sends the workstation a copy of every request
+	// that matches its rules (headers, method, path) while the app, or
+	// the intercept the request matches, keeps answering. Any number
+	// share a port, with http intercepts too.
+	MechanismHTTPMirror = "http-mirror"
 )
+
+// Mechanisms is every mechanism the built-in agent supports.
+var Mechanisms = []string{MechanismTCP, MechanismHTTP, MechanismTCPMirror, MechanismHTTPMirror}
+
+// IsMirror says whether mechanism copies traffic rather than taking it.
+func IsMirror(mechanism string) bool {
+	return mechanism == MechanismTCPMirror || mechanism == MechanismHTTPMirror
+}
 
 // Bounds on what a peer may make us allocate.
 const (
@@ -118,6 +140,14 @@ const (
 
 	// MaxDialReason bounds the reason an agent gives for a failed dial.
 	MaxDialReason = 1024
+
+	// MaxMirrorChunk bounds one chunk of a StreamMirrored stream.
+	MaxMirrorChunk = 256 << 10
+
+	// MaxMirrorBody bounds the body of a request an http-mirror copies: a
+	// request with a longer body is answered as always but not copied
+	// (counted as dropped). Copies are whole requests or nothing.
+	MaxMirrorBody = 1 << 20
 )
 
 // Timing defaults (see DefaultConfig for why).
@@ -146,6 +176,9 @@ var (
 	ErrUnknownFrameType = errors.New("unknown frame type")
 	ErrUnknownStream    = errors.New("unknown stream kind")
 	ErrSessionClosed    = errors.New("tunnel session closed")
+	// ErrMirrorCut: a mirrored stream ended without its end chunk: the
+	// agent cut the copy off because the workstation fell behind.
+	ErrMirrorCut = errors.New("mirrored connection cut off: the workstation fell behind")
 
 	// Dial outcomes (StreamDial), from the agent's status byte.
 	ErrDialRefused     = errors.New("connection refused by the destination")

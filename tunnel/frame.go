@@ -215,6 +215,12 @@ type InterceptInfo struct {
 	// AppProtocol is what the agent speaks to the app on an http
 	// intercept's port: http/1.1, h2c, https or https+h2.
 	AppProtocol string `json:"appProtocol,omitempty"`
+	// MirrorCopied and MirrorDropped count a mirror's copies since it was
+	// created: requests (http-mirror) or connections (tcp-mirror) sent
+	// whole, and those dropped (never partly sent, or, for a connection,
+	// cut off) because the workstation fell behind or a body was too long.
+	MirrorCopied  uint64 `json:"mirrorCopied,omitempty"`
+	MirrorDropped uint64 `json:"mirrorDropped,omitempty"`
 }
 
 // GetEnvironment asks for the app container's environment.
@@ -363,7 +369,7 @@ func ReadStreamHeader(r io.Reader) (StreamKind, []byte, error) {
 		return 0, nil, fmt.Errorf("read stream header: %w", noEOF(err))
 	}
 	kind := StreamKind(hdr[0])
-	if kind < StreamIntercepted || kind > StreamDNS {
+	if kind < StreamIntercepted || kind > lastStreamKind {
 		return 0, nil, fmt.Errorf("stream kind 0x%02x: %w", hdr[0], ErrUnknownStream)
 	}
 	n := binary.BigEndian.Uint16(hdr[1:3])

@@ -64,7 +64,7 @@ func FuzzReadStreamHeader(f *testing.F) {
 		var ih InterceptedHeader
 		var dh DialPodHeader
 		switch kind {
-		case StreamIntercepted:
+		case StreamIntercepted, StreamMirrored:
 			if DecodeStreamHeader(payload, &ih) == nil {
 				_ = ih.Validate()
 			}

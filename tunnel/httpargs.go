@@ -222,6 +222,31 @@ func ParseMethods(values []string) ([]string, error) {
 // ParseHTTPArgs reads the http mechanism's Args; unknown keys are refused
 // so a typo never silently widens an intercept.
 func ParseHTTPArgs(args map[string][]string) (HTTPSettings, error) {
+	s, err := parseHTTPArgs(args)
+	if err != nil {
+		return s, err
+	}
+	if len(s.Match) == 0 {
+		return s, fmt.Errorf("an http intercept needs at least one header match (--http-match NAME=VALUE or auto): %w", ErrBadRequest)
+	}
+	return s, nil
+}
+
+// ParseHTTPMirrorArgs reads the http-mirror mechanism's Args: the http
+// mechanism's, where every rule is optional (no rule copies every
+// request) and a preview token has no place (a mirror routes nothing).
+func ParseHTTPMirrorArgs(args map[string][]string) (HTTPSettings, error) {
+	s, err := parseHTTPArgs(args)
+	if err != nil {
+		return s, err
+	}
+	if s.PreviewToken != "" {
+		return s, fmt.Errorf("an http-mirror takes copies and routes nothing: it has no preview token: %w", ErrBadRequest)
+	}
+	return s, nil
+}
+
+func parseHTTPArgs(args map[string][]string) (HTTPSettings, error) {
 	var s HTTPSettings
 	for key, values := range args {
 		switch key {
@@ -280,9 +305,6 @@ func ParseHTTPArgs(args map[string][]string) (HTTPSettings, error) {
 			return s, fmt.Errorf("http mechanism has no setting %q (it takes %s): %w",
 				key, strings.Join([]string{ArgMatch, ArgMethod, ArgPathEqual, ArgPathPrefix, ArgPathRegex, ArgPreviewToken, ArgAppProtocol, ArgAppProtocolStrategy, ArgPlaintext}, ", "), ErrBadRequest)
 		}
-	}
-	if len(s.Match) == 0 {
-		return s, fmt.Errorf("an http intercept needs at least one header match (--http-match NAME=VALUE or auto): %w", ErrBadRequest)
 	}
 	if s.Strategy == "" {
 		s.Strategy = StrategyHTTP2Probe

@@ -315,10 +315,7 @@ func (a *app) statusCommand() *cobra.Command {
 					}
 				}
 				port := portText(ic.PortName, ic.ServicePort)
-				takes := "every connection"
-				if len(ic.HTTPMatch) > 0 {
-					takes = httpTakes(ic.HTTPMatch, ic.MechanismArgs)
-				}
+				takes := takesOf(ic.Mechanism, ic.HTTPMatch, ic.MechanismArgs)
 				pods := fmt.Sprintf("%d/%d active", active, len(ic.Pods))
 				if ic.State != "" && ic.State != "active" {
 					pods += " (" + ic.State + ")"
@@ -329,6 +326,9 @@ func (a *app) statusCommand() *cobra.Command {
 				}
 				if ic.PreviewURL != "" {
 					tw.row("", "", "", "", "", "preview: "+ic.PreviewURL, "", "")
+				}
+				if ic.Mirror != nil {
+					tw.row("", "", "", "", "", mirrorCounts(ic.Mirror.Copied, ic.Mirror.Dropped), "", "")
 				}
 				if ic.State == "dropped" {
 					tw.row("", "", "", "", "", "", "", "  DROPPED: "+ic.Dropped)

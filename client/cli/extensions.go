@@ -80,7 +80,10 @@ func loadExtensions(dir string) ([]Extension, error) {
 	}
 	sort.Strings(paths)
 	var exts []Extension
-	owner := map[string]string{tunnel.MechanismTCP: "the built-in agent", tunnel.MechanismHTTP: "the built-in agent"}
+	owner := map[string]string{}
+	for _, m := range tunnel.Mechanisms { // the mirrors too: --mirror asks for them
+		owner[m] = "the built-in agent"
+	}
 	for _, p := range paths {
 		b, err := os.ReadFile(p)
 		if err != nil {
@@ -246,5 +249,8 @@ func chooseMechanism(explicit, def string, flagsSet map[string]map[string][]stri
 		}
 	}
 	sort.Strings(known)
+	if m == "mirror" || m == "wiretap" || tunnel.IsMirror(m) {
+		return "", "", fmt.Errorf("--mechanism %s: mirrors are asked for with --mirror, beside the mechanism whose traffic they copy: --mirror alone copies connections (tcp), --mirror --mechanism http (or any --http-* rule) copies requests", m)
+	}
 	return "", "", fmt.Errorf("mechanism %q is not supported by any known agent (known: %s); an extension in ~/.config/detour/extensions/ can add it", m, strings.Join(known, ", "))
 }

@@ -48,6 +48,7 @@ type interceptFlags struct {
 	output     string
 	toPod      []uint
 	agentImage string
+	mirror     bool
 	// mechanismFlags reports the extension flags (--MECH-NAME) that were set.
 	mechanismFlags func() map[string]map[string][]string
 	preview        previewFlags
@@ -101,6 +102,17 @@ The link's address is asked for in a terminal (Enter accepts what detour
 found in the cluster); --ingress-host and --ingress-port give it instead,
 and any --ingress-* flag implies --preview-url.
 
+With --mirror you take nothing: the app (or whoever intercepts the port)
+keeps answering, and your local process gets a copy — of every connection
+(tcp: the bytes the client sent), or of every request the --http-* rules
+match (http; no rule copies every request) — and its answers are thrown
+away. Any number of developers mirror a port, beside personal (http)
+intercepts, and copies of connections beside a tcp intercept too. Copies
+are whole or nothing: when your workstation
+falls behind, whole requests are dropped (a connection's copy is cut off
+and reset), as are request bodies over 1 MiB, and 'detour status' counts
+them.
+
 --env-file FILE writes the app's environment for your IDE, docker or a
 shell; --env-syntax picks the format (docker, compose, sh, csh, cmd, ps,
 json), each quoted so that its reader gets every value back unchanged.
@@ -117,6 +129,8 @@ command line (checked before anything in the cluster changes), with
   detour intercept hello --port 8080 -- ./run-tests.sh   # exits with the tests' status
   detour intercept hello --port 8080 --http-match auto    # only requests with the printed header
   detour intercept hello --port 8080 --http-path-prefix /api/ --http-method POST   # and only POSTs under /api/
+  detour intercept tap --workload hello --port 8080 --mirror   # a copy of every connection
+  detour intercept tap --workload hello --port 8080 --mirror --http-method POST   # a copy of every POST
   detour intercept hello --port 8080 --http-match x-dev=alice --preview-url \
       --ingress-host shop.example.com --ingress-port 443 --ingress-tls`,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -143,6 +157,7 @@ command line (checked before anything in the cluster changes), with
 	fl.StringVar(&f.service, "service", "", "the Service to intercept when several select the workload")
 	fl.StringVar(&f.container, "container", "", "the app container whose port to intercept (default: the one that declares the Service port's targetPort); in a pod of several containers the agent serves that one: its pods roll once when it served another")
 	fl.StringVar(&f.mechanism, "mechanism", "", "tcp: every connection to the port; http: only requests whose headers match (default from config, else tcp); extensions add others")
+	fl.BoolVar(&f.mirror, "mirror", false, mirrorUsage)
 	fl.StringVar(&f.envFile, "env-file", "", "write the app container's environment here, in --env-syntax (default docker: literal KEY=value lines, as docker --env-file and IDE run configs read them)")
 	fl.StringVar(&f.envJSON, "env-json", "", "write the app container's environment here as a JSON object")
 	addEnvSyntaxFlag(cmd, &f.envSyntax)
@@ -288,6 +303,11 @@ func (a *app) interceptSettings(name string, f interceptFlags) (interceptSetting
 		return s, err
 	}
 	s.mechArgs = mechFlags[s.mechanism]
+	if f.mirror {
+		if s.mechanism, err = mirrorOf(s.mechanism, f.preview, f.changed); err != nil {
+			return s, err
+		}
+	}
 	return s, a.httpIntent(&s, f.preview, f.changed)
 }
 
@@ -314,6 +334,12 @@ func (a *app) httpIntent(s *interceptSettings, p previewFlags, changed func(stri
 		hs, err := httpSettings(s.mechArgs, s.name, corev1.ServicePort{}, s.cfg.Agent.AppProtocolStrategy, wantPreview, rand.Reader)
 		if err != nil {
 			return usage(err) // crypto/rand does not fail: the rest is the flags
+		}
+		s.http = &hs
+	} else if s.mechanism == tunnel.MechanismHTTPMirror {
+		hs, err := mirrorHTTPSettings(s.mechArgs, s.cfg.Agent.AppProtocolStrategy)
+		if err != nil {
+			return usage(err)
 		}
 		s.http = &hs
 	}
@@ -566,7 +592,9 @@ func (a *app) printSummary(st daemon.InterceptStatus, pods int, envFiles []strin
 			fmt.Fprintf(a.out, "    port %s → container port %d → local %s\n", portLabel(p), p.AppPort, p.LocalAddr)
 		}
 	}
-	if len(st.HTTPMatch) > 0 {
+	if tunnel.IsMirror(st.Mechanism) {
+		fmt.Fprintf(a.out, "  mechanism:  %s (%s, while the app keeps answering)\n", st.Mechanism, takesOf(st.Mechanism, st.HTTPMatch, st.First().MechanismArgs))
+	} else if len(st.HTTPMatch) > 0 {
 		fmt.Fprintf(a.out, "  mechanism:  %s (only requests with the header; everyone else's reach the app)\n", st.Mechanism)
 		fmt.Fprintf(a.out, "  header:     %s\n", headerLine(st.HTTPMatch))
 		if r := requestLineRules(st.First().MechanismArgs); r != "" {

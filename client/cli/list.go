@@ -14,6 +14,7 @@ import (
 
 	"github.com/detour-dev/detour/client/internal/kube"
 	"github.com/detour-dev/detour/client/internal/resolve"
+	"github.com/detour-dev/detour/tunnel"
 )
 
 // ListEntry is one row of `detour list -o json`.
@@ -103,8 +104,8 @@ func (a *app) yourIntercepts(ctx context.Context) (mine map[string][]string, tak
 	for _, ic := range st.Intercepts {
 		key := ic.Namespace + "/" + ic.Workload
 		mine[key] = append(mine[key], ic.Name)
-		if len(ic.HTTPMatch) > 0 {
-			takes[ic.Name] = httpTakes(ic.HTTPMatch, ic.First().MechanismArgs)
+		if len(ic.HTTPMatch) > 0 || tunnel.IsMirror(ic.Mechanism) {
+			takes[ic.Name] = takesOf(ic.Mechanism, ic.HTTPMatch, ic.First().MechanismArgs)
 		}
 	}
 	return mine, takes

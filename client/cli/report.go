@@ -68,6 +68,22 @@ type InterceptReport struct {
 	Dropped       string              `json:"dropped,omitempty"`
 	DroppedAt     *time.Time          `json:"droppedAt,omitempty"`
 	Pods          []PodReport         `json:"pods"`
+	// Mirror: a mirror's copies over its pods; absent for intercepts.
+	Mirror *MirrorReport `json:"mirror,omitempty"`
+}
+
+// MirrorReport is a mirror's copies: sent whole, and dropped (never sent,
+// or cut off: tcp-mirror connections, http-mirror requests).
+type MirrorReport struct {
+	Copied  uint64 `json:"copied"`
+	Dropped uint64 `json:"dropped"`
+}
+
+func newMirrorReport(m *daemon.MirrorCounts) *MirrorReport {
+	if m == nil {
+		return nil
+	}
+	return &MirrorReport{Copied: m.Copied, Dropped: m.Dropped}
 }
 
 // PortReport is one port of an intercept. The intercept's own portName,
@@ -90,6 +106,8 @@ type PodReport struct {
 	LastError    string    `json:"lastError,omitempty"`
 	Reconnects   int       `json:"reconnects"`
 	AgentVersion string    `json:"agentVersion,omitempty"`
+	// Mirror: a mirror's copies on this pod's agent, as of its last report.
+	Mirror *MirrorReport `json:"mirror,omitempty"`
 }
 
 // newStatusReport is the report of a daemon's status; st nil means no
@@ -119,6 +137,7 @@ func newInterceptReport(st daemon.InterceptStatus) InterceptReport {
 		LocalAddr: first.LocalAddr, ToPod: st.ToPod, User: st.User, WantEnv: st.WantEnv, TimeoutSec: st.TimeoutSec,
 		Ports:   make([]PortReport, len(st.Ports)),
 		Created: st.Created, State: st.State, Dropped: st.Dropped, DroppedAt: st.DroppedAt,
+		Mirror: newMirrorReport(st.Mirror),
 	}
 	names := st.AgentNames()
 	for i, p := range st.Ports {
@@ -128,7 +147,7 @@ func newInterceptReport(st daemon.InterceptStatus) InterceptReport {
 		r.Pods = make([]PodReport, 0, len(st.Pods))
 	}
 	for _, p := range st.Pods {
-		r.Pods = append(r.Pods, PodReport{Pod: p.Pod, State: p.State, Since: p.Since, LastError: p.LastError, Reconnects: p.Reconnects, AgentVersion: p.AgentVersion})
+		r.Pods = append(r.Pods, PodReport{Pod: p.Pod, State: p.State, Since: p.Since, LastError: p.LastError, Reconnects: p.Reconnects, AgentVersion: p.AgentVersion, Mirror: newMirrorReport(p.Mirror)})
 	}
 	return r
 }

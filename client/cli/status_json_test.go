@@ -86,8 +86,10 @@ func fullStatusReport() StatusReport {
 				LastError:    "this workstation was silent for 1h30m0s (asleep or stopped) and the agents gave the traffic back to the app",
 				Reconnects:   2,
 				AgentVersion: "v0.4.0",
+				Mirror:       &daemon.MirrorCounts{Copied: 1520, Dropped: 3}, // a mirror's only; set here to pin the names
 			}},
-			Env: map[string]string{"DB_HOST": "db.shop.svc"},
+			Mirror: &daemon.MirrorCounts{Copied: 1520, Dropped: 3},
+			Env:    map[string]string{"DB_HOST": "db.shop.svc"},
 		}},
 	}
 	return newStatusReport("v0.4.0", &st)

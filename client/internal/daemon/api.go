@@ -80,6 +80,17 @@ type PodState struct {
 	LastError    string    `json:"lastError,omitempty"`
 	Reconnects   int       `json:"reconnects"`
 	AgentVersion string    `json:"agentVersion,omitempty"`
+	// Mirror is a mirror's counts on this pod's agent, as of its last
+	// report (status asks afresh).
+	Mirror *MirrorCounts `json:"mirror,omitempty"`
+}
+
+// MirrorCounts are a mirror's copies: sent whole, and dropped (never sent,
+// or a connection's cut off) because the workstation fell behind, a body
+// was too long, or the copy failed.
+type MirrorCounts struct {
+	Copied  uint64 `json:"copied"`
+	Dropped uint64 `json:"dropped"`
 }
 
 // InterceptStatus is an intercept as status shows it.
@@ -92,10 +103,13 @@ type InterceptStatus struct {
 	// Dropped says why the intercept no longer holds any pod: the agents
 	// gave the traffic back while this workstation was silent (asleep).
 	// `detour resume NAME` re-creates it.
-	Dropped   string            `json:"dropped,omitempty"`
-	DroppedAt *time.Time        `json:"droppedAt,omitempty"`
-	Pods      []PodState        `json:"pods"`
-	Env       map[string]string `json:"env,omitempty"` // only in the reply to create, when asked
+	Dropped   string     `json:"dropped,omitempty"`
+	DroppedAt *time.Time `json:"droppedAt,omitempty"`
+	Pods      []PodState `json:"pods"`
+	// Mirror is a mirror's counts over its pods (tcp-mirror: connections,
+	// http-mirror: requests); nil for intercepts.
+	Mirror *MirrorCounts     `json:"mirror,omitempty"`
+	Env    map[string]string `json:"env,omitempty"` // only in the reply to create, when asked
 	// ServiceCheck, only in the reply to create, says why the daemon could
 	// not confirm that the Service sends new connections to the agents
 	// holding the intercept; empty when it did (or had nothing to check).

@@ -87,16 +87,3 @@ func probeUntil(ctx context.Context, within time.Duration, probe func(context.Co
 		}
 	}
 }
-
-// sessions returns the session of every pod that has one.
-func (r *runner) sessions() []*client.Session {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []*client.Session
-	for _, pc := range r.pods {
-		if pc.session != nil {
-			out = append(out, pc.session)
-		}
-	}
-	return out
-}

@@ -62,6 +62,7 @@ type podConn struct {
 	// agent ends it: kube-proxy may still send the pod connections for a
 	// moment, and they belong to the workstation, not to the dying app.
 	terminating bool
+	mirror      podMirror // a mirror's counts, across reconnects
 }
 
 // identity is who the daemon is to agents: a label and the secret that
@@ -454,6 +455,7 @@ func (r *runner) watchHolder(ctx context.Context, sess *client.Session) {
 			sess.Close()
 			return
 		}
+		r.recordMirror(sess, list)
 	}
 }
 
@@ -686,6 +688,7 @@ func (r *runner) status() InterceptStatus {
 		st.Pods = append(st.Pods, PodState{Pod: name, State: "no-agent",
 			LastError: "created without the detour agent (was the detour-system/detour-webhook down?): its traffic goes to the app; roll the workload once the webhook runs"})
 	}
+	st.Mirror = mirrorTotal(r.req.Mechanism, st.Pods)
 	switch {
 	case r.dropped != "":
 		st.State, st.Dropped = "dropped", r.dropped

@@ -309,11 +309,16 @@ func (d *Daemon) handleLeave(w http.ResponseWriter, r *http.Request) {
 
 func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 	d.mu.Lock()
-	st := Status{Version: version.Version, PID: os.Getpid(), Started: d.started, Intercepts: []InterceptStatus{}}
+	runners := make([]*runner, 0, len(d.intercepts))
 	for _, run := range d.intercepts {
-		st.Intercepts = append(st.Intercepts, run.status())
+		runners = append(runners, run)
 	}
 	d.mu.Unlock()
+	refreshMirrors(r.Context(), runners)
+	st := Status{Version: version.Version, PID: os.Getpid(), Started: d.started, Intercepts: []InterceptStatus{}}
+	for _, run := range runners {
+		st.Intercepts = append(st.Intercepts, run.status())
+	}
 	sort.Slice(st.Intercepts, func(i, j int) bool { return st.Intercepts[i].Name < st.Intercepts[j].Name })
 	writeJSON(w, http.StatusOK, st)
 }
