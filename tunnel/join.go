@@ -19,8 +19,8 @@ import (
 // TCP side is reset rather than closed, so a cut-off transfer never looks
 // complete to the peer.
 //
-// io.Copy between two *net.TCPConn uses splice(2), so passthrough bytes do
-// not cross user space.
+// Between two *net.TCPConn the copy is splice(2) (spliceTCP), so
+// passthrough bytes do not cross user space.
 func Join(a, b net.Conn) (aToB, bToA int64) {
 	var wg sync.WaitGroup
 	var once sync.Once
@@ -66,10 +66,10 @@ var relayBuffers = sync.Pool{New: func() any { b := make([]byte, relayBufferSize
 // copyConn copies src to dst: by splice(2) between two TCP connections,
 // else through a large pooled buffer.
 func copyConn(dst, src net.Conn) (int64, error) {
-	_, dstTCP := dst.(*net.TCPConn)
-	_, srcTCP := src.(*net.TCPConn)
-	if dstTCP && srcTCP {
-		return io.Copy(dst, src)
+	dstTCP, ok1 := dst.(*net.TCPConn)
+	srcTCP, ok2 := src.(*net.TCPConn)
+	if ok1 && ok2 {
+		return spliceTCP(dstTCP, srcTCP)
 	}
 	buf := relayBuffers.Get().(*[]byte)
 	defer relayBuffers.Put(buf)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,71 +49,91 @@ func percentile(d []time.Duration, p float64) time.Duration {
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
+// startHAProxyTCP runs haproxy in mode tcp in the pod namespace, relaying
+// haproxyHTTP to the app's directHTTP and haproxyBulk to directBulk over
+// loopback (not redirected): what the agent's passthrough does, by the
+// proxy users compare it with. Its defaults (no splice: haproxy splices
+// only with option splice-*) are kept. It returns haproxy's pid, 0 without
+// haproxy.
+func startHAProxyTCP(b *testing.B, p *pod) int {
+	b.Helper()
+	conf := fmt.Sprintf(`defaults
+	mode tcp
+	timeout connect 5s
+	timeout client 30s
+	timeout server 30s
+
+listen http
+	bind %[1]s:%[2]d
+	server app 127.0.0.1:%[3]d
+
+listen bulk
+	bind %[1]s:%[4]d
+	server bulk 127.0.0.1:%[5]d
+`, p.w.PodIP, haproxyHTTP, directHTTP, haproxyBulk, directBulk)
+	return startHAProxy(b, p, conf, nil, fmt.Sprintf("http://%s:%d/", p.w.PodIP, haproxyHTTP))
+}
+
+// passPaths are the ways from the cluster client to the app's handler on
+// port direct (directHTTP or directBulk): direct, through the agent (port
+// agent, redirected) and through haproxy in mode tcp (port haproxy; nil
+// without haproxy); all holds those present. Each has conns keep-alive
+// connections for HTTP and the address for raw TCP.
+func passPaths(p *pod, haproxyPID, conns, direct, agent, haproxy int) (d, a, h *hbPath, all []*hbPath) {
+	mk := func(name string, port, proxy int) *hbPath {
+		addr := netip.AddrPortFrom(p.w.PodIP, uint16(port)).String()
+		return &hbPath{name: name, client: httpClient(p.w.Client, conns),
+			url: "http://" + addr + "/", addr: addr, want: "app\n", proxy: proxy}
+	}
+	d, a = mk("direct", direct, 0), mk("agent", agent, p.agent.Cmd.Process.Pid)
+	all = []*hbPath{d, a}
+	if haproxyPID != 0 {
+		h = mk("haproxy", haproxy, haproxyPID)
+		all = append(all, h)
+	}
+	return d, a, h, all
+}
+
 // BenchmarkPassthroughHTTP: HTTP/1.1 keep-alive requests from the cluster
-// client to the app, through the agent (redirected port) and direct (a port
-// with the same handler that is not redirected).
+// client to the app, through the agent (redirected port), direct (a port
+// with the same handler that is not redirected) and through haproxy in mode
+// tcp (a relay like the agent's), interleaved.
 func BenchmarkPassthroughHTTP(b *testing.B) {
 	p := startPod(b, podOptions{redirect: true, agentLog: "warn"})
-	agentURL := fmt.Sprintf("http://%s:%d/", p.w.PodIP, appHTTP)
-	directURL := fmt.Sprintf("http://%s:%d/", p.w.PodIP, directHTTP)
+	haproxyPID := startHAProxyTCP(b, p)
 
 	b.Run("latency", func(b *testing.B) {
-		// One connection, one request at a time: what the agent adds to a request.
-		viaAgent, direct := httpClient(p.w.Client, 1), httpClient(p.w.Client, 1)
-		doGet(b, viaAgent, agentURL)
-		doGet(b, direct, directURL)
-		agentLat := make([]time.Duration, 0, b.N)
-		directLat := make([]time.Duration, 0, b.N)
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
-			t0 := time.Now()
-			doGet(b, direct, directURL)
-			t1 := time.Now()
-			doGet(b, viaAgent, agentURL)
-			t2 := time.Now()
-			directLat = append(directLat, t1.Sub(t0))
-			agentLat = append(agentLat, t2.Sub(t1))
+		// One connection per path, one request at a time: what each relay
+		// adds to a request.
+		direct, agent, haproxy, all := passPaths(p, haproxyPID, 1, directHTTP, appHTTP, haproxyHTTP)
+		lat := hbLatencies(b, all)
+		added := func(p *hbPath, q float64) float64 { return us(percentile(lat[p], q) - percentile(lat[direct], q)) }
+		b.ReportMetric(us(percentile(lat[direct], 0.5)), "direct-p50-µs")
+		b.ReportMetric(us(percentile(lat[agent], 0.5)), "agent-p50-µs")
+		b.ReportMetric(added(agent, 0.5), "added-p50-µs")
+		b.ReportMetric(added(agent, 0.99), "added-p99-µs")
+		if haproxy != nil {
+			b.ReportMetric(added(haproxy, 0.5), "haproxy-added-p50-µs")
+			b.ReportMetric(added(haproxy, 0.99), "haproxy-added-p99-µs")
 		}
-		b.StopTimer()
-		b.ReportMetric(us(percentile(directLat, 0.5)), "direct-p50-µs")
-		b.ReportMetric(us(percentile(agentLat, 0.5)), "agent-p50-µs")
-		b.ReportMetric(us(percentile(agentLat, 0.5)-percentile(directLat, 0.5)), "added-p50-µs")
-		b.ReportMetric(us(percentile(agentLat, 0.99)-percentile(directLat, 0.99)), "added-p99-µs")
 	})
 
 	b.Run("throughput", func(b *testing.B) {
-		// Eight keep-alive connections in parallel, alternating rounds of
-		// 200 requests per connection on each path.
+		// Eight keep-alive connections per path; rounds of 200 requests per
+		// connection, each path in turn; every response checked.
 		const workers, round = 8, 200
-		viaAgent, direct := httpClient(p.w.Client, workers), httpClient(p.w.Client, workers)
-		run := func(c *http.Client, url string, n int) time.Duration {
-			start := time.Now()
-			var wg sync.WaitGroup
-			for w := 0; w < workers; w++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for i := 0; i < n; i++ {
-						doGet(b, c, url)
-					}
-				}()
-			}
-			wg.Wait()
-			return time.Since(start)
+		direct, agent, haproxy, all := passPaths(p, haproxyPID, workers, directHTTP, appHTTP, haproxyHTTP)
+		reqs := hbInterleave(b, all, workers, round)
+		rate := func(p *hbPath) float64 { return reqs / p.took.Seconds() }
+		b.ReportMetric(rate(direct), "direct-req/s")
+		b.ReportMetric(rate(agent), "agent-req/s")
+		b.ReportMetric(rate(agent)/rate(direct), "ratio")
+		b.ReportMetric(hbCPUPerReq(agent, reqs), "agent-cpu-µs/req")
+		if haproxy != nil {
+			b.ReportMetric(rate(haproxy), "haproxy-req/s")
+			b.ReportMetric(rate(agent)/rate(haproxy), "agent/haproxy")
+			b.ReportMetric(hbCPUPerReq(haproxy, reqs), "haproxy-cpu-µs/req")
 		}
-		run(viaAgent, agentURL, 10)
-		run(direct, directURL, 10)
-		var agentTime, directTime time.Duration
-		b.ResetTimer()
-		for done := 0; done < b.N; done += workers * round {
-			directTime += run(direct, directURL, round)
-			agentTime += run(viaAgent, agentURL, round)
-		}
-		b.StopTimer()
-		reqs := float64(((b.N + workers*round - 1) / (workers * round)) * workers * round)
-		b.ReportMetric(reqs/directTime.Seconds(), "direct-req/s")
-		b.ReportMetric(reqs/agentTime.Seconds(), "agent-req/s")
-		b.ReportMetric(directTime.Seconds()/agentTime.Seconds(), "ratio")
 	})
 }
 
@@ -159,25 +180,44 @@ const mib = 1 << 20
 
 func mbps(bytes int64, d time.Duration) float64 { return float64(bytes) / 1e6 / d.Seconds() }
 
-// BenchmarkPassthroughBulk: one large upload through the agent versus direct.
+// BenchmarkPassthroughBulk: one large upload at a time through the agent,
+// direct and through haproxy in mode tcp, the paths in turn (rotating which
+// goes first); the relays' CPU per MB beside their rates.
 func BenchmarkPassthroughBulk(b *testing.B) {
 	p := startPod(b, podOptions{redirect: true, agentLog: "warn"})
+	haproxyPID := startHAProxyTCP(b, p)
 	const size = 64 * mib
-	agentAddr := fmt.Sprintf("%s:%d", p.w.PodIP, appBulk)
-	directAddr := fmt.Sprintf("%s:%d", p.w.PodIP, directBulk)
-	upload(b, p.w.Client, agentAddr, mib)
-	var agentTime, directTime time.Duration
+	direct, agent, haproxy, all := passPaths(p, haproxyPID, 1, directBulk, appBulk, haproxyBulk)
+	for _, path := range all {
+		upload(b, p.w.Client, path.addr, mib)
+	}
 	b.SetBytes(size)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		directTime += upload(b, p.w.Client, directAddr, size)
-		agentTime += upload(b, p.w.Client, agentAddr, size)
+		for j := range all {
+			path := all[(i+j)%len(all)]
+			var cpu0 time.Duration
+			if path.proxy != 0 {
+				cpu0 = hbMustCPU(b, path.proxy)
+			}
+			path.took += upload(b, p.w.Client, path.addr, size)
+			if path.proxy != 0 {
+				path.cpu += hbMustCPU(b, path.proxy) - cpu0
+			}
+		}
 	}
 	b.StopTimer()
 	total := int64(b.N) * size
-	b.ReportMetric(mbps(total, directTime), "direct-MB/s")
-	b.ReportMetric(mbps(total, agentTime), "agent-MB/s")
-	b.ReportMetric(directTime.Seconds()/agentTime.Seconds(), "ratio")
+	cpuPerMB := func(p *hbPath) float64 { return us(p.cpu) / (float64(total) / 1e6) }
+	b.ReportMetric(mbps(total, direct.took), "direct-MB/s")
+	b.ReportMetric(mbps(total, agent.took), "agent-MB/s")
+	b.ReportMetric(direct.took.Seconds()/agent.took.Seconds(), "ratio")
+	b.ReportMetric(cpuPerMB(agent), "agent-cpu-µs/MB")
+	if haproxy != nil {
+		b.ReportMetric(mbps(total, haproxy.took), "haproxy-MB/s")
+		b.ReportMetric(haproxy.took.Seconds()/agent.took.Seconds(), "agent/haproxy")
+		b.ReportMetric(cpuPerMB(haproxy), "haproxy-cpu-µs/MB")
+	}
 }
 
 // BenchmarkInterceptedBulk: uploads from the cluster client that end on the

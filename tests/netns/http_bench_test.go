@@ -131,23 +131,11 @@ func hbIntercept(b *testing.B, s *client.Session, name string, port uint16, loca
 // hbStartHAProxy runs haproxy inside the pod namespace, listening on the
 // pod IP only, routing x-dev: alice to hbHAProxyOtherPort and every other
 // request to the app at 127.0.0.1:hbDirectPort (loopback: not redirected).
-// It is killed when the benchmark ends, and by the kernel (Pdeathsig) should
-// the benchmark process die first. It returns haproxy's pid (nsenter execs
-// it in place; -db keeps it in the foreground: one process, no master), or
-// 0 when haproxy is not installed: the haproxy column is then left out.
+// It returns haproxy's pid, or 0 when haproxy is not installed
+// (startHAProxy).
 func hbStartHAProxy(b *testing.B, p *pod) int {
 	b.Helper()
-	bin, err := exec.LookPath("haproxy")
-	if err != nil {
-		b.Logf("no haproxy column: %v (make deps installs it)", err)
-		return 0
-	}
-	dir := b.TempDir()
-	cfg := filepath.Join(dir, "haproxy.cfg")
-	conf := fmt.Sprintf(`global
-	maxconn 4096
-
-defaults
+	conf := fmt.Sprintf(`defaults
 	mode http
 	option http-keep-alive
 	timeout connect 5s
@@ -167,13 +155,36 @@ backend app
 backend workstation
 	server workstation 127.0.0.1:%d
 `, p.w.PodIP, hbHAProxyPort, hbMatchHeader, hbMatchValue, hbDirectPort, hbHAProxyOtherPort)
+	return startHAProxy(b, p, conf, func() { hbServe(b, p.w.Pod, "haproxy-workstation", false, hbHAProxyOtherPort) },
+		fmt.Sprintf("http://%s:%d/", p.w.PodIP, hbHAProxyPort))
+}
+
+// startHAProxy runs haproxy with proxies (its defaults, frontends and
+// backends; the global section is set here) inside the pod namespace,
+// after setup (the backends haproxy needs, nil for none), and waits until
+// readyURL answers "app\n" from the client namespace. haproxy is killed when
+// the benchmark ends, and by the kernel (Pdeathsig) should the benchmark
+// process die first. It returns haproxy's pid (nsenter execs it in place;
+// -db keeps it in the foreground: one process, no master), or 0 when
+// haproxy is not installed: the haproxy column is then left out.
+func startHAProxy(b *testing.B, p *pod, proxies string, setup func(), readyURL string) int {
+	b.Helper()
+	bin, err := exec.LookPath("haproxy")
+	if err != nil {
+		b.Logf("no haproxy column: %v (make deps installs it)", err)
+		return 0
+	}
+	cfg := filepath.Join(b.TempDir(), "haproxy.cfg")
+	conf := "global\n\tmaxconn 4096\n\n" + proxies
 	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
 		b.Fatal(err)
 	}
 	if out, err := exec.Command(bin, "-c", "-q", "-f", cfg).CombinedOutput(); err != nil {
 		b.Fatalf("haproxy -c: %v\n%s", err, out)
 	}
-	hbServe(b, p.w.Pod, "haproxy-workstation", false, hbHAProxyOtherPort)
+	if setup != nil {
+		setup()
+	}
 
 	cmd := nsworld.Command(context.Background(), p.w.Pod, bin, "-f", cfg, "-db")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -193,14 +204,13 @@ backend workstation
 	})
 	// Ready once it answers from the client namespace.
 	c := httpClient(p.w.Client, 1)
-	url := fmt.Sprintf("http://%s:%d/", p.w.PodIP, hbHAProxyPort)
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		select {
 		case <-done:
 			b.Fatalf("haproxy exited: %s", out.String())
 		default:
 		}
-		err := hbGet(c, url, "", "app\n")
+		err := hbGet(c, readyURL, "", "app\n")
 		if err == nil {
 			break
 		}
@@ -269,6 +279,7 @@ type hbPath struct {
 	name     string // metric prefix
 	client   *http.Client
 	url      string
+	addr     string // host:port, for the paths that carry raw TCP (bulk)
 	devValue string // x-dev header value, "" for none
 	want     string // expected body
 	proxy    int    // pid of the proxy on the path (agent, haproxy), 0 for none
@@ -369,6 +380,36 @@ func hbInterleave(b *testing.B, paths []*hbPath, workers, round int) float64 {
 	return float64(done)
 }
 
+// hbLatencies sends b.N requests on each path, one connection per path and
+// one request at a time, the paths in turn (rotating which goes first),
+// and returns each request's time by path.
+func hbLatencies(b *testing.B, all []*hbPath) map[*hbPath][]time.Duration {
+	b.Helper()
+	defer hbCloseIdle(all...)
+	lat := make(map[*hbPath][]time.Duration, len(all))
+	for _, p := range all {
+		for i := 0; i < 20; i++ {
+			if err := hbGet(p.client, p.url, p.devValue, p.want); err != nil {
+				b.Fatalf("%s warm-up: %v", p.name, err)
+			}
+		}
+		lat[p] = make([]time.Duration, 0, b.N)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for j := range all {
+			p := all[(i+j)%len(all)]
+			t0 := time.Now()
+			if err := hbGet(p.client, p.url, p.devValue, p.want); err != nil {
+				b.Fatalf("%s: %v", p.name, err)
+			}
+			lat[p] = append(lat[p], time.Since(t0))
+		}
+	}
+	b.StopTimer()
+	return lat
+}
+
 func hbMustCPU(b *testing.B, pid int) time.Duration {
 	d, err := hbCPU(pid)
 	if err != nil {
@@ -443,28 +484,7 @@ func BenchmarkHTTPRouting(b *testing.B) {
 	b.Run("latency", func(b *testing.B) {
 		// One connection per path, one request at a time, the paths in turn.
 		direct, pass, haproxy, router, all := paths(1)
-		defer hbCloseIdle(all...)
-		lat := make(map[*hbPath][]time.Duration, len(all))
-		for _, p := range all {
-			for i := 0; i < 20; i++ {
-				if err := hbGet(p.client, p.url, p.devValue, p.want); err != nil {
-					b.Fatalf("%s warm-up: %v", p.name, err)
-				}
-			}
-			lat[p] = make([]time.Duration, 0, b.N)
-		}
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
-			for j := range all {
-				p := all[(i+j)%len(all)]
-				t0 := time.Now()
-				if err := hbGet(p.client, p.url, p.devValue, p.want); err != nil {
-					b.Fatalf("%s: %v", p.name, err)
-				}
-				lat[p] = append(lat[p], time.Since(t0))
-			}
-		}
-		b.StopTimer()
+		lat := hbLatencies(b, all)
 		added := func(p *hbPath, q float64) float64 { return us(percentile(lat[p], q) - percentile(lat[direct], q)) }
 		b.ReportMetric(us(percentile(lat[direct], 0.5)), "direct-p50-µs")
 		b.ReportMetric(us(percentile(lat[direct], 0.99)), "direct-p99-µs")

@@ -28,6 +28,8 @@ const (
 	directHTTP  = 8090 // same app handler, not redirected: the baseline
 	directBulk  = 8091
 	relayBulk   = 8092 // baseline for intercepted bulk: a plain TCP relay to the workstation
+	haproxyHTTP = 8095 // haproxy in mode tcp to directHTTP: the passthrough's peer (benchmarks)
+	haproxyBulk = 8096 // haproxy in mode tcp to directBulk
 	agentPort   = 15001
 	tunnelPort  = 9900
 	healthPort  = 9901
