@@ -20,7 +20,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
@@ -287,7 +286,7 @@ func (a *app) intercept(ctx context.Context, name string, f interceptFlags, comm
 	if err := kube.WaitForEndpoints(ctx, cs, ns, svc.Name, pods, cfg.Timeouts.AgentArrival, a.errOut); err != nil {
 		return err
 	}
-	sel, err := metav1.LabelSelectorAsSelector(w.Selector)
+	sel, err := w.PodSelector()
 	if err != nil {
 		return err
 	}

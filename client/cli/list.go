@@ -14,6 +14,7 @@ import (
 
 	"github.com/detour-dev/detour/client/internal/kube"
 	"github.com/detour-dev/detour/client/internal/resolve"
+	"github.com/detour-dev/detour/internal/podport"
 )
 
 // ListEntry is one row of `detour list -o json`.
@@ -193,7 +194,7 @@ func (a *app) printList(entries []ListEntry, ns string, f listFlags, takes map[s
 func selecting(w resolve.Workload, svcs []corev1.Service) []string {
 	var names []string
 	for _, s := range svcs {
-		if s.Namespace == w.Namespace && len(s.Spec.Selector) > 0 && labels.SelectorFromSet(s.Spec.Selector).Matches(labels.Set(w.Template.Labels)) {
+		if s.Namespace == w.Namespace && podport.Selects(s, w.Template.Labels) {
 			names = append(names, s.Name)
 		}
 	}

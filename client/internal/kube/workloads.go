@@ -116,7 +116,7 @@ func patchTemplateAnnotations(ctx context.Context, cs kubernetes.Interface, w re
 }
 
 func deletePods(ctx context.Context, cs kubernetes.Interface, w resolve.Workload) error {
-	sel, err := metav1.LabelSelectorAsSelector(w.Selector)
+	sel, err := w.PodSelector()
 	if err != nil {
 		return err
 	}
@@ -126,9 +126,9 @@ func deletePods(ctx context.Context, cs kubernetes.Interface, w resolve.Workload
 // AgentPods returns the workload's pods that are running with a ready
 // agent, and how many pods it has in all.
 func AgentPods(ctx context.Context, cs kubernetes.Interface, w resolve.Workload) (ready []corev1.Pod, total int, err error) {
-	sel, err := metav1.LabelSelectorAsSelector(w.Selector)
+	sel, err := w.PodSelector()
 	if err != nil {
-		return nil, 0, fmt.Errorf("%s selector: %w", w.Ref(), err)
+		return nil, 0, err
 	}
 	pods, err := cs.CoreV1().Pods(w.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
 	if err != nil {

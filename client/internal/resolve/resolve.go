@@ -48,6 +48,15 @@ type Workload struct {
 	Template  corev1.PodTemplateSpec
 }
 
+// PodSelector is the workload's selector of its pods.
+func (w Workload) PodSelector() (labels.Selector, error) {
+	sel, err := metav1.LabelSelectorAsSelector(w.Selector)
+	if err != nil {
+		return nil, fmt.Errorf("%s selector: %w", w.Ref(), err)
+	}
+	return sel, nil
+}
+
 // Ref is "Kind/name", as shown to users.
 func (w Workload) Ref() string { return strings.ToLower(w.Kind) + "/" + w.Name }
 
@@ -164,16 +173,13 @@ func FindWorkload(name, namespace string, c Candidates) (Workload, error) {
 }
 
 // FindService picks the Service whose selector matches the workload's pods.
-// With pick set, it must be one of them. Services without a selector are
-// ignored (their endpoints are not the workload's pods).
+// With pick set, it must be one of them. Services that select no pod by
+// label are ignored (podport.Selects: no selector, or ExternalName).
 func FindService(w Workload, services []corev1.Service, pick string) (corev1.Service, error) {
 	podLabels := labels.Set(w.Template.Labels)
 	var matching []corev1.Service
 	for _, s := range services {
-		if len(s.Spec.Selector) == 0 {
-			continue
-		}
-		if labels.SelectorFromSet(s.Spec.Selector).Matches(podLabels) {
+		if podport.Selects(s, podLabels) {
 			matching = append(matching, s)
 		}
 	}

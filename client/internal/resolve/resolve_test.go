@@ -129,6 +129,20 @@ func TestFindService(t *testing.T) {
 	}
 }
 
+// TestFindServiceIgnoresExternalName: an ExternalName Service is a DNS
+// alias whose selector Kubernetes ignores; the webhook never counted it,
+// and now the CLI does not either (one rule, podport.Selects).
+func TestFindServiceIgnoresExternalName(t *testing.T) {
+	w := Workload{Kind: KindDeployment, Name: "web", Namespace: "ns", Template: template(map[string]string{"app": "web"})}
+	alias := svc("web-alias", map[string]string{"app": "web"})
+	alias.Spec.Type = corev1.ServiceTypeExternalName
+	alias.Spec.ExternalName = "web.example.test"
+	s, err := FindService(w, []corev1.Service{alias, svc("web", map[string]string{"app": "web"})}, "")
+	if err != nil || s.Name != "web" {
+		t.Fatalf("got %q, %v; want the one Service that reaches the pods", s.Name, err)
+	}
+}
+
 func TestFindServicePortAndContainerPort(t *testing.T) {
 	s := svc("web", nil,
 		corev1.ServicePort{Name: "http", Port: 80, TargetPort: intstr.FromString("web")},
