@@ -122,18 +122,7 @@ func listWorkloads(ctx context.Context, cs kubernetes.Interface, ns string, sel 
 	if err != nil {
 		return nil, err
 	}
-	var ws []resolve.Workload
-	for _, d := range cands.Deployments {
-		ws = append(ws, resolve.Workload{Kind: resolve.KindDeployment, Name: d.Name, Namespace: d.Namespace, Selector: d.Spec.Selector, Template: d.Spec.Template})
-	}
-	for _, rs := range cands.ReplicaSets {
-		if metav1.GetControllerOf(&rs) == nil {
-			ws = append(ws, resolve.Workload{Kind: resolve.KindReplicaSet, Name: rs.Name, Namespace: rs.Namespace, Selector: rs.Spec.Selector, Template: rs.Spec.Template})
-		}
-	}
-	for _, s := range cands.StatefulSets {
-		ws = append(ws, resolve.Workload{Kind: resolve.KindStatefulSet, Name: s.Name, Namespace: s.Namespace, Selector: s.Spec.Selector, Template: s.Spec.Template})
-	}
+	ws := cands.All()
 	entries := []ListEntry{}
 	for _, w := range ws {
 		ready, total, err := kube.AgentPods(ctx, cs, w)

@@ -7,7 +7,6 @@ import (
 	"io"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/detour-dev/detour/client/internal/resolve"
+	"github.com/detour-dev/detour/client/internal/workload"
 	"github.com/detour-dev/detour/internal/annotations"
 )
 
@@ -28,28 +28,23 @@ func Candidates(ctx context.Context, cs kubernetes.Interface, namespace string) 
 	return Workloads(ctx, cs, namespace, labels.Everything())
 }
 
-// Workloads lists the Deployments, ReplicaSets and StatefulSets whose
-// labels sel matches, in namespace ("" for every namespace).
+// Workloads lists the workloads of every kind in the table
+// (client/internal/workload) whose labels sel matches, in namespace (""
+// for every namespace). A custom kind the cluster does not serve is left
+// out, and out of the kinds the candidates name.
 func Workloads(ctx context.Context, cs kubernetes.Interface, namespace string, sel labels.Selector) (resolve.Candidates, error) {
 	var c resolve.Candidates
 	opts := metav1.ListOptions{LabelSelector: sel.String()}
-	where := fmt.Sprintf("in %q", namespace)
-	if namespace == metav1.NamespaceAll {
-		where = "in any namespace"
+	for _, k := range workload.Kinds {
+		ws, served, err := k.List(ctx, cs, namespace, opts)
+		if err != nil {
+			return resolve.Candidates{}, err
+		}
+		if served {
+			c.Workloads = append(c.Workloads, ws...)
+			c.Kinds = append(c.Kinds, k.Name)
+		}
 	}
-	d, err := cs.AppsV1().Deployments(namespace).List(ctx, opts)
-	if err != nil {
-		return c, fmt.Errorf("list deployments %s: %w", where, err)
-	}
-	rs, err := cs.AppsV1().ReplicaSets(namespace).List(ctx, opts)
-	if err != nil {
-		return c, fmt.Errorf("list replicasets %s: %w", where, err)
-	}
-	sts, err := cs.AppsV1().StatefulSets(namespace).List(ctx, opts)
-	if err != nil {
-		return c, fmt.Errorf("list statefulsets %s: %w", where, err)
-	}
-	c.Deployments, c.ReplicaSets, c.StatefulSets = d.Items, rs.Items, sts.Items
 	return c, nil
 }
 
@@ -91,23 +86,17 @@ func SetAppContainer(ctx context.Context, cs kubernetes.Interface, w resolve.Wor
 }
 
 // patchTemplateAnnotations merges ann (nil values delete) into the
-// workload's pod template annotations; ReplicaSets, which do not roll,
-// get their pods deleted.
+// workload's pod template annotations; a kind that does not roll
+// (a bare ReplicaSet) gets its pods deleted.
 func patchTemplateAnnotations(ctx context.Context, cs kubernetes.Interface, w resolve.Workload, ann map[string]any) error {
+	k, err := workload.ByName(w.Kind)
+	if err != nil {
+		return fmt.Errorf("%s: %w", w.Ref(), err)
+	}
 	patch, _ := json.Marshal(map[string]any{"spec": map[string]any{"template": map[string]any{"metadata": map[string]any{"annotations": ann}}}})
-	var err error
-	switch w.Kind {
-	case resolve.KindDeployment:
-		_, err = cs.AppsV1().Deployments(w.Namespace).Patch(ctx, w.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "detour"})
-	case resolve.KindStatefulSet:
-		_, err = cs.AppsV1().StatefulSets(w.Namespace).Patch(ctx, w.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "detour"})
-	case resolve.KindReplicaSet:
-		_, err = cs.AppsV1().ReplicaSets(w.Namespace).Patch(ctx, w.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "detour"})
-		if err == nil {
-			err = deletePods(ctx, cs, w)
-		}
-	default:
-		return fmt.Errorf("%s: unsupported kind", w.Ref())
+	err = k.Patch(ctx, cs, w.Namespace, w.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "detour"})
+	if err == nil && !k.Rolls {
+		err = deletePods(ctx, cs, w)
 	}
 	if err != nil {
 		return fmt.Errorf("annotate %s in %s: %w", w.Ref(), w.Namespace, err)
@@ -157,31 +146,11 @@ func agentReady(p corev1.Pod) bool {
 
 // Replicas is the workload's desired pod count, read fresh.
 func Replicas(ctx context.Context, cs kubernetes.Interface, w resolve.Workload) (int, error) {
-	var r *int32
-	switch w.Kind {
-	case resolve.KindDeployment:
-		d, err := cs.AppsV1().Deployments(w.Namespace).Get(ctx, w.Name, metav1.GetOptions{})
-		if err != nil {
-			return 0, err
-		}
-		r = d.Spec.Replicas
-	case resolve.KindStatefulSet:
-		s, err := cs.AppsV1().StatefulSets(w.Namespace).Get(ctx, w.Name, metav1.GetOptions{})
-		if err != nil {
-			return 0, err
-		}
-		r = s.Spec.Replicas
-	case resolve.KindReplicaSet:
-		s, err := cs.AppsV1().ReplicaSets(w.Namespace).Get(ctx, w.Name, metav1.GetOptions{})
-		if err != nil {
-			return 0, err
-		}
-		r = s.Spec.Replicas
+	k, err := workload.ByName(w.Kind)
+	if err != nil {
+		return 0, err
 	}
-	if r == nil {
-		return 1, nil
-	}
-	return int(*r), nil
+	return k.Replicas(ctx, cs, w.Namespace, w.Name)
 }
 
 // WaitForAgents waits until every desired replica runs a ready agent and no
@@ -214,8 +183,6 @@ func WaitForAgents(ctx context.Context, cs kubernetes.Interface, w resolve.Workl
 		}
 	}
 }
-
-var _ = appsv1.Deployment{}
 
 // WaitForEndpoints waits until every ready endpoint of the Service is a pod
 // with a ready agent, so that traffic sent through the Service right after
