@@ -19,6 +19,7 @@ import (
 
 	"github.com/detour-dev/detour/client/internal/daemon"
 	"github.com/detour-dev/detour/client/internal/kube"
+	"github.com/detour-dev/detour/client/internal/poll"
 	"github.com/detour-dev/detour/client/internal/resolve"
 	"github.com/detour-dev/detour/internal/version"
 )
@@ -402,9 +403,10 @@ func (a *app) quitCommand() *cobra.Command {
 			if err := c.Quit(cmd.Context()); err != nil {
 				return err
 			}
-			for i := 0; i < 100 && c.Running(cmd.Context()); i++ {
-				time.Sleep(100 * time.Millisecond)
-			}
+			// Wait (10 s at most) for it to be gone.
+			_, _, _ = poll.Until(cmd.Context(), 100*time.Millisecond, 10*time.Second, nil, func(ctx context.Context) (bool, string, error) {
+				return !c.Running(ctx), "", nil
+			})
 			fmt.Fprintln(a.out, "Left all intercepts; the daemon has stopped.")
 			return nil
 		},

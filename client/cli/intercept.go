@@ -20,7 +20,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/detour-dev/detour/client"
@@ -28,6 +27,7 @@ import (
 	"github.com/detour-dev/detour/client/internal/kube"
 	"github.com/detour-dev/detour/client/internal/nsexec"
 	"github.com/detour-dev/detour/client/internal/podfiles"
+	"github.com/detour-dev/detour/client/internal/poll"
 	"github.com/detour-dev/detour/client/internal/resolve"
 	"github.com/detour-dev/detour/internal/annotations"
 	"github.com/detour-dev/detour/tunnel"
@@ -402,8 +402,8 @@ func (a *app) injectAndWait(ctx context.Context, cs kubernetes.Interface, w reso
 		if kube.Injected(w) {
 			// The old pods' agents are ready too, for the other container:
 			// wait until every ready agent serves this one.
-			err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-				return agentsServe(ctx, cs, w, container), nil
+			_, _, err := poll.Until(ctx, 500*time.Millisecond, timeout, nil, func(ctx context.Context) (bool, string, error) {
+				return agentsServe(ctx, cs, w, container), "", nil
 			})
 			if err != nil {
 				return nil, fmt.Errorf("%s: its pods did not roll to agents serving container %q within %s: %w", w.Ref(), container, timeout, err)

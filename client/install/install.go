@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
+	"github.com/detour-dev/detour/client/internal/poll"
 	"github.com/detour-dev/detour/client/internal/workload"
 	"github.com/detour-dev/detour/deploy"
 	"github.com/detour-dev/detour/internal/annotations"
@@ -288,30 +289,24 @@ func clusterCIDRs(ctx context.Context, c kubernetes.Interface, opts *Options) er
 // waitReady waits until every webhook replica is updated and available and
 // the webhook configuration carries a caBundle.
 func waitReady(ctx context.Context, c kubernetes.Interface, opts Options) (int32, error) {
-	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
-	defer cancel()
-	tick := time.NewTicker(opts.PollInterval)
-	defer tick.Stop()
-	last := ""
-	for {
-		ready, msg, err := webhookReady(ctx, c)
+	var ready int32
+	msg := ""
+	_, timedOut, err := poll.Until(ctx, opts.PollInterval, opts.Timeout, opts.Progress, func(ctx context.Context) (bool, string, error) {
+		var err error
+		ready, msg, err = webhookReady(ctx, c)
 		if err != nil && !apierrors.IsNotFound(err) {
-			return 0, fmt.Errorf("%w: %w", ErrNotReady, err)
+			return false, "", fmt.Errorf("%w: %w", ErrNotReady, err)
 		}
-		if msg != last {
-			fmt.Fprintf(opts.Progress, "waiting for the webhook: %s\n", msg)
-			last = msg
-		}
-		if ready >= 0 {
-			return ready, nil
-		}
-		select {
-		case <-ctx.Done():
-			return 0, fmt.Errorf("%w after %s: %s\n%s\nsee: kubectl -n %s describe deployment %s", ErrNotReady, opts.Timeout, msg,
-				podProblems(context.Background(), c), Namespace, WebhookDeployment)
-		case <-tick.C:
-		}
+		return ready >= 0, "waiting for the webhook: " + msg, nil
+	})
+	switch {
+	case timedOut:
+		return 0, fmt.Errorf("%w after %s: %s\n%s\nsee: kubectl -n %s describe deployment %s", ErrNotReady, opts.Timeout, msg,
+			podProblems(context.Background(), c), Namespace, WebhookDeployment)
+	case err != nil:
+		return 0, err
 	}
+	return ready, nil
 }
 
 // webhookReady returns the ready replica count once the webhook is fully
@@ -346,27 +341,25 @@ func webhookReady(ctx context.Context, c kubernetes.Interface) (int32, string, e
 // up a new caBundle a moment after it is written; until then pods would
 // start without the agent.
 func waitInjecting(ctx context.Context, c kubernetes.Interface, opts Options) error {
-	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
-	defer cancel()
-	tick := time.NewTicker(opts.PollInterval)
-	defer tick.Stop()
-	for {
+	var last error
+	_, timedOut, err := poll.Until(ctx, opts.PollInterval, opts.Timeout, nil, func(ctx context.Context) (bool, string, error) {
 		ok, err := VerifyInjection(ctx, c, metav1.NamespaceDefault)
+		last = err
 		switch {
 		case errors.Is(err, ErrCannotVerify):
 			fmt.Fprintf(opts.Progress, "skipping the injection check: %v\n", err)
-			return nil
+			return true, "", nil
 		case ok:
 			fmt.Fprintln(opts.Progress, "webhook answering: a dry-run pod was injected")
-			return nil
+			return true, "", nil
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w: a dry-run pod in namespace %s was not injected after %s (last error: %v); see kubectl -n %s logs deployment/%s",
-				ErrNotReady, metav1.NamespaceDefault, opts.Timeout, err, Namespace, WebhookDeployment)
-		case <-tick.C:
-		}
+		return false, "", nil
+	})
+	if timedOut {
+		return fmt.Errorf("%w: a dry-run pod in namespace %s was not injected after %s (last error: %v); see kubectl -n %s logs deployment/%s",
+			ErrNotReady, metav1.NamespaceDefault, opts.Timeout, last, Namespace, WebhookDeployment)
 	}
+	return err
 }
 
 // ErrCannotVerify: the dry-run pod could not be submitted (no permission to

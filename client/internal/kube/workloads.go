@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/detour-dev/detour/client/internal/poll"
 	"github.com/detour-dev/detour/client/internal/resolve"
 	"github.com/detour-dev/detour/client/internal/workload"
 	"github.com/detour-dev/detour/internal/annotations"
@@ -156,49 +157,43 @@ func Replicas(ctx context.Context, cs kubernetes.Interface, w resolve.Workload) 
 // WaitForAgents waits until every desired replica runs a ready agent and no
 // pod without one is left, reporting progress on out.
 func WaitForAgents(ctx context.Context, cs kubernetes.Interface, w resolve.Workload, timeout time.Duration, out io.Writer) ([]corev1.Pod, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	last := ""
-	for {
+	var ready []corev1.Pod
+	r, timedOut, err := poll.Until(ctx, 500*time.Millisecond, timeout, out, func(ctx context.Context) (bool, string, error) {
 		want, err := Replicas(ctx, cs, w)
 		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", w.Ref(), err)
+			return false, "", fmt.Errorf("read %s: %w", w.Ref(), err)
 		}
-		ready, total, err := AgentPods(ctx, cs, w)
-		if err != nil {
-			return nil, err
+		var total int
+		if ready, total, err = AgentPods(ctx, cs, w); err != nil {
+			return false, "", err
 		}
 		if len(ready) >= want && total == len(ready) && want > 0 {
-			return ready, nil
+			return true, "", nil
 		}
-		if msg := fmt.Sprintf("waiting for %s: %d of %d pods have a ready agent (%d pods in all)", w.Ref(), len(ready), want, total); msg != last {
-			fmt.Fprintln(out, msg)
-			last = msg
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%s: agents not ready after %s (%s): check `kubectl -n %s get pods` and that detour is installed (`detour install`): %w",
-				w.Ref(), timeout, last, w.Namespace, ctx.Err())
-		case <-time.After(500 * time.Millisecond):
-		}
+		return false, fmt.Sprintf("waiting for %s: %d of %d pods have a ready agent (%d pods in all)", w.Ref(), len(ready), want, total), nil
+	})
+	switch {
+	case timedOut:
+		return nil, fmt.Errorf("%s: agents not ready after %s (%s): check `kubectl -n %s get pods` and that detour is installed (`detour install`): %w",
+			w.Ref(), timeout, r.Last, w.Namespace, err)
+	case err != nil:
+		return nil, err
 	}
+	return ready, nil
 }
 
 // WaitForEndpoints waits until every ready endpoint of the Service is a pod
 // with a ready agent, so that traffic sent through the Service right after
 // `detour intercept` returns does not land on a pod of the previous rollout.
 func WaitForEndpoints(ctx context.Context, cs kubernetes.Interface, namespace, service string, agentPods []corev1.Pod, timeout time.Duration, out io.Writer) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
 	agents := map[string]bool{}
 	for _, p := range agentPods {
 		agents[p.Name] = true
 	}
-	last := ""
-	for {
+	_, timedOut, err := poll.Until(ctx, 250*time.Millisecond, timeout, out, func(ctx context.Context) (bool, string, error) {
 		slices, err := cs.DiscoveryV1().EndpointSlices(namespace).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + service})
 		if err != nil {
-			return fmt.Errorf("list endpoints of service %s: %w", service, err)
+			return false, "", fmt.Errorf("list endpoints of service %s: %w", service, err)
 		}
 		stale, ready := 0, 0
 		for _, s := range slices.Items {
@@ -212,17 +207,16 @@ func WaitForEndpoints(ctx context.Context, cs kubernetes.Interface, namespace, s
 				}
 			}
 		}
-		if stale == 0 && ready > 0 {
-			return nil
+		switch {
+		case stale == 0 && ready > 0:
+			return true, "", nil
+		case ready == 0:
+			return false, "", nil // nothing to report until the Service has endpoints
 		}
-		if msg := fmt.Sprintf("waiting for service %s: %d of %d ready endpoints are pods without the agent", service, stale, ready); msg != last && ready > 0 {
-			fmt.Fprintln(out, msg)
-			last = msg
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("service %s still sends traffic to pods without the agent after %s: %w", service, timeout, ctx.Err())
-		case <-time.After(250 * time.Millisecond):
-		}
+		return false, fmt.Sprintf("waiting for service %s: %d of %d ready endpoints are pods without the agent", service, stale, ready), nil
+	})
+	if timedOut {
+		return fmt.Errorf("service %s still sends traffic to pods without the agent after %s: %w", service, timeout, err)
 	}
+	return err
 }
