@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
@@ -21,6 +22,7 @@ import (
 	"github.com/detour-dev/detour/client/internal/kube"
 	"github.com/detour-dev/detour/client/internal/poll"
 	"github.com/detour-dev/detour/client/internal/resolve"
+	"github.com/detour-dev/detour/client/internal/workload"
 	"github.com/detour-dev/detour/internal/version"
 )
 
@@ -114,7 +116,13 @@ func (a *app) clients(ctx context.Context) (*rest.Config, kubernetes.Interface, 
 	if _, err := pcs.Discovery().ServerVersion(); err != nil {
 		return nil, nil, fmt.Errorf("cannot reach the cluster at %s (check --kubeconfig and --context): %w", rc.Host, err)
 	}
-	return rc, cs, nil
+	// The dynamic client reaches the workload kinds served by custom
+	// resources (Argo Rollouts).
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, nil, err
+	}
+	return rc, workload.WithDynamic(cs, dyn), nil
 }
 
 // namespaceWorkloads reads the namespace's workloads, for commands that take

@@ -57,7 +57,8 @@ func (a *app) interceptCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "intercept NAME --port LOCAL[:SVCPORT] [flags] [-- CMD ARGS...]",
 		Short: "Send a workload's traffic to a port on your workstation",
-		Long: `Intercept the traffic of a Deployment, ReplicaSet or StatefulSet.
+		Long: `Intercept the traffic of a Deployment, ReplicaSet, StatefulSet or Argo
+Rollout (argoproj.io Rollout, where the cluster serves it).
 
 NAME is the workload. With -n NS (and no --workload) the intercept is named
 NAME-NS; with --workload W, NAME is the intercept's name and W the workload.

@@ -39,11 +39,11 @@ func (a *app) listCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List the namespace's interceptable workloads, their agents and your intercepts",
-		Long: `List the Deployments, ReplicaSets and StatefulSets of the namespace (-n, else
-the kubeconfig's), or of every namespace you may list (-A), with the Services
-that select them, whether the detour agent runs in their pods, and your
-intercepts on them. -l keeps the workloads whose labels match a selector,
-as kubectl's -l does.`,
+		Long: `List the Deployments, ReplicaSets, StatefulSets and Argo Rollouts of the
+namespace (-n, else the kubeconfig's), or of every namespace you may list
+(-A), with the Services that select them, whether the detour agent runs in
+their pods, and your intercepts on them. -l keeps the workloads whose labels
+match a selector, as kubectl's -l does.`,
 		Example: `  detour list -n shop
   detour list -A -l team=payments
   detour list -o json`,
@@ -151,7 +151,7 @@ func (a *app) printList(entries []ListEntry, ns string, f listFlags, takes map[s
 		if f.selector != "" {
 			where += " matching " + f.selector
 		}
-		fmt.Fprintf(a.out, "No Deployments, ReplicaSets or StatefulSets %s.\n", where)
+		fmt.Fprintf(a.out, "No Deployments, ReplicaSets, StatefulSets or Rollouts %s.\n", where)
 		return nil
 	}
 	cols := []string{"WORKLOAD", "SERVICES", "AGENT", "INTERCEPTED BY YOU"}

@@ -38,6 +38,7 @@ const (
 	KindDeployment  = workload.KindDeployment
 	KindReplicaSet  = workload.KindReplicaSet
 	KindStatefulSet = workload.KindStatefulSet
+	KindRollout     = workload.KindRollout
 )
 
 // Workload is the part of a workload object detour needs.
@@ -93,7 +94,7 @@ type Candidates struct {
 }
 
 // All are the candidates that are workloads of their own (not the
-// ReplicaSets of a Deployment), typed ones first.
+// ReplicaSets of a Deployment or a Rollout), typed ones first.
 func (c Candidates) All() []Workload {
 	var objs []runtime.Object
 	for i := range c.Deployments {
@@ -121,16 +122,21 @@ func (c Candidates) All() []Workload {
 // kindNames is "Deployment, ReplicaSet or StatefulSet": the kinds listed,
 // sorted, each followed by suffix ("s": "Deployments, ...").
 func (c Candidates) kindNames(suffix string) string {
-	ks := c.Kinds
-	if len(ks) == 0 {
-		ks = workload.Builtin()
-	}
+	ks := c.kinds()
 	names := make([]string, len(ks))
 	for i, k := range ks {
 		names[i] = k + suffix
 	}
 	slices.Sort(names)
 	return orList(names)
+}
+
+// kinds are the kinds listed: none said, the built-in ones.
+func (c Candidates) kinds() []string {
+	if len(c.Kinds) == 0 {
+		return workload.Builtin()
+	}
+	return c.Kinds
 }
 
 // orList is "a", "a or b", "a, b or c".
@@ -142,8 +148,9 @@ func orList(s []string) string {
 }
 
 // FindWorkload finds name among the candidates. name may be "kind/name"
-// (deployment/hello, rs/hello, sts/hello) to pick a kind. ReplicaSets owned
-// by a Deployment are skipped: their owner is the workload.
+// (deployment/hello, rs/hello, sts/hello, rollout/hello) to pick a kind.
+// ReplicaSets owned by a Deployment or a Rollout are skipped: their owner is
+// the workload.
 func FindWorkload(name, namespace string, c Candidates) (Workload, error) {
 	kindFilter := ""
 	if k, n, ok := strings.Cut(name, "/"); ok {
@@ -173,11 +180,27 @@ func FindWorkload(name, namespace string, c Candidates) (Workload, error) {
 			names[i] = w.Ref()
 		}
 		hint := "it has no " + c.kindNames("s")
+		// The built-in kinds first, then those of custom resources the
+		// cluster serves: "no Deployment, ReplicaSet or StatefulSet named
+		// "x" in namespace "ns", nor a Rollout".
+		var builtin, custom []string
+		for _, k := range c.kinds() {
+			if kk, err := workload.ByName(k); err == nil && kk.Custom {
+				custom = append(custom, "a "+k)
+			} else {
+				builtin = append(builtin, k)
+			}
+		}
+		slices.Sort(builtin)
+		nor := ""
+		if len(custom) > 0 {
+			nor = ", nor " + orList(custom)
+		}
 		if len(names) > 0 {
 			slices.Sort(names)
 			hint = "it has: " + strings.Join(names, ", ")
 		}
-		return Workload{}, fmt.Errorf("no %s named %q in namespace %q (%s): %w", c.kindNames(""), name, namespace, hint, ErrWorkloadNotFound)
+		return Workload{}, fmt.Errorf("no %s named %q in namespace %q%s (%s): %w", orList(builtin), name, namespace, nor, hint, ErrWorkloadNotFound)
 	default:
 		refs := make([]string, len(found))
 		for i, w := range found {

@@ -214,3 +214,33 @@ func TestContainerPortWithSeveralContainers(t *testing.T) {
 		}
 	}
 }
+
+// TestFindWorkloadRollout: Argo Rollouts' Rollout is a kind like the
+// others (rollout/NAME, ro/NAME); its ReplicaSets are left to it; a
+// "not found" names it only where the cluster serves it.
+func TestFindWorkloadRollout(t *testing.T) {
+	tmpl := template(map[string]string{"app": "web"}, corev1.Container{Name: "app"})
+	ro := Workload{Kind: KindRollout, Name: "web", Namespace: "ns", Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}, Template: tmpl}
+	rs := Workload{Kind: KindReplicaSet, Name: "web-6f9c", Namespace: "ns", Template: tmpl, Controlled: true}
+	c := Candidates{Workloads: []Workload{rs, ro}, Kinds: []string{KindDeployment, KindStatefulSet, KindReplicaSet, KindRollout}}
+	for _, in := range []string{"web", "rollout/web", "ro/web", "Rollouts/web"} {
+		if w, err := FindWorkload(in, "ns", c); err != nil || w.Kind != KindRollout || w.Ref() != "rollout/web" {
+			t.Errorf("%s: %+v %v", in, w, err)
+		}
+	}
+	_, err := FindWorkload("web-6f9c", "ns", c)
+	if !errors.Is(err, ErrWorkloadNotFound) || !strings.Contains(err.Error(), `no Deployment, ReplicaSet or StatefulSet named "web-6f9c" in namespace "ns", nor a Rollout (it has: rollout/web)`) {
+		t.Errorf("a Rollout's ReplicaSet: %v", err)
+	}
+	_, err = FindWorkload("nope", "ns", Candidates{Kinds: c.Kinds})
+	if !strings.Contains(err.Error(), "it has no Deployments, ReplicaSets, Rollouts or StatefulSets") {
+		t.Errorf("empty namespace: %v", err)
+	}
+	_, err = FindWorkload("nope", "ns", Candidates{Kinds: []string{KindDeployment, KindStatefulSet, KindReplicaSet}})
+	if strings.Contains(err.Error(), "Rollout") {
+		t.Errorf("a cluster without Argo Rollouts: %v", err)
+	}
+	if _, err := FindWorkload("job/x", "ns", c); err == nil || !strings.Contains(err.Error(), "rollout/") {
+		t.Errorf("unknown kind: %v", err)
+	}
+}

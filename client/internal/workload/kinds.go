@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 )
@@ -20,7 +21,11 @@ const (
 	KindDeployment  = "Deployment"
 	KindReplicaSet  = "ReplicaSet"
 	KindStatefulSet = "StatefulSet"
+	KindRollout     = "Rollout"
 )
+
+// RolloutResource is Argo Rollouts' Rollout (argoproj.io/v1alpha1).
+var RolloutResource = schema.GroupVersionResource{Group: "argoproj.io", Version: "v1alpha1", Resource: "rollouts"}
 
 // ErrUnsupportedKind: a workload of a kind that is not in Kinds.
 var ErrUnsupportedKind = errors.New("unsupported kind of workload")
@@ -39,8 +44,9 @@ type Kind struct {
 	// to that controller (the ReplicaSets of a Deployment or a Rollout).
 	SkipControlled bool
 	// Custom: served by a CustomResourceDefinition that a cluster may not
-	// have. Where it is not served, or not listable by the user, the kind
-	// has no workloads.
+	// have, reached through the dynamic client (WithDynamic). Where it is
+	// not served, or not listable by the user, or the clientset has no
+	// dynamic client, the kind has no workloads.
 	Custom bool
 	api    api
 }
@@ -68,6 +74,11 @@ var Kinds = []Kind{
 		api: typed(func(cs kubernetes.Interface, ns string) typedClient[*appsv1.ReplicaSet, *appsv1.ReplicaSetList] {
 			return cs.AppsV1().ReplicaSets(ns)
 		}, func(r *appsv1.ReplicaSet) spec { return spec{r.Spec.Replicas, r.Spec.Selector, r.Spec.Template} })},
+	// Argo Rollouts' controller rolls a Rollout's pods by its strategy
+	// (canary or blue-green); a strategy that pauses holds the wait for
+	// agents until it is promoted.
+	{Name: KindRollout, Aliases: []string{"rollout", "rollouts", "ro"}, Rolls: true, Custom: true,
+		api: custom{RolloutResource}},
 }
 
 // ByName is the kind the API calls name ("Deployment").
@@ -112,14 +123,14 @@ func (k Kind) Standalone(w Workload) bool { return !k.SkipControlled || !w.Contr
 
 // List lists the kind's objects in ns ("" for every namespace), the
 // controlled ones included. A custom kind that the cluster does not serve
-// (or the user may not list) has none.
+// (or the user may not list, or without a dynamic client) has none.
 // served says whether the kind could be listed.
 func (k Kind) List(ctx context.Context, cs kubernetes.Interface, ns string, opts metav1.ListOptions) (ws []Workload, served bool, err error) {
 	ws, err = k.api.list(ctx, cs, k.Name, ns, opts)
 	switch {
 	case err == nil:
 		return ws, true, nil
-	case k.Custom && (apierrors.IsNotFound(err) || apierrors.IsForbidden(err)):
+	case k.Custom && (errors.Is(err, errNoDynamic) || apierrors.IsNotFound(err) || apierrors.IsForbidden(err)):
 		return nil, false, nil
 	}
 	where := fmt.Sprintf("in %q", ns)

@@ -7,9 +7,13 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
@@ -82,6 +86,40 @@ var kindCases = []kindCase{
 			}
 			return o.Spec.Template.Annotations
 		}},
+	{kind: KindRollout, aliases: []string{"rollout", "rollouts", "ro"}, rolls: true,
+		object: func(n string, r *int32, c bool) runtime.Object { return rollout(n, r, c) },
+		clientset: func(objs ...runtime.Object) kubernetes.Interface {
+			return WithDynamic(fake.NewClientset(), dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
+				map[schema.GroupVersionResource]string{RolloutResource: "RolloutList"}, objs...))
+		},
+		annotations: func(t *testing.T, cs kubernetes.Interface, n string) map[string]string {
+			u, err := dynamicOf(cs).Resource(RolloutResource).Namespace("ns").Get(context.Background(), n, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, _, _ := unstructured.NestedStringMap(u.Object, "spec", "template", "metadata", "annotations")
+			return a
+		}},
+}
+
+// rollout is an Argo Rollout as the API serves it: unstructured, with the
+// spec of a Deployment plus a strategy.
+func rollout(name string, replicas *int32, controlled bool) *unstructured.Unstructured {
+	m := objMeta(name, controlled)
+	tmpl, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&template)
+	if err != nil {
+		panic(err)
+	}
+	sl, _ := runtime.DefaultUnstructuredConverter.ToUnstructured(sel)
+	spec := map[string]any{"selector": sl, "template": tmpl, "strategy": map[string]any{"canary": map[string]any{}}}
+	if replicas != nil {
+		spec["replicas"] = int64(*replicas)
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "spec": spec}}
+	u.SetName(m.Name)
+	u.SetNamespace(m.Namespace)
+	u.SetOwnerReferences(m.OwnerReferences)
+	return u
 }
 
 // TestKindsTable: every entry of Kinds has a row, and each row's kind
@@ -165,5 +203,49 @@ func TestListErrorNamesTheKind(t *testing.T) {
 	k, _ := ByName(KindStatefulSet)
 	if _, _, err := k.List(context.Background(), cs, "", metav1.ListOptions{}); err == nil || err.Error() != "list statefulsets in any namespace: boom" {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestRolloutsWhereNotServed: without a dynamic client, where the cluster
+// has no Rollout CRD, or where the user may not list Rollouts, the kind has
+// none and is not "served"; other errors are errors.
+func TestRolloutsWhereNotServed(t *testing.T) {
+	k, _ := ByName(KindRollout)
+	ctx := context.Background()
+	if ws, served, err := k.List(ctx, fake.NewClientset(), "ns", metav1.ListOptions{}); err != nil || served || len(ws) != 0 {
+		t.Errorf("no dynamic client: %v %v %v", ws, served, err)
+	}
+	for _, c := range []struct {
+		name    string
+		err     error
+		wantErr bool
+	}{
+		{"no CRD", apierrors.NewNotFound(RolloutResource.GroupResource(), ""), false},
+		{"forbidden", apierrors.NewForbidden(RolloutResource.GroupResource(), "", errors.New("rbac")), false},
+		{"server error", apierrors.NewInternalError(errors.New("etcd")), true},
+	} {
+		dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{RolloutResource: "RolloutList"})
+		dyn.PrependReactor("list", "rollouts", func(k8stesting.Action) (bool, runtime.Object, error) { return true, nil, c.err })
+		ws, served, err := k.List(ctx, WithDynamic(fake.NewClientset(), dyn), "ns", metav1.ListOptions{})
+		if (err != nil) != c.wantErr || served || len(ws) != 0 {
+			t.Errorf("%s: %v %v %v", c.name, ws, served, err)
+		}
+	}
+	if _, err := k.Replicas(ctx, fake.NewClientset(), "ns", "web"); !errors.Is(err, errNoDynamic) {
+		t.Errorf("Replicas without a dynamic client: %v", err)
+	}
+}
+
+// TestRolloutWithWorkloadRef: a Rollout whose pods come from another
+// object's template (spec.workloadRef) has no template to opt in.
+func TestRolloutWithWorkloadRef(t *testing.T) {
+	u := rollout("ref", nil, false)
+	unstructured.RemoveNestedField(u.Object, "spec", "template")
+	_ = unstructured.SetNestedMap(u.Object, map[string]any{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}, "spec", "workloadRef")
+	if w, ok := FromObject(u); ok {
+		t.Fatalf("FromObject = %+v: want none", w)
+	}
+	if _, ok := FromObject(rollout("ok", nil, false)); !ok {
+		t.Fatal("a Rollout with a template is a workload")
 	}
 }
