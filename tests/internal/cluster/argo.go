@@ -184,8 +184,18 @@ func DeployArgoRollouts(ctx context.Context, log *zap.Logger, cfg Config) error 
 	if _, err := sh(c, kubectl, "--kubeconfig", cfg.AdminKubeconfig(), "apply", "--server-side", "--force-conflicts", "-f", crds); err != nil {
 		return fmt.Errorf("apply argo rollouts CRDs: %w", err)
 	}
-	if _, err := sh(c, kubectl, "--kubeconfig", cfg.AdminKubeconfig(), "wait", "--for=condition=Established", "crd/rollouts.argoproj.io", "--timeout=60s"); err != nil {
-		return fmt.Errorf("argo rollouts CRDs: %w", err)
+	// Not `kubectl wait`: right after the create the CRD has no conditions
+	// yet, and kubectl wait fails on that instead of waiting.
+	established := func() bool {
+		out, err := Kubectl(c, cfg, "get", "crd/rollouts.argoproj.io", "-o", `jsonpath={.status.conditions[?(@.type=="Established")].status}`)
+		return err == nil && out == "True"
+	}
+	for !established() {
+		select {
+		case <-c.Done():
+			return fmt.Errorf("argo rollouts CRD not established: %w", c.Err())
+		case <-time.After(500 * time.Millisecond):
+		}
 	}
 	if _, err := shIn(c, []byte(argoManifest()), kubectl, "--kubeconfig", cfg.AdminKubeconfig(), "apply", "-f", "-"); err != nil {
 		return fmt.Errorf("apply argo rollouts controller: %w", err)
