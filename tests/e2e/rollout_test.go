@@ -95,7 +95,7 @@ func TestInterceptArgoRollout(t *testing.T) {
 	if l := u.must("list", "-n", ns); !strings.Contains(l.stdout, "rollout/web") || !strings.Contains(l.stdout, "yes (2/2 pods)") {
 		t.Errorf("list:\n%s", l)
 	}
-	u.must("leave", "web")
+	u.must("leave", "web-"+ns) // with -n, the intercept is NAME-NS
 	eventually(t, 10*time.Second, "the app answers after leave", func() bool { return strings.HasPrefix(who(url), "hello from web-") })
 
 	r = u.must("uninstall", "--agent", "rollout/web", "-n", ns)
