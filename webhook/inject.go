@@ -9,7 +9,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/detour-dev/detour/internal/annotations"
@@ -150,10 +149,7 @@ func inject(pod *corev1.Pod, services []corev1.Service, cfg InjectConfig) (*core
 func matchingServices(pod *corev1.Pod, services []corev1.Service) []corev1.Service {
 	var out []corev1.Service
 	for _, s := range services {
-		if len(s.Spec.Selector) == 0 || s.Spec.Type == corev1.ServiceTypeExternalName {
-			continue
-		}
-		if labels.SelectorFromSet(s.Spec.Selector).Matches(labels.Set(pod.Labels)) {
+		if podport.Selects(s, pod.Labels) {
 			out = append(out, s)
 		}
 	}

@@ -12,12 +12,15 @@ import (
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/detour-dev/detour/client/internal/daemon"
 	"github.com/detour-dev/detour/client/internal/kube"
+	"github.com/detour-dev/detour/client/internal/poll"
 	"github.com/detour-dev/detour/client/internal/resolve"
+	"github.com/detour-dev/detour/client/internal/workload"
 	"github.com/detour-dev/detour/internal/version"
 )
 
@@ -111,7 +114,13 @@ func (a *app) clients(ctx context.Context) (*rest.Config, kubernetes.Interface, 
 	if _, err := pcs.Discovery().ServerVersion(); err != nil {
 		return nil, nil, fmt.Errorf("cannot reach the cluster at %s (check --kubeconfig and --context): %w", rc.Host, err)
 	}
-	return rc, cs, nil
+	// The dynamic client reaches the workload kinds served by custom
+	// resources (Argo Rollouts).
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, nil, err
+	}
+	return rc, workload.WithDynamic(cs, dyn), nil
 }
 
 // namespaceWorkloads reads the namespace's workloads, for commands that take
@@ -363,9 +372,10 @@ func (a *app) quitCommand() *cobra.Command {
 			if err := c.Quit(cmd.Context()); err != nil {
 				return err
 			}
-			for i := 0; i < 100 && c.Running(cmd.Context()); i++ {
-				time.Sleep(100 * time.Millisecond)
-			}
+			// Wait (10 s at most) for it to be gone.
+			_, _, _ = poll.Until(cmd.Context(), 100*time.Millisecond, 10*time.Second, nil, func(ctx context.Context) (bool, string, error) {
+				return !c.Running(ctx), "", nil
+			})
 			fmt.Fprintln(a.out, "Left all intercepts; the daemon has stopped.")
 			return nil
 		},

@@ -54,16 +54,8 @@ func workloadNames(ctx context.Context, cs kubernetes.Interface, ns string, _ []
 		return nil
 	}
 	kinds := map[string][]string{}
-	for _, d := range c.Deployments {
-		kinds[d.Name] = append(kinds[d.Name], "deployment")
-	}
-	for _, rs := range c.ReplicaSets {
-		if metav1.GetControllerOf(&rs) == nil {
-			kinds[rs.Name] = append(kinds[rs.Name], "replicaset")
-		}
-	}
-	for _, s := range c.StatefulSets {
-		kinds[s.Name] = append(kinds[s.Name], "statefulset")
+	for _, w := range c.All() {
+		kinds[w.Name] = append(kinds[w.Name], strings.ToLower(w.Kind))
 	}
 	var out []string
 	for name, ks := range kinds {

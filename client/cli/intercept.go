@@ -21,8 +21,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -31,6 +29,7 @@ import (
 	"github.com/detour-dev/detour/client/internal/kube"
 	"github.com/detour-dev/detour/client/internal/nsexec"
 	"github.com/detour-dev/detour/client/internal/podfiles"
+	"github.com/detour-dev/detour/client/internal/poll"
 	"github.com/detour-dev/detour/client/internal/resolve"
 	"github.com/detour-dev/detour/internal/annotations"
 	"github.com/detour-dev/detour/tunnel"
@@ -61,7 +60,8 @@ func (a *app) interceptCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "intercept NAME --port LOCAL[:SVCPORT]... [flags] [-- CMD ARGS...]",
 		Short: "Send a workload's traffic to a port on your workstation",
-		Long: `Intercept the traffic of a Deployment, ReplicaSet or StatefulSet.
+		Long: `Intercept the traffic of a Deployment, ReplicaSet, StatefulSet or Argo
+Rollout (argoproj.io Rollout, where the cluster serves it).
 
 NAME is the workload. With -n NS (and no --workload) the intercept is named
 NAME-NS; with --workload W, NAME is the intercept's name and W the workload.
@@ -445,7 +445,7 @@ func (a *app) optIn(ctx context.Context, cs kubernetes.Interface, s interceptSet
 // handToDaemon asks the daemon (started when it is not running) to hold
 // the intercept, and returns once every pod holds it.
 func (a *app) handToDaemon(ctx context.Context, s interceptSettings, t interceptTarget, wantEnv bool) (*daemon.APIClient, daemon.InterceptStatus, error) {
-	sel, err := metav1.LabelSelectorAsSelector(t.w.Selector)
+	sel, err := t.w.PodSelector()
 	if err != nil {
 		return nil, daemon.InterceptStatus{}, err
 	}
@@ -549,8 +549,8 @@ func (a *app) injectAndWait(ctx context.Context, cs kubernetes.Interface, w reso
 		if kube.Injected(w) {
 			// The old pods' agents are ready too, for the other container:
 			// wait until every ready agent serves this one.
-			err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-				return agentsServe(ctx, cs, w, container), nil
+			_, _, err := poll.Until(ctx, 500*time.Millisecond, timeout, nil, func(ctx context.Context) (bool, string, error) {
+				return agentsServe(ctx, cs, w, container), "", nil
 			})
 			if err != nil {
 				return nil, fmt.Errorf("%s: its pods did not roll to agents serving container %q within %s: %w", w.Ref(), container, timeout, err)

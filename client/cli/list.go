@@ -14,6 +14,7 @@ import (
 
 	"github.com/detour-dev/detour/client/internal/kube"
 	"github.com/detour-dev/detour/client/internal/resolve"
+	"github.com/detour-dev/detour/internal/podport"
 	"github.com/detour-dev/detour/tunnel"
 )
 
@@ -39,11 +40,11 @@ func (a *app) listCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List the namespace's interceptable workloads, their agents and your intercepts",
-		Long: `List the Deployments, ReplicaSets and StatefulSets of the namespace (-n, else
-the kubeconfig's), or of every namespace you may list (-A), with the Services
-that select them, whether the detour agent runs in their pods, and your
-intercepts on them. -l keeps the workloads whose labels match a selector,
-as kubectl's -l does.`,
+		Long: `List the Deployments, ReplicaSets, StatefulSets and Argo Rollouts of the
+namespace (-n, else the kubeconfig's), or of every namespace you may list
+(-A), with the Services that select them, whether the detour agent runs in
+their pods, and your intercepts on them. -l keeps the workloads whose labels
+match a selector, as kubectl's -l does.`,
 		Example: `  detour list -n shop
   detour list -A -l team=payments
   detour list -o json`,
@@ -122,18 +123,7 @@ func listWorkloads(ctx context.Context, cs kubernetes.Interface, ns string, sel 
 	if err != nil {
 		return nil, err
 	}
-	var ws []resolve.Workload
-	for _, d := range cands.Deployments {
-		ws = append(ws, resolve.Workload{Kind: resolve.KindDeployment, Name: d.Name, Namespace: d.Namespace, Selector: d.Spec.Selector, Template: d.Spec.Template})
-	}
-	for _, rs := range cands.ReplicaSets {
-		if metav1.GetControllerOf(&rs) == nil {
-			ws = append(ws, resolve.Workload{Kind: resolve.KindReplicaSet, Name: rs.Name, Namespace: rs.Namespace, Selector: rs.Spec.Selector, Template: rs.Spec.Template})
-		}
-	}
-	for _, s := range cands.StatefulSets {
-		ws = append(ws, resolve.Workload{Kind: resolve.KindStatefulSet, Name: s.Name, Namespace: s.Namespace, Selector: s.Spec.Selector, Template: s.Spec.Template})
-	}
+	ws := cands.All()
 	entries := []ListEntry{}
 	for _, w := range ws {
 		ready, total, err := kube.AgentPods(ctx, cs, w)
@@ -162,7 +152,7 @@ func (a *app) printList(entries []ListEntry, ns string, f listFlags, takes map[s
 		if f.selector != "" {
 			where += " matching " + f.selector
 		}
-		fmt.Fprintf(a.out, "No Deployments, ReplicaSets or StatefulSets %s.\n", where)
+		fmt.Fprintf(a.out, "No Deployments, ReplicaSets, StatefulSets or Rollouts %s.\n", where)
 		return nil
 	}
 	cols := []string{"WORKLOAD", "SERVICES", "AGENT", "INTERCEPTED BY YOU"}
@@ -194,7 +184,7 @@ func (a *app) printList(entries []ListEntry, ns string, f listFlags, takes map[s
 func selecting(w resolve.Workload, svcs []corev1.Service) []string {
 	var names []string
 	for _, s := range svcs {
-		if s.Namespace == w.Namespace && len(s.Spec.Selector) > 0 && labels.SelectorFromSet(s.Spec.Selector).Matches(labels.Set(w.Template.Labels)) {
+		if s.Namespace == w.Namespace && podport.Selects(s, w.Template.Labels) {
 			names = append(names, s.Name)
 		}
 	}

@@ -22,6 +22,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
+	"github.com/detour-dev/detour/client/internal/poll"
+	"github.com/detour-dev/detour/client/internal/workload"
 	"github.com/detour-dev/detour/deploy"
 	"github.com/detour-dev/detour/internal/annotations"
 )
@@ -329,30 +331,24 @@ func clusterCIDRs(ctx context.Context, c kubernetes.Interface, opts *Options) er
 // waitReady waits until every webhook replica is updated and available and
 // the webhook configuration carries a caBundle.
 func waitReady(ctx context.Context, c kubernetes.Interface, opts Options) (int32, error) {
-	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
-	defer cancel()
-	tick := time.NewTicker(opts.PollInterval)
-	defer tick.Stop()
-	last := ""
-	for {
-		ready, msg, err := webhookReady(ctx, c)
+	var ready int32
+	msg := ""
+	_, timedOut, err := poll.Until(ctx, opts.PollInterval, opts.Timeout, opts.Progress, func(ctx context.Context) (bool, string, error) {
+		var err error
+		ready, msg, err = webhookReady(ctx, c)
 		if err != nil && !apierrors.IsNotFound(err) {
-			return 0, fmt.Errorf("%w: %w", ErrNotReady, err)
+			return false, "", fmt.Errorf("%w: %w", ErrNotReady, err)
 		}
-		if msg != last {
-			fmt.Fprintf(opts.Progress, "waiting for the webhook: %s\n", msg)
-			last = msg
-		}
-		if ready >= 0 {
-			return ready, nil
-		}
-		select {
-		case <-ctx.Done():
-			return 0, fmt.Errorf("%w after %s: %s\n%s\nsee: kubectl -n %s describe deployment %s", ErrNotReady, opts.Timeout, msg,
-				podProblems(context.Background(), c), Namespace, WebhookDeployment)
-		case <-tick.C:
-		}
+		return ready >= 0, "waiting for the webhook: " + msg, nil
+	})
+	switch {
+	case timedOut:
+		return 0, fmt.Errorf("%w after %s: %s\n%s\nsee: kubectl -n %s describe deployment %s", ErrNotReady, opts.Timeout, msg,
+			podProblems(context.Background(), c), Namespace, WebhookDeployment)
+	case err != nil:
+		return 0, err
 	}
+	return ready, nil
 }
 
 // webhookReady returns the ready replica count once the webhook is fully
@@ -387,27 +383,25 @@ func webhookReady(ctx context.Context, c kubernetes.Interface) (int32, string, e
 // up a new caBundle a moment after it is written; until then pods would
 // start without the agent.
 func waitInjecting(ctx context.Context, c kubernetes.Interface, opts Options) error {
-	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
-	defer cancel()
-	tick := time.NewTicker(opts.PollInterval)
-	defer tick.Stop()
-	for {
+	var last error
+	_, timedOut, err := poll.Until(ctx, opts.PollInterval, opts.Timeout, nil, func(ctx context.Context) (bool, string, error) {
 		ok, err := VerifyInjection(ctx, c, metav1.NamespaceDefault)
+		last = err
 		switch {
 		case errors.Is(err, ErrCannotVerify):
 			fmt.Fprintf(opts.Progress, "skipping the injection check: %v\n", err)
-			return nil
+			return true, "", nil
 		case ok:
 			fmt.Fprintln(opts.Progress, "webhook answering: a dry-run pod was injected")
-			return nil
+			return true, "", nil
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w: a dry-run pod in namespace %s was not injected after %s (last error: %v); see kubectl -n %s logs deployment/%s",
-				ErrNotReady, metav1.NamespaceDefault, opts.Timeout, err, Namespace, WebhookDeployment)
-		case <-tick.C:
-		}
+		return false, "", nil
+	})
+	if timedOut {
+		return fmt.Errorf("%w: a dry-run pod in namespace %s was not injected after %s (last error: %v); see kubectl -n %s logs deployment/%s",
+			ErrNotReady, metav1.NamespaceDefault, opts.Timeout, last, Namespace, WebhookDeployment)
 	}
+	return err
 }
 
 // ErrCannotVerify: the dry-run pod could not be submitted (no permission to
@@ -562,44 +556,23 @@ var injectAnnotationPatch = []byte(`[{"op":"remove","path":"/spec/template/metad
 	strings.ReplaceAll(annotations.Inject, "/", "~1") + `"}]`)
 
 // unannotateWorkloads removes detour.dev/inject from the pod templates of
-// every Deployment, StatefulSet and standalone ReplicaSet carrying it. A
-// ReplicaSet owned by a Deployment is left to the Deployment.
+// every workload carrying it, of each kind in the table
+// (client/internal/workload). A ReplicaSet owned by a Deployment or a
+// Rollout is left to its owner.
 func unannotateWorkloads(ctx context.Context, c kubernetes.Interface, progress io.Writer, sum *UninstallSummary) error {
-	all := metav1.NamespaceAll
-	deps, err := c.AppsV1().Deployments(all).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return fmt.Errorf("list deployments: %w", err)
-	}
-	for _, d := range deps.Items {
-		if optedIn(d.Spec.Template) {
-			if _, err := c.AppsV1().Deployments(d.Namespace).Patch(ctx, d.Name, types.JSONPatchType, injectAnnotationPatch, metav1.PatchOptions{FieldManager: FieldManager}); err != nil && !apierrors.IsNotFound(err) {
-				return fmt.Errorf("remove %s from deployment %s/%s: %w", annotations.Inject, d.Namespace, d.Name, err)
-			}
-			noted(progress, sum, ObjectRef{"Deployment", d.Namespace, d.Name})
+	for _, k := range workload.Kinds {
+		ws, _, err := k.List(ctx, c, metav1.NamespaceAll, metav1.ListOptions{})
+		if err != nil {
+			return err
 		}
-	}
-	sets, err := c.AppsV1().StatefulSets(all).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return fmt.Errorf("list statefulsets: %w", err)
-	}
-	for _, s := range sets.Items {
-		if optedIn(s.Spec.Template) {
-			if _, err := c.AppsV1().StatefulSets(s.Namespace).Patch(ctx, s.Name, types.JSONPatchType, injectAnnotationPatch, metav1.PatchOptions{FieldManager: FieldManager}); err != nil && !apierrors.IsNotFound(err) {
-				return fmt.Errorf("remove %s from statefulset %s/%s: %w", annotations.Inject, s.Namespace, s.Name, err)
+		for _, w := range ws {
+			if !optedIn(w.Template) || !k.Standalone(w) {
+				continue
 			}
-			noted(progress, sum, ObjectRef{"StatefulSet", s.Namespace, s.Name})
-		}
-	}
-	rss, err := c.AppsV1().ReplicaSets(all).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return fmt.Errorf("list replicasets: %w", err)
-	}
-	for _, rs := range rss.Items {
-		if optedIn(rs.Spec.Template) && metav1.GetControllerOf(&rs) == nil {
-			if _, err := c.AppsV1().ReplicaSets(rs.Namespace).Patch(ctx, rs.Name, types.JSONPatchType, injectAnnotationPatch, metav1.PatchOptions{FieldManager: FieldManager}); err != nil && !apierrors.IsNotFound(err) {
-				return fmt.Errorf("remove %s from replicaset %s/%s: %w", annotations.Inject, rs.Namespace, rs.Name, err)
+			if err := k.Patch(ctx, c, w.Namespace, w.Name, types.JSONPatchType, injectAnnotationPatch, metav1.PatchOptions{FieldManager: FieldManager}); err != nil && !apierrors.IsNotFound(err) {
+				return fmt.Errorf("remove %s from %s %s/%s: %w", annotations.Inject, strings.ToLower(k.Name), w.Namespace, w.Name, err)
 			}
-			noted(progress, sum, ObjectRef{"ReplicaSet", rs.Namespace, rs.Name})
+			noted(progress, sum, ObjectRef{k.Name, w.Namespace, w.Name}, k.Rolls)
 		}
 	}
 	return nil
@@ -610,9 +583,9 @@ func optedIn(t corev1.PodTemplateSpec) bool {
 	return ok
 }
 
-func noted(progress io.Writer, sum *UninstallSummary, r ObjectRef) {
+func noted(progress io.Writer, sum *UninstallSummary, r ObjectRef, rolls bool) {
 	msg := "rolls out without the agent"
-	if r.Kind == "ReplicaSet" {
+	if !rolls {
 		msg = "keeps its agent-carrying pods until they are replaced (a bare ReplicaSet does not roll)"
 	}
 	fmt.Fprintf(progress, "removed %s from %s: %s\n", annotations.Inject, r, msg)

@@ -13,6 +13,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"time"
+
+	"github.com/detour-dev/detour/client/internal/poll"
 )
 
 // ErrNotRunning means no daemon answers on the socket.
@@ -66,14 +68,13 @@ func (c *APIClient) EnsureRunning(ctx context.Context, args []string, logPath st
 		return fmt.Errorf("start daemon: %w", err)
 	}
 	_ = cmd.Process.Release()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if c.Running(ctx) {
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
+	_, timedOut, _ := poll.Until(ctx, 50*time.Millisecond, 10*time.Second, nil, func(ctx context.Context) (bool, string, error) {
+		return c.Running(ctx), "", nil
+	})
+	if timedOut {
+		return fmt.Errorf("the daemon did not start within 10s: see %s", logPath)
 	}
-	return fmt.Errorf("the daemon did not start within 10s: see %s", logPath)
+	return nil
 }
 
 func (c *APIClient) do(ctx context.Context, method, path string, in, out any) error {

@@ -7,7 +7,6 @@ import (
 	"io"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -15,7 +14,9 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/detour-dev/detour/client/internal/poll"
 	"github.com/detour-dev/detour/client/internal/resolve"
+	"github.com/detour-dev/detour/client/internal/workload"
 	"github.com/detour-dev/detour/internal/annotations"
 )
 
@@ -28,28 +29,23 @@ func Candidates(ctx context.Context, cs kubernetes.Interface, namespace string) 
 	return Workloads(ctx, cs, namespace, labels.Everything())
 }
 
-// Workloads lists the Deployments, ReplicaSets and StatefulSets whose
-// labels sel matches, in namespace ("" for every namespace).
+// Workloads lists the workloads of every kind in the table
+// (client/internal/workload) whose labels sel matches, in namespace (""
+// for every namespace). A custom kind the cluster does not serve is left
+// out, and out of the kinds the candidates name.
 func Workloads(ctx context.Context, cs kubernetes.Interface, namespace string, sel labels.Selector) (resolve.Candidates, error) {
 	var c resolve.Candidates
 	opts := metav1.ListOptions{LabelSelector: sel.String()}
-	where := fmt.Sprintf("in %q", namespace)
-	if namespace == metav1.NamespaceAll {
-		where = "in any namespace"
+	for _, k := range workload.Kinds {
+		ws, served, err := k.List(ctx, cs, namespace, opts)
+		if err != nil {
+			return resolve.Candidates{}, err
+		}
+		if served {
+			c.Workloads = append(c.Workloads, ws...)
+			c.Kinds = append(c.Kinds, k.Name)
+		}
 	}
-	d, err := cs.AppsV1().Deployments(namespace).List(ctx, opts)
-	if err != nil {
-		return c, fmt.Errorf("list deployments %s: %w", where, err)
-	}
-	rs, err := cs.AppsV1().ReplicaSets(namespace).List(ctx, opts)
-	if err != nil {
-		return c, fmt.Errorf("list replicasets %s: %w", where, err)
-	}
-	sts, err := cs.AppsV1().StatefulSets(namespace).List(ctx, opts)
-	if err != nil {
-		return c, fmt.Errorf("list statefulsets %s: %w", where, err)
-	}
-	c.Deployments, c.ReplicaSets, c.StatefulSets = d.Items, rs.Items, sts.Items
 	return c, nil
 }
 
@@ -91,23 +87,17 @@ func SetAppContainer(ctx context.Context, cs kubernetes.Interface, w resolve.Wor
 }
 
 // patchTemplateAnnotations merges ann (nil values delete) into the
-// workload's pod template annotations; ReplicaSets, which do not roll,
-// get their pods deleted.
+// workload's pod template annotations; a kind that does not roll
+// (a bare ReplicaSet) gets its pods deleted.
 func patchTemplateAnnotations(ctx context.Context, cs kubernetes.Interface, w resolve.Workload, ann map[string]any) error {
+	k, err := workload.ByName(w.Kind)
+	if err != nil {
+		return fmt.Errorf("%s: %w", w.Ref(), err)
+	}
 	patch, _ := json.Marshal(map[string]any{"spec": map[string]any{"template": map[string]any{"metadata": map[string]any{"annotations": ann}}}})
-	var err error
-	switch w.Kind {
-	case resolve.KindDeployment:
-		_, err = cs.AppsV1().Deployments(w.Namespace).Patch(ctx, w.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "detour"})
-	case resolve.KindStatefulSet:
-		_, err = cs.AppsV1().StatefulSets(w.Namespace).Patch(ctx, w.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "detour"})
-	case resolve.KindReplicaSet:
-		_, err = cs.AppsV1().ReplicaSets(w.Namespace).Patch(ctx, w.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "detour"})
-		if err == nil {
-			err = deletePods(ctx, cs, w)
-		}
-	default:
-		return fmt.Errorf("%s: unsupported kind", w.Ref())
+	err = k.Patch(ctx, cs, w.Namespace, w.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "detour"})
+	if err == nil && !k.Rolls {
+		err = deletePods(ctx, cs, w)
 	}
 	if err != nil {
 		return fmt.Errorf("annotate %s in %s: %w", w.Ref(), w.Namespace, err)
@@ -116,7 +106,7 @@ func patchTemplateAnnotations(ctx context.Context, cs kubernetes.Interface, w re
 }
 
 func deletePods(ctx context.Context, cs kubernetes.Interface, w resolve.Workload) error {
-	sel, err := metav1.LabelSelectorAsSelector(w.Selector)
+	sel, err := w.PodSelector()
 	if err != nil {
 		return err
 	}
@@ -126,9 +116,9 @@ func deletePods(ctx context.Context, cs kubernetes.Interface, w resolve.Workload
 // AgentPods returns the workload's pods that are running with a ready
 // agent, and how many pods it has in all.
 func AgentPods(ctx context.Context, cs kubernetes.Interface, w resolve.Workload) (ready []corev1.Pod, total int, err error) {
-	sel, err := metav1.LabelSelectorAsSelector(w.Selector)
+	sel, err := w.PodSelector()
 	if err != nil {
-		return nil, 0, fmt.Errorf("%s selector: %w", w.Ref(), err)
+		return nil, 0, err
 	}
 	pods, err := cs.CoreV1().Pods(w.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
 	if err != nil {
@@ -157,81 +147,53 @@ func agentReady(p corev1.Pod) bool {
 
 // Replicas is the workload's desired pod count, read fresh.
 func Replicas(ctx context.Context, cs kubernetes.Interface, w resolve.Workload) (int, error) {
-	var r *int32
-	switch w.Kind {
-	case resolve.KindDeployment:
-		d, err := cs.AppsV1().Deployments(w.Namespace).Get(ctx, w.Name, metav1.GetOptions{})
-		if err != nil {
-			return 0, err
-		}
-		r = d.Spec.Replicas
-	case resolve.KindStatefulSet:
-		s, err := cs.AppsV1().StatefulSets(w.Namespace).Get(ctx, w.Name, metav1.GetOptions{})
-		if err != nil {
-			return 0, err
-		}
-		r = s.Spec.Replicas
-	case resolve.KindReplicaSet:
-		s, err := cs.AppsV1().ReplicaSets(w.Namespace).Get(ctx, w.Name, metav1.GetOptions{})
-		if err != nil {
-			return 0, err
-		}
-		r = s.Spec.Replicas
+	k, err := workload.ByName(w.Kind)
+	if err != nil {
+		return 0, err
 	}
-	if r == nil {
-		return 1, nil
-	}
-	return int(*r), nil
+	return k.Replicas(ctx, cs, w.Namespace, w.Name)
 }
 
 // WaitForAgents waits until every desired replica runs a ready agent and no
 // pod without one is left, reporting progress on out.
 func WaitForAgents(ctx context.Context, cs kubernetes.Interface, w resolve.Workload, timeout time.Duration, out io.Writer) ([]corev1.Pod, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	last := ""
-	for {
+	var ready []corev1.Pod
+	r, timedOut, err := poll.Until(ctx, 500*time.Millisecond, timeout, out, func(ctx context.Context) (bool, string, error) {
 		want, err := Replicas(ctx, cs, w)
 		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", w.Ref(), err)
+			return false, "", fmt.Errorf("read %s: %w", w.Ref(), err)
 		}
-		ready, total, err := AgentPods(ctx, cs, w)
-		if err != nil {
-			return nil, err
+		var total int
+		if ready, total, err = AgentPods(ctx, cs, w); err != nil {
+			return false, "", err
 		}
 		if len(ready) >= want && total == len(ready) && want > 0 {
-			return ready, nil
+			return true, "", nil
 		}
-		if msg := fmt.Sprintf("waiting for %s: %d of %d pods have a ready agent (%d pods in all)", w.Ref(), len(ready), want, total); msg != last {
-			fmt.Fprintln(out, msg)
-			last = msg
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%s: agents not ready after %s (%s): check `kubectl -n %s get pods` and that detour is installed (`detour install`): %w",
-				w.Ref(), timeout, last, w.Namespace, ctx.Err())
-		case <-time.After(500 * time.Millisecond):
-		}
+		return false, fmt.Sprintf("waiting for %s: %d of %d pods have a ready agent (%d pods in all)", w.Ref(), len(ready), want, total), nil
+	})
+	switch {
+	case timedOut:
+		return nil, fmt.Errorf("%s: agents not ready after %s (%s): check `kubectl -n %s get pods` and that detour is installed (`detour install`): %w",
+			w.Ref(), timeout, r.Last, w.Namespace, err)
+	case err != nil:
+		return nil, err
 	}
+	return ready, nil
 }
-
-var _ = appsv1.Deployment{}
 
 // WaitForEndpoints waits until every ready endpoint of the Service is a pod
 // with a ready agent, so that traffic sent through the Service right after
 // `detour intercept` returns does not land on a pod of the previous rollout.
 func WaitForEndpoints(ctx context.Context, cs kubernetes.Interface, namespace, service string, agentPods []corev1.Pod, timeout time.Duration, out io.Writer) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
 	agents := map[string]bool{}
 	for _, p := range agentPods {
 		agents[p.Name] = true
 	}
-	last := ""
-	for {
+	_, timedOut, err := poll.Until(ctx, 250*time.Millisecond, timeout, out, func(ctx context.Context) (bool, string, error) {
 		slices, err := cs.DiscoveryV1().EndpointSlices(namespace).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + service})
 		if err != nil {
-			return fmt.Errorf("list endpoints of service %s: %w", service, err)
+			return false, "", fmt.Errorf("list endpoints of service %s: %w", service, err)
 		}
 		stale, ready := 0, 0
 		for _, s := range slices.Items {
@@ -245,17 +207,16 @@ func WaitForEndpoints(ctx context.Context, cs kubernetes.Interface, namespace, s
 				}
 			}
 		}
-		if stale == 0 && ready > 0 {
-			return nil
+		switch {
+		case stale == 0 && ready > 0:
+			return true, "", nil
+		case ready == 0:
+			return false, "", nil // nothing to report until the Service has endpoints
 		}
-		if msg := fmt.Sprintf("waiting for service %s: %d of %d ready endpoints are pods without the agent", service, stale, ready); msg != last && ready > 0 {
-			fmt.Fprintln(out, msg)
-			last = msg
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("service %s still sends traffic to pods without the agent after %s: %w", service, timeout, ctx.Err())
-		case <-time.After(250 * time.Millisecond):
-		}
+		return false, fmt.Sprintf("waiting for service %s: %d of %d ready endpoints are pods without the agent", service, stale, ready), nil
+	})
+	if timedOut {
+		return fmt.Errorf("service %s still sends traffic to pods without the agent after %s: %w", service, timeout, err)
 	}
+	return err
 }

@@ -9,10 +9,11 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/detour-dev/detour/client/internal/workload"
 	"github.com/detour-dev/detour/internal/podport"
 )
 
@@ -32,24 +33,16 @@ var (
 	ErrNotTCP             = errors.New("the service port is not TCP")
 )
 
-// Kinds of workload detour intercepts.
+// Kinds of workload detour intercepts (the table: client/internal/workload).
 const (
-	KindDeployment  = "Deployment"
-	KindReplicaSet  = "ReplicaSet"
-	KindStatefulSet = "StatefulSet"
+	KindDeployment  = workload.KindDeployment
+	KindReplicaSet  = workload.KindReplicaSet
+	KindStatefulSet = workload.KindStatefulSet
+	KindRollout     = workload.KindRollout
 )
 
-// Workload is the part of a Deployment, ReplicaSet or StatefulSet detour needs.
-type Workload struct {
-	Kind      string
-	Name      string
-	Namespace string
-	Selector  *metav1.LabelSelector
-	Template  corev1.PodTemplateSpec
-}
-
-// Ref is "Kind/name", as shown to users.
-func (w Workload) Ref() string { return strings.ToLower(w.Kind) + "/" + w.Name }
+// Workload is the part of a workload object detour needs.
+type Workload = workload.Workload
 
 // Names decides the intercept's name and the workload's name. With -n NS and
 // no --workload, NAME is the workload and the intercept is NAME-NS; with
@@ -85,75 +78,129 @@ func ParsePort(s string) (PortSpec, error) {
 	return PortSpec{Local: uint16(n), Service: svc}, nil
 }
 
-// Candidates are the workloads of a namespace, by kind.
+// Candidates are the workloads of a namespace.
 type Candidates struct {
+	// Workloads are the workloads as listed through the kinds table,
+	// controlled ones included.
+	Workloads []Workload
+	// Kinds are the kinds that were listed (a cluster may not serve the
+	// custom ones), named when nothing matches; none: the built-in kinds.
+	Kinds []string
+	// Deployments, ReplicaSets and StatefulSets are typed objects, for a
+	// caller that holds them so; they count as Workloads of their kind.
 	Deployments  []appsv1.Deployment
 	ReplicaSets  []appsv1.ReplicaSet
 	StatefulSets []appsv1.StatefulSet
 }
 
+// All are the candidates that are workloads of their own (not the
+// ReplicaSets of a Deployment or a Rollout), typed ones first.
+func (c Candidates) All() []Workload {
+	var objs []runtime.Object
+	for i := range c.Deployments {
+		objs = append(objs, &c.Deployments[i])
+	}
+	for i := range c.StatefulSets {
+		objs = append(objs, &c.StatefulSets[i])
+	}
+	for i := range c.ReplicaSets {
+		objs = append(objs, &c.ReplicaSets[i])
+	}
+	var out []Workload
+	for _, o := range objs {
+		if w, ok := workload.FromObject(o); ok {
+			out = append(out, w)
+		}
+	}
+	out = append(out, c.Workloads...)
+	return slices.DeleteFunc(out, func(w Workload) bool {
+		k, err := workload.ByName(w.Kind)
+		return err != nil || !k.Standalone(w)
+	})
+}
+
+// kindNames is "Deployment, ReplicaSet or StatefulSet": the kinds listed,
+// sorted, each followed by suffix ("s": "Deployments, ...").
+func (c Candidates) kindNames(suffix string) string {
+	ks := c.kinds()
+	names := make([]string, len(ks))
+	for i, k := range ks {
+		names[i] = k + suffix
+	}
+	slices.Sort(names)
+	return orList(names)
+}
+
+// kinds are the kinds listed: none said, the built-in ones.
+func (c Candidates) kinds() []string {
+	if len(c.Kinds) == 0 {
+		return workload.Builtin()
+	}
+	return c.Kinds
+}
+
+// orList is "a", "a or b", "a, b or c".
+func orList(s []string) string {
+	if len(s) <= 1 {
+		return strings.Join(s, "")
+	}
+	return strings.Join(s[:len(s)-1], ", ") + " or " + s[len(s)-1]
+}
+
 // FindWorkload finds name among the candidates. name may be "kind/name"
-// (deployment/hello, rs/hello, sts/hello) to pick a kind. ReplicaSets owned
-// by a Deployment are skipped: their Deployment is the workload.
+// (deployment/hello, rs/hello, sts/hello, rollout/hello) to pick a kind.
+// ReplicaSets owned by a Deployment or a Rollout are skipped: their owner is
+// the workload.
 func FindWorkload(name, namespace string, c Candidates) (Workload, error) {
 	kindFilter := ""
 	if k, n, ok := strings.Cut(name, "/"); ok {
-		switch strings.ToLower(k) {
-		case "deployment", "deployments", "deploy":
-			kindFilter = KindDeployment
-		case "replicaset", "replicasets", "rs":
-			kindFilter = KindReplicaSet
-		case "statefulset", "statefulsets", "sts":
-			kindFilter = KindStatefulSet
-		default:
-			return Workload{}, fmt.Errorf("%q: unknown kind %q; use deployment/, replicaset/ or statefulset/: %w", name, k, ErrWorkloadNotFound)
+		kind, ok := workload.ByAlias(k)
+		if !ok {
+			var aliases []string
+			for _, kk := range workload.Kinds {
+				aliases = append(aliases, kk.Aliases[0]+"/")
+			}
+			return Workload{}, fmt.Errorf("%q: unknown kind %q; use %s: %w", name, k, orList(aliases), ErrWorkloadNotFound)
 		}
-		name = n
+		kindFilter, name = kind.Name, n
 	}
+	all := c.All()
 	var found []Workload
-	if kindFilter == "" || kindFilter == KindDeployment {
-		for _, d := range c.Deployments {
-			if d.Name == name {
-				found = append(found, Workload{KindDeployment, d.Name, d.Namespace, d.Spec.Selector, d.Spec.Template})
-			}
-		}
-	}
-	if kindFilter == "" || kindFilter == KindReplicaSet {
-		for _, rs := range c.ReplicaSets {
-			if rs.Name == name && metav1.GetControllerOf(&rs) == nil {
-				found = append(found, Workload{KindReplicaSet, rs.Name, rs.Namespace, rs.Spec.Selector, rs.Spec.Template})
-			}
-		}
-	}
-	if kindFilter == "" || kindFilter == KindStatefulSet {
-		for _, s := range c.StatefulSets {
-			if s.Name == name {
-				found = append(found, Workload{KindStatefulSet, s.Name, s.Namespace, s.Spec.Selector, s.Spec.Template})
-			}
+	for _, w := range all {
+		if w.Name == name && (kindFilter == "" || w.Kind == kindFilter) {
+			found = append(found, w)
 		}
 	}
 	switch len(found) {
 	case 1:
 		return found[0], nil
 	case 0:
-		var names []string
-		for _, d := range c.Deployments {
-			names = append(names, "deployment/"+d.Name)
+		names := make([]string, len(all))
+		for i, w := range all {
+			names[i] = w.Ref()
 		}
-		for _, rs := range c.ReplicaSets {
-			if metav1.GetControllerOf(&rs) == nil {
-				names = append(names, "replicaset/"+rs.Name)
+		hint := "it has no " + c.kindNames("s")
+		// The built-in kinds first, then those of custom resources the
+		// cluster serves: "no Deployment, ReplicaSet or StatefulSet named
+		// "x" in namespace "ns", nor a Rollout".
+		var builtin, custom []string
+		for _, k := range c.kinds() {
+			if kk, err := workload.ByName(k); err == nil && kk.Custom {
+				custom = append(custom, "a "+k)
+			} else {
+				builtin = append(builtin, k)
 			}
 		}
-		for _, s := range c.StatefulSets {
-			names = append(names, "statefulset/"+s.Name)
+		slices.Sort(builtin)
+		nor := ""
+		if len(custom) > 0 {
+			nor = ", nor " + orList(custom)
 		}
-		hint := "it has no Deployments, ReplicaSets or StatefulSets"
 		if len(names) > 0 {
 			slices.Sort(names)
 			hint = "it has: " + strings.Join(names, ", ")
 		}
-		return Workload{}, fmt.Errorf("no Deployment, ReplicaSet or StatefulSet named %q in namespace %q (%s): %w", name, namespace, hint, ErrWorkloadNotFound)
+		return Workload{}, fmt.Errorf("no %s named %q in namespace %q%s (%s): %w", orList(builtin), name, namespace, nor, hint, ErrWorkloadNotFound)
 	default:
 		refs := make([]string, len(found))
 		for i, w := range found {
@@ -164,16 +211,13 @@ func FindWorkload(name, namespace string, c Candidates) (Workload, error) {
 }
 
 // FindService picks the Service whose selector matches the workload's pods.
-// With pick set, it must be one of them. Services without a selector are
-// ignored (their endpoints are not the workload's pods).
+// With pick set, it must be one of them. Services that select no pod by
+// label are ignored (podport.Selects: no selector, or ExternalName).
 func FindService(w Workload, services []corev1.Service, pick string) (corev1.Service, error) {
 	podLabels := labels.Set(w.Template.Labels)
 	var matching []corev1.Service
 	for _, s := range services {
-		if len(s.Spec.Selector) == 0 {
-			continue
-		}
-		if labels.SelectorFromSet(s.Spec.Selector).Matches(podLabels) {
+		if podport.Selects(s, podLabels) {
 			matching = append(matching, s)
 		}
 	}

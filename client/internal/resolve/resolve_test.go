@@ -129,6 +129,20 @@ func TestFindService(t *testing.T) {
 	}
 }
 
+// TestFindServiceIgnoresExternalName: an ExternalName Service is a DNS
+// alias whose selector Kubernetes ignores; the webhook never counted it,
+// and now the CLI does not either (one rule, podport.Selects).
+func TestFindServiceIgnoresExternalName(t *testing.T) {
+	w := Workload{Kind: KindDeployment, Name: "web", Namespace: "ns", Template: template(map[string]string{"app": "web"})}
+	alias := svc("web-alias", map[string]string{"app": "web"})
+	alias.Spec.Type = corev1.ServiceTypeExternalName
+	alias.Spec.ExternalName = "web.example.test"
+	s, err := FindService(w, []corev1.Service{alias, svc("web", map[string]string{"app": "web"})}, "")
+	if err != nil || s.Name != "web" {
+		t.Fatalf("got %q, %v; want the one Service that reaches the pods", s.Name, err)
+	}
+}
+
 func TestFindServicePortAndContainerPort(t *testing.T) {
 	s := svc("web", nil,
 		corev1.ServicePort{Name: "http", Port: 80, TargetPort: intstr.FromString("web")},
@@ -198,5 +212,35 @@ func TestContainerPortWithSeveralContainers(t *testing.T) {
 		if port != c.port || got != c.got || !errors.Is(err, c.err) || (c.says != "" && !strings.Contains(fmt.Sprint(err), c.says)) {
 			t.Errorf("%v --container %q: %d %q %v; want %d %q %v saying %q", c.sp.TargetPort.String(), c.container, port, got, err, c.port, c.got, c.err, c.says)
 		}
+	}
+}
+
+// TestFindWorkloadRollout: Argo Rollouts' Rollout is a kind like the
+// others (rollout/NAME, ro/NAME); its ReplicaSets are left to it; a
+// "not found" names it only where the cluster serves it.
+func TestFindWorkloadRollout(t *testing.T) {
+	tmpl := template(map[string]string{"app": "web"}, corev1.Container{Name: "app"})
+	ro := Workload{Kind: KindRollout, Name: "web", Namespace: "ns", Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}, Template: tmpl}
+	rs := Workload{Kind: KindReplicaSet, Name: "web-6f9c", Namespace: "ns", Template: tmpl, Controlled: true}
+	c := Candidates{Workloads: []Workload{rs, ro}, Kinds: []string{KindDeployment, KindStatefulSet, KindReplicaSet, KindRollout}}
+	for _, in := range []string{"web", "rollout/web", "ro/web", "Rollouts/web"} {
+		if w, err := FindWorkload(in, "ns", c); err != nil || w.Kind != KindRollout || w.Ref() != "rollout/web" {
+			t.Errorf("%s: %+v %v", in, w, err)
+		}
+	}
+	_, err := FindWorkload("web-6f9c", "ns", c)
+	if !errors.Is(err, ErrWorkloadNotFound) || !strings.Contains(err.Error(), `no Deployment, ReplicaSet or StatefulSet named "web-6f9c" in namespace "ns", nor a Rollout (it has: rollout/web)`) {
+		t.Errorf("a Rollout's ReplicaSet: %v", err)
+	}
+	_, err = FindWorkload("nope", "ns", Candidates{Kinds: c.Kinds})
+	if !strings.Contains(err.Error(), "it has no Deployments, ReplicaSets, Rollouts or StatefulSets") {
+		t.Errorf("empty namespace: %v", err)
+	}
+	_, err = FindWorkload("nope", "ns", Candidates{Kinds: []string{KindDeployment, KindStatefulSet, KindReplicaSet}})
+	if strings.Contains(err.Error(), "Rollout") {
+		t.Errorf("a cluster without Argo Rollouts: %v", err)
+	}
+	if _, err := FindWorkload("job/x", "ns", c); err == nil || !strings.Contains(err.Error(), "rollout/") {
+		t.Errorf("unknown kind: %v", err)
 	}
 }

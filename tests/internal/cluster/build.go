@@ -25,8 +25,9 @@ var K8sBinaries = []string{"kube-apiserver", "kube-controller-manager", "kube-sc
 // binary, and leaving out the cloud back ends keeps the build short.
 var CoreDNSPlugins = []string{"errors", "log", "health", "ready", "kubernetes", "file", "cache", "loadbalance"}
 
-// EnsureBinaries builds etcd, the Kubernetes binaries and CoreDNS into the
-// cache, or reuses them when the cache already holds them.
+// EnsureBinaries builds etcd, the Kubernetes binaries, CoreDNS and the Argo
+// Rollouts controller into the cache, or reuses them when the cache already
+// holds them.
 func EnsureBinaries(ctx context.Context, log *zap.Logger, cfg Config) error {
 	if err := ensureEtcd(ctx, log, cfg); err != nil {
 		return err
@@ -34,7 +35,10 @@ func EnsureBinaries(ctx context.Context, log *zap.Logger, cfg Config) error {
 	if err := ensureK8s(ctx, log, cfg); err != nil {
 		return err
 	}
-	return ensureCoreDNS(ctx, log, cfg)
+	if err := ensureCoreDNS(ctx, log, cfg); err != nil {
+		return err
+	}
+	return ensureArgoRollouts(ctx, log, cfg)
 }
 
 func allExist(dir string, names []string) bool {

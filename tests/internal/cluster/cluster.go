@@ -91,6 +91,9 @@ func Up(ctx context.Context, log *zap.Logger, cfg Config) error {
 	if err := step("cluster DNS", func() error { return DeployDNS(ctx, log, cfg) }); err != nil {
 		return err
 	}
+	if err := step("argo rollouts", func() error { return DeployArgoRollouts(ctx, log, cfg) }); err != nil {
+		return err
+	}
 	if err := Precheck(ctx); err != nil {
 		return err
 	}

@@ -17,6 +17,11 @@ const (
 	// CoreDNSVersion is the github.com/coredns/coredns release built for the
 	// cluster DNS (its go.mod needs Go 1.26.0).
 	CoreDNSVersion = "v1.15.0"
+	// ArgoRolloutsVersion is the github.com/argoproj/argo-rollouts release
+	// whose controller the cluster runs, for detour's Rollout kind. v1.10.1
+	// is the newest that builds on Go 1.26.8 (v1.10.2 and v1.9.3 need
+	// 1.26.10); a cold build takes about 23 min on 2 shared cores.
+	ArgoRolloutsVersion = "v1.10.1"
 )
 
 // Address plan. All ranges live only inside the detour-k8s network namespace
@@ -120,11 +125,19 @@ func (c Config) CoreDNSBinary() string {
 	return filepath.Join(c.CacheDir, "coredns-"+CoreDNSVersion, "coredns")
 }
 
+// ArgoRolloutsDir is where the Argo Rollouts controller and its
+// CustomResourceDefinitions (crds/, from the module's manifests/crds) are
+// cached.
+func (c Config) ArgoRolloutsDir() string {
+	return filepath.Join(c.CacheDir, "argo-rollouts-"+ArgoRolloutsVersion)
+}
+
 // EtcdBinary is the cached etcd executable.
 func (c Config) EtcdBinary() string { return filepath.Join(c.EtcdBinDir(), "etcd") }
 
 // BinaryImages are the images of binaries the cluster builds from source:
-// CoreDNS (the cluster DNS) and etcd (the demo's data store).
+// CoreDNS (the cluster DNS), etcd (the demo's data store) and the Argo
+// Rollouts controller.
 func (c Config) BinaryImages() ([]images.Spec, error) {
 	coredns, err := images.CoreDNSSpec(c.CoreDNSBinary())
 	if err != nil {
@@ -134,5 +147,9 @@ func (c Config) BinaryImages() ([]images.Spec, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []images.Spec{coredns, etcd}, nil
+	argo, err := images.ArgoRolloutsSpec(filepath.Join(c.ArgoRolloutsDir(), "rollouts-controller"))
+	if err != nil {
+		return nil, err
+	}
+	return []images.Spec{coredns, etcd, argo}, nil
 }

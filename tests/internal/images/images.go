@@ -39,6 +39,9 @@ const (
 	Detour  = "detour.local/detour:dev"
 	CoreDNS = "detour.local/coredns:dev"
 	Etcd    = "detour.local/etcd:dev"
+	// ArgoRollouts is the Argo Rollouts controller, built from source by
+	// tests/internal/cluster.
+	ArgoRollouts = "detour.local/argo-rollouts:dev"
 )
 
 // NonRoot is the uid and gid the echo, detour, coredns and etcd images run as.
@@ -133,6 +136,13 @@ func CoreDNSSpec(bin string) (Spec, error) { return binarySpec(CoreDNS, "/coredn
 // entrypoint /etcd, uid 65532 (its data directory is the pod's to give,
 // an emptyDir in the demo).
 func EtcdSpec(bin string) (Spec, error) { return binarySpec(Etcd, "/etcd", bin) }
+
+// ArgoRolloutsSpec describes the Argo Rollouts controller image: the static
+// binary at /rollouts-controller, its entrypoint, uid 65532 (as upstream's
+// image runs it).
+func ArgoRolloutsSpec(bin string) (Spec, error) {
+	return binarySpec(ArgoRollouts, "/rollouts-controller", bin)
+}
 
 // binarySpec is an image of one static binary at path, its entrypoint.
 func binarySpec(ref, path, bin string) (Spec, error) {
