@@ -50,7 +50,7 @@ func splitFrames(t *testing.T, b []byte) [][]byte {
 // unchanged, and a longer one as its header and then its body.
 func TestSPDYFrameConnWritesEachFrameOnce(t *testing.T) {
 	frames := []spdy.Frame{
-		&spdy.SynStreamFrame{StreamId: 1, Headers: http.Header{"Streamtype": {"data"}, "Port": {"8080"}}},
+		&spdy.SynStreamFrame{StreamId: 1, Headers: http.Header{"Streamtype": {"data"}}}, // one key: the framer writes a header map in random order
 		&spdy.DataFrame{StreamId: 1, Data: bytes.Repeat([]byte{1}, 12)},
 		&spdy.DataFrame{StreamId: 1, Data: bytes.Repeat([]byte{2}, 1000)},
 		&spdy.PingFrame{Id: 7},
