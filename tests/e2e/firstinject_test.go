@@ -23,7 +23,7 @@ func TestFirstRequestAfterInjection(t *testing.T) {
 	u.must("install", "--image", images.Detour)
 	ns := createNamespace(ctx, t, cs, "first")
 	local := localServer(t, "workstation")
-	const runs = 3
+	const runs = 4
 	svcs := make([]string, runs)
 	for i := range svcs {
 		svc := deployWeb(ctx, t, cs, ns, fmt.Sprintf("web%d", i), 1)

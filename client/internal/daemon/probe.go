@@ -15,9 +15,12 @@ import (
 
 // The Service check (tunnel/spec.md, expect-probe): an intercept is
 // reported active once this many probe connections in a row, each through
-// the Service's ClusterIP from a pod, reached agents holding it.
+// the Service's ClusterIP from a pod, reached agents holding it. kube-proxy
+// may for a while send to the new pods and to a gone one alike, each
+// connection to either: with one stale endpoint of two, n answers in a row
+// happen by chance 1 in 2^n times (3 let a hang through in CI).
 const (
-	probesInARow = 3
+	probesInARow = 10
 	probeWait    = time.Second            // for one probe's answer
 	probeTTL     = tunnel.MaxProbeTTL / 2 // how long the agents stay armed
 	probePause   = 100 * time.Millisecond // after a probe that missed

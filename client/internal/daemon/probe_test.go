@@ -11,6 +11,8 @@ import (
 	"github.com/detour-dev/detour/tunnel"
 )
 
+func oks(n int) []error { return make([]error, n) }
+
 func TestProbeUntil(t *testing.T) {
 	miss := errors.New("reached a pod without the agent")
 	denied := fmt.Errorf("not a cluster destination: %w", tunnel.ErrDialDenied)
@@ -20,9 +22,9 @@ func TestProbeUntil(t *testing.T) {
 		want    string  // "" or a substring of the message
 		probes  int
 	}{
-		{"three in a row at once", []error{nil, nil, nil}, "", 3},
-		{"a miss starts the count again", []error{nil, nil, miss, nil, nil, nil}, "", 6},
-		{"never three in a row", []error{nil, nil, miss, nil, nil, miss}, "did not send every new connection", -1},
+		{"probesInARow in a row at once", oks(probesInARow), "", probesInARow},
+		{"a miss starts the count again", append(append(oks(probesInARow-1), miss), oks(probesInARow)...), "", 2 * probesInARow},
+		{"never enough in a row", append(oks(probesInARow-1), miss), "did not send every new connection", -1},
 		{"the egress rules refuse the probe: no waiting", []error{denied}, "could not check service web from the pod", 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
