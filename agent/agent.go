@@ -48,7 +48,8 @@ type Agent struct {
 	httpPorts  map[uint16]*httpPort // ports that have had http intercepts
 	httpClosed bool
 
-	idle idleClock // when the agent last had a session (idle.go)
+	idle    idleClock // when the agent last had a session (idle.go)
+	started time.Time // when it became ready (replace.go)
 
 	probes *probes // tokens clients armed app ports with (probe.go)
 
@@ -158,7 +159,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return serveHTTP(health, ls.health, "health") })
 	g.Go(func() error { return serveHTTP(metricsSrv, ls.metrics, "metrics") })
 
-	a.idle.touch(time.Now())
+	a.started = time.Now()
+	a.idle.touch(a.started)
 	a.ready.Store(true)
 	close(a.readyCh)
 	a.log.Info("agent ready",
@@ -276,6 +278,7 @@ func (a *Agent) healthHandler() http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc(annotations.IdlePath, a.serveIdle)
+	mux.HandleFunc(annotations.ReplacePath, a.serveReplace)
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		if !a.ready.Load() {
 			http.Error(w, "not ready: starting or shutting down", http.StatusServiceUnavailable)

@@ -27,6 +27,8 @@ const usage = `detour-agent: the detour traffic agent (one image, one binary).
 Usage:
   detour-agent run  [flags]   serve app traffic; pass it to the app or to intercepting clients
   detour-agent init [flags]   program nftables in the pod (redirect mode init container)
+  detour-agent sleep          replace mode: the app container's process while replaced
+  detour-agent install-sleeper DST   replace mode init container: copy this binary to DST
   detour-agent version        print the version
 
 Run 'detour-agent <command> -h' for a command's flags.
@@ -57,6 +59,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runCommand(ctx, args[1:], stderr)
 	case "init":
 		return initCommand(args[1:], stdout, stderr)
+	case annotations.SleepCommand:
+		return Sleep(ctx, stderr)
+	case "install-sleeper":
+		if len(args) != 2 {
+			return usageErrorf("install-sleeper wants one argument: where to copy the agent binary")
+		}
+		return InstallSleeper(args[1])
 	case "version":
 		fmt.Fprintln(stdout, version.Version)
 		return nil
@@ -136,6 +145,7 @@ func parseRunFlags(args []string, stderr io.Writer) (Config, string, error) {
 	clusterCIDRs := fs.String("cluster-cidrs", "", "pod and Service ranges clients may dial from the pod, comma-separated (the webhook passes what detour install detected)")
 	egressAllow := fs.String("egress-allow", os.Getenv("DETOUR_EGRESS_ALLOW"), "further destinations clients may dial from the pod: CIDRs, or * (default $DETOUR_EGRESS_ALLOW, from the detour.dev/egress-allow annotation)")
 	fs.DurationVar(&cfg.MaxIdle, "max-idle", 0, "ask to be removed after this long without a session or an intercept (the webhook's --agent-max-idle); 0: never")
+	fs.DurationVar(&cfg.ReplacedGrace, "replaced-grace", 0, "replace mode (the webhook sets it): the app container sleeps; ask for it back after this long without an intercept; 0: not replaced")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := parse(fs, args); err != nil {
 		return cfg, "", err

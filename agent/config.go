@@ -63,6 +63,10 @@ type Config struct {
 	// MaxIdle, when positive, is how long the agent may go without a
 	// session or an intercept before it asks to be removed (idle.go).
 	MaxIdle time.Duration
+	// ReplacedGrace, when positive, says the app container is replaced by
+	// the sleeper (replace mode): the agent asks for the app back after
+	// this long without an intercept (replace.go).
+	ReplacedGrace time.Duration
 }
 
 // AgentStreamWindow is the agent's receive window per tunnel stream: what
@@ -138,6 +142,9 @@ func (c Config) Validate() error {
 	}
 	if c.AppHost == "" {
 		return fmt.Errorf("app host is empty: the agent must know where the app listens (normally 127.0.0.1)")
+	}
+	if c.ReplacedGrace < 0 {
+		return fmt.Errorf("--replaced-grace %s: want 0 (not replaced) or a positive duration", c.ReplacedGrace)
 	}
 	if c.MaxIdle < 0 {
 		return fmt.Errorf("--max-idle %s: want 0 (off) or a positive duration", c.MaxIdle)

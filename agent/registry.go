@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/detour-dev/detour/tunnel"
 	"github.com/hashicorp/yamux"
@@ -84,6 +85,11 @@ type registry struct {
 	mu     sync.RWMutex
 	served []uint16
 	byPort map[uint16]*portState
+	// everHeld: an intercept was created once; lastHeld: when the last
+	// removal happened (the registry held something until then). Replace
+	// mode's report reads them (replace.go).
+	everHeld bool
+	lastHeld time.Time
 }
 
 func newRegistry(served []uint16) *registry {
@@ -107,6 +113,7 @@ func (r *registry) create(ic *intercept) (dropped []*intercept, err error) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.everHeld = true
 	held := r.byPort[ic.port]
 	next, dropped, err := admit(held, ic)
 	if err != nil {
@@ -288,6 +295,9 @@ func (r *registry) removeWhere(drop func(*intercept) bool) []*intercept {
 			r.publish(port, rest)
 		}
 	}
+	if len(all) > 0 {
+		r.lastHeld = time.Now()
+	}
 	sort.Slice(all, func(i, j int) bool { return all[i].name < all[j].name })
 	return all
 }
@@ -342,6 +352,20 @@ func (r *registry) list(o *owner) []tunnel.InterceptInfo {
 		return out[i].Name < out[j].Name
 	})
 	return out
+}
+
+// heldState says whether the registry holds an intercept now, whether it
+// ever did, and when it last stopped holding one.
+func (r *registry) heldState() (held, ever bool, last time.Time) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, st := range r.byPort {
+		if len(st.all()) > 0 {
+			held = true
+			break
+		}
+	}
+	return held, r.everHeld, r.lastHeld
 }
 
 func (r *registry) count() map[string]int {

@@ -45,36 +45,46 @@ func (w WorkloadRef) String() string {
 	return strings.ToLower(w.Kind) + " " + w.Namespace + "/" + w.Name
 }
 
-// podIdle is what the reaper learned of one running pod with an idle-reaped
-// agent.
-type podIdle struct {
+// podState is what a reaper learned of one running pod it watches.
+type podState struct {
 	pod      string
 	workload WorkloadRef // zero: not a kind the reaper handles
-	report   annotations.IdleReport
-	err      error // the agent could not be asked
+	value    string      // the pod's value of the rule's annotation
+	remove   bool        // the agent asks for the annotation's removal
+	err      error       // the agent could not be asked
 }
 
-// idleWorkloads decides which workloads lose the agent: those all of whose
-// running agents ask to be removed. One agent that is busy, or that cannot
-// be asked, keeps its workload's annotation: removal rolls every pod of
-// the workload, so every agent must agree. Pods of kinds the reaper does
-// not handle are ignored. The result is sorted.
-func idleWorkloads(pods []podIdle) []WorkloadRef {
+// reapTarget is one workload whose annotation goes, and the value its
+// template must still have (the pods carry the template's annotations).
+type reapTarget struct {
+	workload WorkloadRef
+	value    string
+}
+
+// agreed decides which workloads lose the annotation: those all of whose
+// running agents ask for it, with one value. One agent that says no, or
+// that cannot be asked, keeps its workload's annotation: removal rolls
+// every pod of the workload, so every agent must agree. Pods of kinds the
+// reaper does not handle are ignored. The result is sorted.
+func agreed(pods []podState) []reapTarget {
 	remove := map[WorkloadRef]bool{}
+	value := map[WorkloadRef]string{}
 	for _, p := range pods {
 		if p.workload == (WorkloadRef{}) {
 			continue
 		}
 		ok, seen := remove[p.workload]
-		remove[p.workload] = (ok || !seen) && p.err == nil && p.report.Remove
+		sameValue := !seen || value[p.workload] == p.value
+		remove[p.workload] = (ok || !seen) && sameValue && p.err == nil && p.remove
+		value[p.workload] = p.value
 	}
-	var out []WorkloadRef
+	var out []reapTarget
 	for w, ok := range remove {
 		if ok {
-			out = append(out, w)
+			out = append(out, reapTarget{w, value[w]})
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
+	sort.Slice(out, func(i, j int) bool { return out[i].workload.String() < out[j].workload.String() })
 	return out
 }
 
@@ -85,30 +95,82 @@ func ReapInterval(maxIdle time.Duration) time.Duration {
 	return min(max(maxIdle/4, 5*time.Second), time.Minute)
 }
 
-// IdleReaper removes detour.dev/inject from the pod template of workloads
-// whose agents all ask to be removed (annotations.IdleReport), which rolls
-// them without the agent. It reads the pods the webhook labelled
-// annotations.IdleLabel, asks each running one's agent on its health port,
-// and patches what idleWorkloads picks. Every replica of the webhook may
-// run one: the patch is conditional (a JSON patch test of the annotation),
-// so a second one for the same workload fails harmlessly.
-type IdleReaper struct {
+// ReapRule is what one reaper removes from workloads' pod templates, and
+// when: IdleRule (idle agents go away) and ReplaceRule (replaced pods get
+// their app back).
+type ReapRule struct {
+	// Name is the rule in logs ("idle", "replace").
+	Name string
+	// Label=LabelValue marks the pods the webhook injected for the rule:
+	// the selector of the reaper's pod informer.
+	Label, LabelValue string
+	// Path is where the agents answer on their health port; Decide reads
+	// the answer.
+	Path   string
+	Decide func(body []byte) (remove bool, err error)
+	// Annotation is removed from the pod template while it still has the
+	// value Value reads from the pod (a JSON patch test first).
+	Annotation string
+	Value      func(pod *corev1.Pod) string
+	// Removed is logged for each workload the annotation went from.
+	Removed string
+}
+
+// IdleRule: when every agent of a workload has been idle for its
+// --max-idle, detour.dev/inject goes, which rolls it without the agent.
+var IdleRule = ReapRule{
+	Name: "idle", Label: annotations.IdleLabel, LabelValue: annotations.IdleLabelValue,
+	Path: annotations.IdlePath,
+	Decide: func(body []byte) (bool, error) {
+		var r annotations.IdleReport
+		err := json.Unmarshal(body, &r)
+		return r.Remove, err
+	},
+	Annotation: annotations.Inject,
+	Value:      func(*corev1.Pod) string { return annotations.InjectEnabled },
+	Removed:    "agents idle: removed the opt-in; the workload rolls without them",
+}
+
+// ReplaceRule: when every agent of a replaced workload has held no
+// intercept for its grace period (the workstation went away without a
+// leave), detour.dev/replace goes, which rolls the app back in.
+var ReplaceRule = ReapRule{
+	Name: "replace", Label: annotations.ReplacedLabel, LabelValue: annotations.ReplacedLabelValue,
+	Path: annotations.ReplacePath,
+	Decide: func(body []byte) (bool, error) {
+		var r annotations.ReplaceReport
+		err := json.Unmarshal(body, &r)
+		return r.Restore, err
+	},
+	Annotation: annotations.Replace,
+	Value:      func(p *corev1.Pod) string { return p.Annotations[annotations.Replace] },
+	Removed:    "replaced pods unheld for their grace period: removed detour.dev/replace; the workload rolls with its app back",
+}
+
+// Reaper removes Rule.Annotation from the pod template of workloads whose
+// agents all ask for it, which rolls them. It reads the pods labelled for
+// the rule, asks each running one's agent on its health port, and patches
+// what agreed picks. Every replica of the webhook may run one: the patch is
+// conditional (a JSON patch test of the annotation's value), so a second
+// one for the same workload fails harmlessly.
+type Reaper struct {
 	Log    *zap.Logger
 	Client kubernetes.Interface
+	Rule   ReapRule
 	// Pods lists the labelled pods (an informer's lister).
 	Pods corelisters.PodLister
 	// Synced says whether Pods has synced; nil: at once.
 	Synced   func() bool
 	Interval time.Duration
-	// Ask asks a pod's agent for its IdleReport; nil: HTTP to the pod IP's
-	// health port.
-	Ask func(ctx context.Context, pod *corev1.Pod) (annotations.IdleReport, error)
-	// OnRemove, when set, is called for each workload un-annotated (metrics).
+	// Ask asks a pod's agent whether the annotation should go; nil: HTTP
+	// to the pod IP's health port, read with Rule.Decide.
+	Ask func(ctx context.Context, pod *corev1.Pod) (bool, error)
+	// OnRemove, when set, is called for each workload patched (metrics).
 	OnRemove func(WorkloadRef)
 }
 
 // Run reaps every Interval until ctx ends.
-func (r *IdleReaper) Run(ctx context.Context) error {
+func (r *Reaper) Run(ctx context.Context) error {
 	if r.Synced != nil {
 		if err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) { return r.Synced(), nil }); err != nil {
 			return nil // ctx ended before the informer synced
@@ -116,15 +178,15 @@ func (r *IdleReaper) Run(ctx context.Context) error {
 	}
 	wait.UntilWithContext(ctx, func(ctx context.Context) {
 		if err := r.Reap(ctx); err != nil && ctx.Err() == nil {
-			r.Log.Warn("idle reaping failed; trying again", zap.Error(err), zap.Duration("in", r.Interval))
+			r.Log.Warn("reaping failed; trying again", zap.String("rule", r.Rule.Name), zap.Error(err), zap.Duration("in", r.Interval))
 		}
 	}, r.Interval)
 	return nil
 }
 
-// Reap runs one round: ask the agents, decide, un-annotate.
-func (r *IdleReaper) Reap(ctx context.Context) error {
-	pods, err := r.Pods.List(labels.SelectorFromSet(labels.Set{annotations.IdleLabel: annotations.IdleLabelValue}))
+// Reap runs one round: ask the agents, decide, patch.
+func (r *Reaper) Reap(ctx context.Context) error {
+	pods, err := r.Pods.List(labels.SelectorFromSet(labels.Set{r.Rule.Label: r.Rule.LabelValue}))
 	if err != nil {
 		return fmt.Errorf("list labelled pods: %w", err)
 	}
@@ -133,8 +195,8 @@ func (r *IdleReaper) Reap(ctx context.Context) error {
 		return err
 	}
 	var errs []error
-	for _, w := range idleWorkloads(states) {
-		if err := r.unannotate(ctx, w); err != nil {
+	for _, t := range agreed(states) {
+		if err := r.unannotate(ctx, t); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -143,7 +205,7 @@ func (r *IdleReaper) Reap(ctx context.Context) error {
 
 // survey asks every running, not terminating pod's agent, a few at a time,
 // and finds its workload.
-func (r *IdleReaper) survey(ctx context.Context, pods []*corev1.Pod) ([]podIdle, error) {
+func (r *Reaper) survey(ctx context.Context, pods []*corev1.Pod) ([]podState, error) {
 	owners := newOwnerCache(r.Client)
 	var running []*corev1.Pod
 	for _, p := range pods {
@@ -151,17 +213,17 @@ func (r *IdleReaper) survey(ctx context.Context, pods []*corev1.Pod) ([]podIdle,
 			running = append(running, p)
 		}
 	}
-	states := make([]podIdle, len(running))
+	states := make([]podState, len(running))
 	for i, p := range running {
 		w, err := owners.workload(ctx, p)
 		if err != nil {
 			return nil, err
 		}
-		states[i] = podIdle{pod: p.Namespace + "/" + p.Name, workload: w}
+		states[i] = podState{pod: p.Namespace + "/" + p.Name, workload: w, value: r.Rule.Value(p)}
 	}
 	ask := r.Ask
 	if ask == nil {
-		ask = askAgent
+		ask = func(ctx context.Context, p *corev1.Pod) (bool, error) { return askAgent(ctx, p, r.Rule) }
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
@@ -172,7 +234,7 @@ func (r *IdleReaper) survey(ctx context.Context, pods []*corev1.Pod) ([]podIdle,
 		g.Go(func() error {
 			actx, cancel := context.WithTimeout(gctx, 2*time.Second)
 			defer cancel()
-			states[i].report, states[i].err = ask(actx, p)
+			states[i].remove, states[i].err = ask(actx, p)
 			return nil
 		})
 	}
@@ -180,26 +242,30 @@ func (r *IdleReaper) survey(ctx context.Context, pods []*corev1.Pod) ([]podIdle,
 	return states, nil
 }
 
-// askAgent reads the agent's IdleReport from its health port.
-func askAgent(ctx context.Context, pod *corev1.Pod) (annotations.IdleReport, error) {
-	u := "http://" + net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(annotations.HealthPort)) + annotations.IdlePath
+// askAgent reads the agent's report on rule.Path from its health port.
+func askAgent(ctx context.Context, pod *corev1.Pod, rule ReapRule) (bool, error) {
+	u := "http://" + net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(annotations.HealthPort)) + rule.Path
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return annotations.IdleReport{}, err
+		return false, err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return annotations.IdleReport{}, fmt.Errorf("ask the agent of pod %s/%s: %w", pod.Namespace, pod.Name, err)
+		return false, fmt.Errorf("ask the agent of pod %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return annotations.IdleReport{}, fmt.Errorf("ask the agent of pod %s/%s: %s (an agent too old to know %s?)", pod.Namespace, pod.Name, resp.Status, annotations.IdlePath)
+		return false, fmt.Errorf("ask the agent of pod %s/%s: %s (an agent too old to know %s?)", pod.Namespace, pod.Name, resp.Status, rule.Path)
 	}
-	var rep annotations.IdleReport
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 4<<10)).Decode(&rep); err != nil {
-		return annotations.IdleReport{}, fmt.Errorf("read the idle report of pod %s/%s: %w", pod.Namespace, pod.Name, err)
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	if err != nil {
+		return false, fmt.Errorf("read the %s report of pod %s/%s: %w", rule.Name, pod.Namespace, pod.Name, err)
 	}
-	return rep, nil
+	remove, err := rule.Decide(body)
+	if err != nil {
+		return false, fmt.Errorf("read the %s report of pod %s/%s: %w", rule.Name, pod.Namespace, pod.Name, err)
+	}
+	return remove, nil
 }
 
 // ownerCache resolves pods to workloads, reading each ReplicaSet once per
@@ -249,12 +315,16 @@ func (c *ownerCache) workload(ctx context.Context, pod *corev1.Pod) (WorkloadRef
 	return w, nil
 }
 
-// idleRemovalPatch removes detour.dev/inject from a pod template, only if
-// it is still "enabled" (a JSON patch test), as detour uninstall does.
-var idleRemovalPatch = []byte(`[{"op":"test","path":"/spec/template/metadata/annotations/` + escapedInject +
-	`","value":"` + annotations.InjectEnabled + `"},{"op":"remove","path":"/spec/template/metadata/annotations/` + escapedInject + `"}]`)
-
-var escapedInject = strings.ReplaceAll(annotations.Inject, "/", "~1")
+// removalPatch removes annotation from a pod template, only if it still
+// has value (a JSON patch test), as detour uninstall does.
+func removalPatch(annotation, value string) []byte {
+	path := "/spec/template/metadata/annotations/" + strings.ReplaceAll(annotation, "/", "~1")
+	b, err := json.Marshal([]map[string]string{{"op": "test", "path": path, "value": value}, {"op": "remove", "path": path}})
+	if err != nil { // strings always marshal
+		panic(fmt.Sprintf("marshal removal patch: %v", err))
+	}
+	return b
+}
 
 // fieldManager is the webhook's name in managedFields.
 const fieldManager = "detour-webhook"
@@ -304,30 +374,32 @@ var workloadKinds = map[string]kindOps{
 		func(rs *appsv1.ReplicaSet) *corev1.PodTemplateSpec { return &rs.Spec.Template }),
 }
 
-// unannotate removes the opt-in from w's pod template, if it still has it.
-func (r *IdleReaper) unannotate(ctx context.Context, w WorkloadRef) error {
+// unannotate removes the rule's annotation from t's pod template, if it
+// still has t's value.
+func (r *Reaper) unannotate(ctx context.Context, t reapTarget) error {
+	w, ann := t.workload, r.Rule.Annotation
 	kind, ok := workloadKinds[w.Kind]
 	if !ok {
 		return nil
 	}
 	apps := r.Client.AppsV1()
-	t, err := kind.template(ctx, apps, w.Namespace, w.Name)
+	tmpl, err := kind.template(ctx, apps, w.Namespace, w.Name)
 	switch {
 	case apierrors.IsNotFound(err):
 		return nil
 	case err != nil:
 		return fmt.Errorf("get %s: %w", w, err)
-	case t.Annotations[annotations.Inject] != annotations.InjectEnabled:
-		return nil // already removed (another replica of the webhook, or a user)
+	case tmpl.Annotations[ann] != t.value:
+		return nil // already removed or changed (another replica of the webhook, or a user)
 	}
-	switch err := kind.patch(ctx, apps, w.Namespace, w.Name, idleRemovalPatch, metav1.PatchOptions{FieldManager: fieldManager}); {
+	switch err := kind.patch(ctx, apps, w.Namespace, w.Name, removalPatch(ann, t.value), metav1.PatchOptions{FieldManager: fieldManager}); {
 	case apierrors.IsNotFound(err), apierrors.IsInvalid(err):
-		// Gone, or un-annotated since the get (the test op failed).
+		// Gone, or changed since the get (the test op failed).
 		return nil
 	case err != nil:
-		return fmt.Errorf("remove %s from %s: %w", annotations.Inject, w, err)
+		return fmt.Errorf("remove %s from %s: %w", ann, w, err)
 	}
-	r.Log.Info("agents idle: removed the opt-in; the workload rolls without them", zap.Stringer("workload", w))
+	r.Log.Info(r.Rule.Removed, zap.Stringer("workload", w))
 	if r.OnRemove != nil {
 		r.OnRemove(w)
 	}

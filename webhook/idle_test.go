@@ -21,31 +21,33 @@ import (
 	"github.com/detour-dev/detour/internal/annotations"
 )
 
-// TestIdleWorkloads pins which workloads lose the agent: all of whose
-// agents ask to be removed; one busy or unreachable agent keeps it.
-func TestIdleWorkloads(t *testing.T) {
+// TestAgreed pins which workloads lose the annotation: all of whose
+// agents ask for it, with one value; one agent that says no, cannot be
+// asked, or carries another value keeps it.
+func TestAgreed(t *testing.T) {
 	dep := WorkloadRef{KindDeployment, "shop", "web"}
 	sts := WorkloadRef{KindStatefulSet, "shop", "db"}
-	idle := annotations.IdleReport{MaxIdleSeconds: 20, IdleSeconds: 25, Remove: true}
-	busy := annotations.IdleReport{MaxIdleSeconds: 20}
+	yes := func(pod string, w WorkloadRef) podState { return podState{pod: pod, workload: w, value: "v", remove: true} }
+	no := func(pod string, w WorkloadRef) podState { return podState{pod: pod, workload: w, value: "v"} }
 	cases := []struct {
 		name string
-		pods []podIdle
-		want []WorkloadRef
+		pods []podState
+		want []reapTarget
 	}{
 		{"none", nil, nil},
-		{"every agent idle", []podIdle{{pod: "a", workload: dep, report: idle}, {pod: "b", workload: dep, report: idle}}, []WorkloadRef{dep}},
-		{"one busy agent keeps the workload", []podIdle{{pod: "a", workload: dep, report: idle}, {pod: "b", workload: dep, report: busy}}, nil},
-		{"busy first, idle after: still kept", []podIdle{{pod: "a", workload: dep, report: busy}, {pod: "b", workload: dep, report: idle}}, nil},
-		{"an agent that cannot be asked keeps it", []podIdle{{pod: "a", workload: dep, report: idle}, {pod: "b", workload: dep, err: errors.New("timeout")}}, nil},
-		{"workloads decided apart", []podIdle{{pod: "a", workload: dep, report: busy}, {pod: "db-0", workload: sts, report: idle}}, []WorkloadRef{sts}},
-		{"pods of other kinds ignored", []podIdle{{pod: "ds", report: idle}, {pod: "a", workload: dep, report: idle}}, []WorkloadRef{dep}},
-		{"sorted", []podIdle{{pod: "db-0", workload: sts, report: idle}, {pod: "a", workload: dep, report: idle}}, []WorkloadRef{dep, sts}},
+		{"every agent agrees", []podState{yes("a", dep), yes("b", dep)}, []reapTarget{{dep, "v"}}},
+		{"one agent saying no keeps the workload", []podState{yes("a", dep), no("b", dep)}, nil},
+		{"no first, yes after: still kept", []podState{no("a", dep), yes("b", dep)}, nil},
+		{"an agent that cannot be asked keeps it", []podState{yes("a", dep), {pod: "b", workload: dep, value: "v", err: errors.New("timeout")}}, nil},
+		{"pods with another value keep it", []podState{yes("a", dep), {pod: "b", workload: dep, value: "w", remove: true}}, nil},
+		{"workloads decided apart", []podState{no("a", dep), yes("db-0", sts)}, []reapTarget{{sts, "v"}}},
+		{"pods of other kinds ignored", []podState{{pod: "ds", remove: true}, yes("a", dep)}, []reapTarget{{dep, "v"}}},
+		{"sorted", []podState{yes("db-0", sts), yes("a", dep)}, []reapTarget{{dep, "v"}, {sts, "v"}}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			if got := idleWorkloads(c.pods); !slices.Equal(got, c.want) {
-				t.Fatalf("idleWorkloads = %v, want %v", got, c.want)
+			if got := agreed(c.pods); !slices.Equal(got, c.want) {
+				t.Fatalf("agreed = %v, want %v", got, c.want)
 			}
 		})
 	}
@@ -110,21 +112,21 @@ func TestIdleReaperRemovesTheOptInOfIdleWorkloads(t *testing.T) {
 	}
 	var mu sync.Mutex // Ask runs concurrently
 	var asked []string
-	r := &IdleReaper{
-		Log: zaptest.NewLogger(t), Client: client, Pods: corelisters.NewPodLister(indexer), Interval: time.Second,
-		Ask: func(_ context.Context, p *corev1.Pod) (annotations.IdleReport, error) {
+	r := &Reaper{
+		Log: zaptest.NewLogger(t), Client: client, Rule: IdleRule, Pods: corelisters.NewPodLister(indexer), Interval: time.Second,
+		Ask: func(_ context.Context, p *corev1.Pod) (bool, error) {
 			mu.Lock()
 			asked = append(asked, p.Name)
 			mu.Unlock()
 			switch p.Name {
 			case "api-1-b":
-				return annotations.IdleReport{MaxIdleSeconds: 20, IdleSeconds: 0}, nil
+				return false, nil
 			case "cache-x":
-				return annotations.IdleReport{}, errors.New("connection refused")
+				return false, errors.New("connection refused")
 			case "web-1-new":
 				t.Errorf("asked a pending pod")
 			}
-			return annotations.IdleReport{MaxIdleSeconds: 20, IdleSeconds: 30, Remove: true}, nil
+			return true, nil
 		},
 	}
 	var removed []WorkloadRef

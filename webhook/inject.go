@@ -96,8 +96,16 @@ func inject(pod *corev1.Pod, services []corev1.Service, cfg InjectConfig) (*core
 		image = v
 	}
 
-	status := annotations.Status{Mode: mode, Container: app.Name}
+	replace, replaced, err := replaceSpec(out)
+	if err != nil {
+		return nil, err
+	}
+	status := annotations.Status{Mode: mode, Container: app.Name, Replaced: replaced}
 	agent := agentContainer(app, image, cfg)
+	if replaced {
+		replaceApp(out, app, image, cfg)
+		agent.Args = append(agent.Args, "--replaced-grace", replace.GraceDuration().String())
+	}
 	switch mode {
 	case annotations.ModeRename:
 		used := usedPorts(out)

@@ -22,6 +22,8 @@ type Metrics struct {
 	outcomes     *prometheus.CounterVec
 	certExpiry   prometheus.Gauge
 	idleRemovals *prometheus.CounterVec
+	// replaceRestores: workloads the replace restorer gave their app back.
+	replaceRestores *prometheus.CounterVec
 }
 
 // NewMetrics registers the webhook's metrics, plus the Go and process
@@ -47,13 +49,21 @@ func NewMetrics() *Metrics {
 		Namespace: "detour", Subsystem: "webhook", Name: "idle_removals_total",
 		Help: "Workloads whose detour.dev/inject the idle reaper removed (every agent idle for --agent-max-idle), by kind.",
 	}, []string{"kind"})
-	m.Registry.MustRegister(m.latency, m.outcomes, m.certExpiry, m.idleRemovals,
+	m.replaceRestores = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "detour", Subsystem: "webhook", Name: "replace_restores_total",
+		Help: "Replaced workloads whose detour.dev/replace the restorer removed (every agent unheld for its grace period: the workstation went away without a leave), by kind.",
+	}, []string{"kind"})
+	m.Registry.MustRegister(m.latency, m.outcomes, m.certExpiry, m.idleRemovals, m.replaceRestores,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, o := range []string{outcomePatched, outcomeAllowed, outcomeWarned, outcomeDenied, outcomeBadRequest, outcomePanic} {
 		m.outcomes.WithLabelValues(o)
 	}
 	return m
 }
+
+// ReplaceRestored counts one replaced workload given its app back by the
+// restorer.
+func (m *Metrics) ReplaceRestored(w WorkloadRef) { m.replaceRestores.WithLabelValues(w.Kind).Inc() }
 
 // IdleRemoved counts one workload un-annotated by the idle reaper.
 func (m *Metrics) IdleRemoved(w WorkloadRef) { m.idleRemovals.WithLabelValues(w.Kind).Inc() }

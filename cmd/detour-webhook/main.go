@@ -25,7 +25,6 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/detour-dev/detour/internal/annotations"
 	"github.com/detour-dev/detour/internal/logging"
 	"github.com/detour-dev/detour/internal/version"
 	"github.com/detour-dev/detour/webhook"
@@ -136,33 +135,43 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 	return rest.InClusterConfig()
 }
 
-// runIdleReaper runs the opt-in idle reaper with its own pod informer: only
-// the pods the webhook labelled, and of each only what the reaper reads (no
-// spec: the webhook holds no one's environment).
-func runIdleReaper(ctx context.Context, log *zap.Logger, client kubernetes.Interface, metrics *webhook.Metrics, maxIdle time.Duration) error {
+// runReaper runs a reaper with its own pod informer: only the pods the
+// webhook labelled for the rule, and of each only what the reaper reads
+// (no spec: the webhook holds no one's environment; of the annotations
+// only the rule's own).
+func runReaper(ctx context.Context, log *zap.Logger, client kubernetes.Interface, rule webhook.ReapRule, interval time.Duration, onRemove func(webhook.WorkloadRef)) error {
 	factory := informers.NewSharedInformerFactoryWithOptions(client, 10*time.Minute,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.LabelSelector = annotations.IdleLabel + "=" + annotations.IdleLabelValue
+			o.LabelSelector = rule.Label + "=" + rule.LabelValue
 		}),
 		informers.WithTransform(func(obj any) (any, error) {
 			if p, ok := obj.(*corev1.Pod); ok {
+				var ann map[string]string
+				if v, ok := p.Annotations[rule.Annotation]; ok {
+					ann = map[string]string{rule.Annotation: v}
+				}
 				return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{
 					Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion,
-					Labels: p.Labels, OwnerReferences: p.OwnerReferences, DeletionTimestamp: p.DeletionTimestamp,
+					Labels: p.Labels, Annotations: ann, OwnerReferences: p.OwnerReferences, DeletionTimestamp: p.DeletionTimestamp,
 				}, Status: corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP}}, nil
 			}
 			return obj, nil
 		}))
 	pods := factory.Core().V1().Pods()
-	r := &webhook.IdleReaper{
-		Log: log.Named("idle"), Client: client, Pods: pods.Lister(), Synced: pods.Informer().HasSynced,
-		Interval: webhook.ReapInterval(maxIdle), OnRemove: metrics.IdleRemoved,
+	r := &webhook.Reaper{
+		Log: log.Named(rule.Name), Client: client, Rule: rule, Pods: pods.Lister(), Synced: pods.Informer().HasSynced,
+		Interval: interval, OnRemove: onRemove,
 	}
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
-	log.Info("idle reaper on", zap.Duration("agentMaxIdle", maxIdle), zap.Duration("interval", r.Interval))
+	log.Info("reaper on", zap.String("rule", rule.Name), zap.Duration("interval", r.Interval))
 	return r.Run(ctx)
 }
+
+// replaceInterval is how often the restorer asks replaced pods' agents:
+// a replaced workload gets its app back between its grace period and the
+// grace period plus this.
+const replaceInterval = 5 * time.Second
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o, err := parseFlags(args, stderr)
@@ -215,8 +224,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	})
 	g.Go(func() error { return certs.Run(gctx, o.certCheckInterval) })
 	if o.inject.AgentMaxIdle > 0 {
-		g.Go(func() error { return runIdleReaper(gctx, log, client, metrics, o.inject.AgentMaxIdle) })
+		g.Go(func() error {
+			return runReaper(gctx, log, client, webhook.IdleRule, webhook.ReapInterval(o.inject.AgentMaxIdle), metrics.IdleRemoved)
+		})
 	}
+	g.Go(func() error { return runReaper(gctx, log, client, webhook.ReplaceRule, replaceInterval, metrics.ReplaceRestored) })
 	g.Go(func() error { return srv.Run(gctx, o.addr, o.opsAddr) })
 	if err := g.Wait(); err != nil {
 		return err

@@ -98,6 +98,9 @@ type Status struct {
 	Mode      Mode      `json:"mode"`
 	Container string    `json:"container"`
 	Ports     []PortMap `json:"ports"`
+	// Replaced: the app container's command was swapped for the sleeper
+	// (replace mode, replace.go).
+	Replaced bool `json:"replaced,omitempty"`
 }
 
 // ErrBadStatus means an Injected annotation could not be read.
