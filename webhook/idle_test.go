@@ -27,7 +27,9 @@ import (
 func TestAgreed(t *testing.T) {
 	dep := WorkloadRef{KindDeployment, "shop", "web"}
 	sts := WorkloadRef{KindStatefulSet, "shop", "db"}
-	yes := func(pod string, w WorkloadRef) podState { return podState{pod: pod, workload: w, value: "v", remove: true} }
+	yes := func(pod string, w WorkloadRef) podState {
+		return podState{pod: pod, workload: w, value: "v", remove: true}
+	}
 	no := func(pod string, w WorkloadRef) podState { return podState{pod: pod, workload: w, value: "v"} }
 	cases := []struct {
 		name string

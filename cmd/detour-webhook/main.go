@@ -228,7 +228,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return runReaper(gctx, log, client, webhook.IdleRule, webhook.ReapInterval(o.inject.AgentMaxIdle), metrics.IdleRemoved)
 		})
 	}
-	g.Go(func() error { return runReaper(gctx, log, client, webhook.ReplaceRule, replaceInterval, metrics.ReplaceRestored) })
+	g.Go(func() error {
+		return runReaper(gctx, log, client, webhook.ReplaceRule, replaceInterval, metrics.ReplaceRestored)
+	})
 	g.Go(func() error { return srv.Run(gctx, o.addr, o.opsAddr) })
 	if err := g.Wait(); err != nil {
 		return err
