@@ -48,6 +48,7 @@ type interceptFlags struct {
 	toPod      []uint
 	agentImage string
 	mirror     bool
+	replace    replaceFlags
 	// mechanismFlags reports the extension flags (--MECH-NAME) that were set.
 	mechanismFlags func() map[string]map[string][]string
 	preview        previewFlags
@@ -113,6 +114,15 @@ falls behind, whole requests are dropped (a connection's copy is cut off
 and reset), as are request bodies over 1 MiB, and 'detour status' counts
 them.
 
+With --replace the app container stops its own work while you intercept
+(queue consumers, cron loops, anything that would compete with your local
+process): the workload's pods RESTART with the app's command swapped for a
+sleeper and the agent serving its ports, so every connection comes to you
+(tcp only). They restart again with the app on 'detour leave', on 'detour
+quit', and — if your workstation goes away without a leave — once the
+agents have held no intercept for --replace-grace (default 1m). One
+developer at a time; Deployments and StatefulSets.
+
 --env-file FILE writes the app's environment for your IDE, docker or a
 shell; --env-syntax picks the format (docker, compose, sh, csh, cmd, ps,
 json), each quoted so that its reader gets every value back unchanged.
@@ -129,6 +139,7 @@ command line (checked before anything in the cluster changes), with
   detour intercept hello --port 8080 -- ./run-tests.sh   # exits with the tests' status
   detour intercept hello --port 8080 --http-match auto    # only requests with the printed header
   detour intercept hello --port 8080 --http-path-prefix /api/ --http-method POST   # and only POSTs under /api/
+  detour intercept worker --port 8080 --replace   # the app stops; its pods restart, and again on leave
   detour intercept tap --workload hello --port 8080 --mirror   # a copy of every connection
   detour intercept tap --workload hello --port 8080 --mirror --http-method POST   # a copy of every POST
   detour intercept hello --port 8080 --http-match x-dev=alice --preview-url \
@@ -158,6 +169,8 @@ command line (checked before anything in the cluster changes), with
 	fl.StringVar(&f.container, "container", "", "the app container whose port to intercept (default: the one that declares the Service port's targetPort); in a pod of several containers the agent serves that one: its pods roll once when it served another")
 	fl.StringVar(&f.mechanism, "mechanism", "", "tcp: every connection to the port; http: only requests whose headers match (default from config, else tcp); extensions add others")
 	fl.BoolVar(&f.mirror, "mirror", false, mirrorUsage)
+	fl.BoolVar(&f.replace.enabled, "replace", false, replaceUsage)
+	fl.DurationVar(&f.replace.grace, "replace-grace", annotations.DefaultReplaceGrace, "with --replace: how long the pods stay replaced after your workstation went away without a leave (asleep, offline, killed), before they restart with the app")
 	fl.StringVar(&f.envFile, "env-file", "", "write the app container's environment here, in --env-syntax (default docker: literal KEY=value lines, as docker --env-file and IDE run configs read them)")
 	fl.StringVar(&f.envJSON, "env-json", "", "write the app container's environment here as a JSON object")
 	addEnvSyntaxFlag(cmd, &f.envSyntax)
@@ -199,13 +212,16 @@ func (a *app) intercept(ctx context.Context, name string, f interceptFlags, comm
 	if err := a.settleHTTP(ctx, cs, &s, &t, f.preview, f.changed); err != nil {
 		return err
 	}
-	pods, err := a.optIn(ctx, cs, s, t, f.agentImage)
+	pods, err := a.optIn(ctx, cs, &s, t, f.agentImage)
 	if err != nil {
 		return err
 	}
 	wantEnv := f.envFile != "" || f.envJSON != "" || len(command) > 0
 	dc, st, err := a.handToDaemon(ctx, s, t, wantEnv)
 	if err != nil {
+		if s.replaceValue != "" {
+			a.giveBack(cs, s.ns, t.w.Ref(), s.replaceValue)
+		}
 		return err
 	}
 	if len(command) > 0 {
@@ -262,6 +278,10 @@ type interceptSettings struct {
 	ingress   *ingress             // the preview link's address, once known
 	httpMatch []string
 	preview   string // the preview URL
+	replace   replaceFlags
+	// replaceValue is the detour.dev/replace value put on the workload,
+	// once it is replaced.
+	replaceValue string
 }
 
 func (a *app) interceptSettings(name string, f interceptFlags) (interceptSettings, error) {
@@ -308,7 +328,11 @@ func (a *app) interceptSettings(name string, f interceptFlags) (interceptSetting
 			return s, err
 		}
 	}
-	return s, a.httpIntent(&s, f.preview, f.changed)
+	if err := a.httpIntent(&s, f.preview, f.changed); err != nil {
+		return s, err
+	}
+	s.replace = f.replace
+	return s, checkReplace(f.replace, s.mechanism, f.changed)
 }
 
 func toPodPorts(ports []uint) ([]uint16, error) {
@@ -424,13 +448,18 @@ func (a *app) settleHTTP(ctx context.Context, cs kubernetes.Interface, s *interc
 
 // optIn makes the workload run the agent (for the container of the
 // port) and waits until its pods and the Service's endpoints have it.
-func (a *app) optIn(ctx context.Context, cs kubernetes.Interface, s interceptSettings, t interceptTarget, agentImage string) ([]corev1.Pod, error) {
+func (a *app) optIn(ctx context.Context, cs kubernetes.Interface, s *interceptSettings, t interceptTarget, agentImage string) ([]corev1.Pod, error) {
 	image := agentImage
 	if image == "" {
 		image = s.extImage
 	}
 	if image == "" {
 		image = s.cfg.Images.AgentImage
+	}
+	if s.replace.enabled {
+		value, pods, err := a.replaceAndWait(ctx, cs, *s, t, image)
+		s.replaceValue = value
+		return pods, err
 	}
 	pods, err := a.injectAndWait(ctx, cs, t.w, image, servedContainer(t.w, t.container), s.cfg.Timeouts.Rollout)
 	if err != nil {
@@ -468,6 +497,7 @@ func (a *app) handToDaemon(ctx context.Context, s interceptSettings, t intercept
 		Mechanism: s.mechanism, HTTPMatch: s.httpMatch, PreviewURL: s.preview,
 		ToPod: s.toPod, User: client.DefaultUser(), WantEnv: wantEnv,
 		TimeoutSec: int(math.Ceil(s.cfg.Timeouts.AgentArrival.Seconds())), // 500ms is 1 s, not 0 (the daemon's default)
+		Replace:    s.replaceValue,
 	}
 	st, err := dc.Create(ctx, req)
 	if err != nil {
@@ -603,6 +633,9 @@ func (a *app) printSummary(st daemon.InterceptStatus, pods int, envFiles []strin
 		fmt.Fprintf(a.out, "  try:        %s\n", tryHint(st))
 	} else {
 		fmt.Fprintf(a.out, "  mechanism:  %s (every connection)\n", st.Mechanism)
+	}
+	if st.Replace != "" {
+		fmt.Fprintf(a.out, "  replaced:   the app container is stopped while you hold this; on leave its pods restart with it\n")
 	}
 	if st.PreviewURL != "" {
 		fmt.Fprintf(a.out, "  preview:    %s\n", st.PreviewURL)

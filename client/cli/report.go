@@ -70,6 +70,9 @@ type InterceptReport struct {
 	Pods          []PodReport         `json:"pods"`
 	// Mirror: a mirror's copies over its pods; absent for intercepts.
 	Mirror *MirrorReport `json:"mirror,omitempty"`
+	// Replaced: the workload's app container is stopped while this
+	// intercept holds (--replace); on leave its pods restart with it.
+	Replaced bool `json:"replaced,omitempty"`
 }
 
 // MirrorReport is a mirror's copies: sent whole, and dropped (never sent,
@@ -137,7 +140,7 @@ func newInterceptReport(st daemon.InterceptStatus) InterceptReport {
 		LocalAddr: first.LocalAddr, ToPod: st.ToPod, User: st.User, WantEnv: st.WantEnv, TimeoutSec: st.TimeoutSec,
 		Ports:   make([]PortReport, len(st.Ports)),
 		Created: st.Created, State: st.State, Dropped: st.Dropped, DroppedAt: st.DroppedAt,
-		Mirror: newMirrorReport(st.Mirror),
+		Mirror: newMirrorReport(st.Mirror), Replaced: st.Replace != "",
 	}
 	names := st.AgentNames()
 	for i, p := range st.Ports {

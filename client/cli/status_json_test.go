@@ -73,6 +73,7 @@ func fullStatusReport() StatusReport {
 				ToPod:      []uint16{5432},
 				User:       "alice@laptop",
 				WantEnv:    true,
+				Replace:    `{"by":"alice@laptop","grace":"1m0s"}`, // a tcp intercept's only; set here to pin the name
 				TimeoutSec: 60,
 			},
 			Created:   created,

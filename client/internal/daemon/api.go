@@ -29,6 +29,10 @@ type InterceptRequest struct {
 	User       string   `json:"user"`
 	WantEnv    bool     `json:"wantEnv,omitempty"`
 	TimeoutSec int      `json:"timeoutSeconds,omitempty"`
+	// Replace is the detour.dev/replace value the CLI put on the
+	// workload's pod template (--replace): the daemon removes it when the
+	// intercept ends (leave, quit), which gives the workload its app back.
+	Replace string `json:"replace,omitempty"`
 }
 
 // PortRequest is one intercepted port of an intercept.

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -52,6 +53,9 @@ type runner struct {
 	droppedAt time.Time
 	change    chan struct{} // signalled when a pod's state changes
 	toPod     []net.Listener
+	// keepReplace: the intercept is re-created with the same replace, so
+	// stopping this runner must not give the workload its app back.
+	keepReplace atomic.Bool
 }
 
 type podConn struct {
@@ -665,6 +669,22 @@ func (r *runner) stop() {
 	r.mu.Unlock()
 	r.cancel()
 	r.wg.Wait()
+	if r.req.Replace != "" && !r.keepReplace.Load() {
+		r.restore()
+	}
+}
+
+// restore gives a replaced workload its app back (its pods roll). It
+// cannot fail the leave: if the API cannot be reached, the agents ask the
+// webhook for the same after the grace period.
+func (r *runner) restore() {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := kube.RemoveReplace(ctx, r.cs, r.req.Namespace, r.req.Workload, r.req.Replace); err != nil {
+		r.log.Warn("could not give the workload its app back; the webhook will after the grace period", zap.Error(err))
+		return
+	}
+	r.log.Info("gave the workload its app back (detour.dev/replace removed; its pods roll)")
 }
 
 func (r *runner) status() InterceptStatus {

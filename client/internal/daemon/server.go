@@ -188,7 +188,9 @@ func (d *Daemon) handleCreate(w http.ResponseWriter, r *http.Request) {
 	}()
 	if old != nil {
 		// Re-creating an intercept (e.g. on another port of the workload)
-		// replaces it: the old one is left first.
+		// replaces it: the old one is left first — keeping the workload
+		// replaced when the new one replaces it the same way.
+		old.keepReplace.Store(old.req.Replace != "" && old.req.Replace == req.Replace && old.req.Workload == req.Workload)
 		old.stop()
 	}
 	cfg, cs, err := kubeClients(req.Kubeconfig, req.Context)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -157,6 +158,13 @@ func Replicas(ctx context.Context, cs kubernetes.Interface, w resolve.Workload) 
 // WaitForAgents waits until every desired replica runs a ready agent and no
 // pod without one is left, reporting progress on out.
 func WaitForAgents(ctx context.Context, cs kubernetes.Interface, w resolve.Workload, timeout time.Duration, out io.Writer) ([]corev1.Pod, error) {
+	return waitForPods(ctx, cs, w, timeout, out, "a ready agent", nil)
+}
+
+// waitForPods waits until every desired replica runs a ready agent that
+// accept (nil: any) takes and no other pod is left; what says in progress
+// messages what the pods must have.
+func waitForPods(ctx context.Context, cs kubernetes.Interface, w resolve.Workload, timeout time.Duration, out io.Writer, what string, accept func(corev1.Pod) bool) ([]corev1.Pod, error) {
 	var ready []corev1.Pod
 	r, timedOut, err := poll.Until(ctx, 500*time.Millisecond, timeout, out, func(ctx context.Context) (bool, string, error) {
 		want, err := Replicas(ctx, cs, w)
@@ -167,10 +175,13 @@ func WaitForAgents(ctx context.Context, cs kubernetes.Interface, w resolve.Workl
 		if ready, total, err = AgentPods(ctx, cs, w); err != nil {
 			return false, "", err
 		}
+		if accept != nil {
+			ready = slices.DeleteFunc(ready, func(p corev1.Pod) bool { return !accept(p) })
+		}
 		if len(ready) >= want && total == len(ready) && want > 0 {
 			return true, "", nil
 		}
-		return false, fmt.Sprintf("waiting for %s: %d of %d pods have a ready agent (%d pods in all)", w.Ref(), len(ready), want, total), nil
+		return false, fmt.Sprintf("waiting for %s: %d of %d pods have %s (%d pods in all)", w.Ref(), len(ready), want, what, total), nil
 	})
 	switch {
 	case timedOut:

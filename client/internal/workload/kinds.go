@@ -48,7 +48,11 @@ type Kind struct {
 	// not served, or not listable by the user, or the clientset has no
 	// dynamic client, the kind has no workloads.
 	Custom bool
-	api    api
+	// Replaceable: `detour intercept --replace` may replace its app
+	// container, because the webhook's restorer can give the app back when
+	// the workstation goes away (it patches Deployments and StatefulSets).
+	Replaceable bool
+	api         api
 }
 
 // api is how a kind is read and changed through the API server.
@@ -62,11 +66,11 @@ type api interface {
 // Kinds are the kinds of workload detour intercepts, in the order they are
 // listed and named in messages.
 var Kinds = []Kind{
-	{Name: KindDeployment, Aliases: []string{"deployment", "deployments", "deploy"}, Rolls: true,
+	{Name: KindDeployment, Aliases: []string{"deployment", "deployments", "deploy"}, Rolls: true, Replaceable: true,
 		api: typed(func(cs kubernetes.Interface, ns string) typedClient[*appsv1.Deployment, *appsv1.DeploymentList] {
 			return cs.AppsV1().Deployments(ns)
 		}, func(d *appsv1.Deployment) spec { return spec{d.Spec.Replicas, d.Spec.Selector, d.Spec.Template} })},
-	{Name: KindStatefulSet, Aliases: []string{"statefulset", "statefulsets", "sts"}, Rolls: true,
+	{Name: KindStatefulSet, Aliases: []string{"statefulset", "statefulsets", "sts"}, Rolls: true, Replaceable: true,
 		api: typed(func(cs kubernetes.Interface, ns string) typedClient[*appsv1.StatefulSet, *appsv1.StatefulSetList] {
 			return cs.AppsV1().StatefulSets(ns)
 		}, func(s *appsv1.StatefulSet) spec { return spec{s.Spec.Replicas, s.Spec.Selector, s.Spec.Template} })},
