@@ -36,3 +36,37 @@ func TestStopGivesTheAppBack(t *testing.T) {
 		}
 	}
 }
+
+// TestSharesReplace: a replace stays while another intercept of the
+// daemon holds it, or the request re-creating the intercept brings it.
+func TestSharesReplace(t *testing.T) {
+	value := annotations.ReplaceSpec{By: "alice@laptop", Grace: "1m0s"}.Encode()
+	req := InterceptRequest{Name: "a", Namespace: "shop", Workload: "deployment/worker", Replace: value}
+	run := &runner{req: req}
+	d := &Daemon{intercepts: map[string]*runner{}}
+	if d.sharesReplace(run, nil) {
+		t.Error("alone, it shares")
+	}
+	d.intercepts["a"] = run
+	if d.sharesReplace(run, nil) {
+		t.Error("shares with itself")
+	}
+	next := req
+	if !d.sharesReplace(run, &next) {
+		t.Error("the re-creating request with the same replace does not keep it")
+	}
+	next.Replace = ""
+	if d.sharesReplace(run, &next) {
+		t.Error("a re-creating request without --replace keeps it")
+	}
+	other := req
+	other.Name = "b"
+	d.intercepts["b"] = &runner{req: other}
+	if !d.sharesReplace(run, nil) {
+		t.Error("another intercept holding the same replace does not keep it")
+	}
+	d.intercepts["b"].req.Workload = "deployment/other"
+	if d.sharesReplace(run, nil) {
+		t.Error("another workload's replace keeps it")
+	}
+}

@@ -190,7 +190,7 @@ func (d *Daemon) handleCreate(w http.ResponseWriter, r *http.Request) {
 		// Re-creating an intercept (e.g. on another port of the workload)
 		// replaces it: the old one is left first — keeping the workload
 		// replaced when the new one replaces it the same way.
-		old.keepReplace.Store(old.req.Replace != "" && old.req.Replace == req.Replace && old.req.Workload == req.Workload)
+		old.keepReplace.Store(d.sharesReplace(old, &req))
 		old.stop()
 	}
 	cfg, cs, err := kubeClients(req.Kubeconfig, req.Context)
@@ -205,6 +205,7 @@ func (d *Daemon) handleCreate(w http.ResponseWriter, r *http.Request) {
 	run := newRunner(context.Background(), req, identity{d.clientID, d.secret}, cfg, cs, d.log)
 	// The CLI giving up (Ctrl-C) cancels the request: leave no intercept behind.
 	if err := run.start(r.Context(), timeout); err != nil {
+		run.keepReplace.Store(d.sharesReplace(run, nil))
 		run.stop()
 		writeError(w, http.StatusConflict, err)
 		return
@@ -220,6 +221,7 @@ func (d *Daemon) handleCreate(w http.ResponseWriter, r *http.Request) {
 		env, err := run.env(ctx)
 		cancel()
 		if err != nil {
+			run.keepReplace.Store(d.sharesReplace(run, nil))
 			run.stop()
 			writeError(w, http.StatusBadGateway, err)
 			return
@@ -229,13 +231,34 @@ func (d *Daemon) handleCreate(w http.ResponseWriter, r *http.Request) {
 	d.mu.Lock()
 	if d.quitting {
 		d.mu.Unlock()
-		run.stop()
+		run.stop() // the daemon stops: every replace it holds is given back
 		writeError(w, http.StatusServiceUnavailable, fmt.Errorf("the daemon stopped while the intercept was being created"))
 		return
 	}
 	d.intercepts[req.Name] = run
 	d.mu.Unlock()
 	writeJSON(w, http.StatusOK, st)
+}
+
+// sharesReplace says whether another intercept keeps run's workload
+// replaced the same way — one this daemon holds, or next, the request
+// that re-creates run (nil if none) — so that run's end must not give the
+// workload its app back.
+func (d *Daemon) sharesReplace(run *runner, next *InterceptRequest) bool {
+	same := func(req InterceptRequest) bool {
+		return run.req.Replace != "" && req.Replace == run.req.Replace && req.Namespace == run.req.Namespace && req.Workload == run.req.Workload
+	}
+	if next != nil && same(*next) {
+		return true
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, other := range d.intercepts {
+		if other != run && same(other.req) {
+			return true
+		}
+	}
+	return false
 }
 
 // requestsLocked are the requests of the intercepts held or being
@@ -305,6 +328,7 @@ func (d *Daemon) handleLeave(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no intercept named %q (%s)", name, msg))
 		return
 	}
+	run.keepReplace.Store(d.sharesReplace(run, nil))
 	run.stop()
 	writeJSON(w, http.StatusOK, map[string]string{"left": name})
 }
