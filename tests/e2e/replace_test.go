@@ -136,4 +136,3 @@ func replaceAnnotated(ctx context.Context, t *testing.T, cs kubernetes.Interface
 	_, ok := d.Spec.Template.Annotations[annotations.Replace]
 	return ok
 }
-
