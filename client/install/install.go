@@ -551,9 +551,19 @@ func remove(ctx context.Context, c kubernetes.Interface, r ObjectRef, progress i
 	return nil
 }
 
-// injectAnnotationPatch removes detour.dev/inject from a pod template.
-var injectAnnotationPatch = []byte(`[{"op":"remove","path":"/spec/template/metadata/annotations/` +
-	strings.ReplaceAll(annotations.Inject, "/", "~1") + `"}]`)
+// unannotatePatch removes detour.dev/inject from a pod template, and
+// detour.dev/replace when it has one (a replaced workload gets its app
+// back in the same roll, and is not replaced again if opted in later).
+func unannotatePatch(t corev1.PodTemplateSpec) []byte {
+	var ops []map[string]string
+	for _, a := range []string{annotations.Inject, annotations.Replace} {
+		if _, ok := t.Annotations[a]; ok {
+			ops = append(ops, map[string]string{"op": "remove", "path": "/spec/template/metadata/annotations/" + strings.ReplaceAll(a, "/", "~1")})
+		}
+	}
+	b, _ := json.Marshal(ops)
+	return b
+}
 
 // unannotateWorkloads removes detour.dev/inject from the pod templates of
 // every workload carrying it, of each kind in the table
@@ -569,7 +579,7 @@ func unannotateWorkloads(ctx context.Context, c kubernetes.Interface, progress i
 			if !optedIn(w.Template) || !k.Standalone(w) {
 				continue
 			}
-			if err := k.Patch(ctx, c, w.Namespace, w.Name, types.JSONPatchType, injectAnnotationPatch, metav1.PatchOptions{FieldManager: FieldManager}); err != nil && !apierrors.IsNotFound(err) {
+			if err := k.Patch(ctx, c, w.Namespace, w.Name, types.JSONPatchType, unannotatePatch(w.Template), metav1.PatchOptions{FieldManager: FieldManager}); err != nil && !apierrors.IsNotFound(err) {
 				return fmt.Errorf("remove %s from %s %s/%s: %w", annotations.Inject, strings.ToLower(k.Name), w.Namespace, w.Name, err)
 			}
 			noted(progress, sum, ObjectRef{k.Name, w.Namespace, w.Name}, k.Rolls)

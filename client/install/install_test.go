@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -108,9 +109,11 @@ func TestUninstall(t *testing.T) {
 	}
 	bare := owned.DeepCopy()
 	bare.Name, bare.OwnerReferences = "bare", nil
+	replaced := maps.Clone(opted)
+	replaced[annotations.Replace] = annotations.ReplaceSpec{By: "alice@laptop", Grace: "1m0s"}.Encode()
 	sts := &appsv1.StatefulSet{
 		ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: "data"},
-		Spec:       appsv1.StatefulSetSpec{Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Annotations: opted}}},
+		Spec:       appsv1.StatefulSetSpec{Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Annotations: replaced}}},
 	}
 	cs := newClientset(deployment("shop", "web", opted), deployment("shop", "plain", nil), owned, bare, sts)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -137,6 +140,10 @@ func TestUninstall(t *testing.T) {
 	web, _ := cs.AppsV1().Deployments("shop").Get(ctx, "web", metav1.GetOptions{})
 	if _, ok := web.Spec.Template.Annotations[annotations.Inject]; ok || web.Spec.Template.Annotations[annotations.Container] != "app" {
 		t.Errorf("web template annotations %v: want inject removed, the rest kept", web.Spec.Template.Annotations)
+	}
+	db, _ := cs.AppsV1().StatefulSets("data").Get(ctx, "db", metav1.GetOptions{})
+	if a := db.Spec.Template.Annotations; a[annotations.Inject] != "" || a[annotations.Replace] != "" || a[annotations.Container] != "app" {
+		t.Errorf("replaced db's template annotations %v: want inject and replace removed, the rest kept", a)
 	}
 	rs, _ := cs.AppsV1().ReplicaSets("shop").Get(ctx, "web-123", metav1.GetOptions{})
 	if _, ok := rs.Spec.Template.Annotations[annotations.Inject]; !ok {
