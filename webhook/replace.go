@@ -44,14 +44,7 @@ func replaceApp(pod *corev1.Pod, app *corev1.Container, image string, cfg Inject
 		Args:            []string{"install-sleeper", annotations.Sleeper},
 		Resources:       *cfg.InitResources.DeepCopy(),
 		VolumeMounts:    []corev1.VolumeMount{mount},
-		SecurityContext: &corev1.SecurityContext{
-			RunAsNonRoot:             ptr(true),
-			RunAsUser:                ptr(int64(65532)),
-			ReadOnlyRootFilesystem:   ptr(true),
-			AllowPrivilegeEscalation: ptr(false),
-			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-		},
+		SecurityContext: restricted(),
 	})
 	mount.ReadOnly = true
 	app.VolumeMounts = append(app.VolumeMounts, mount)

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"slices"
 	"strings"
 	"testing"
 
@@ -13,11 +14,7 @@ import (
 // before the cluster is asked anything; well-formed mirrors get as far as
 // the cluster (1 here: it is unreachable).
 func TestMirrorCommandLine(t *testing.T) {
-	cases := []struct {
-		args []string
-		want int
-		msg  string
-	}{
+	cases := []commandLine{
 		{[]string{"--mirror", "--preview-url"}, ExitUsage, "--mirror takes copies and routes no request"},
 		{[]string{"--mirror", "--http-match", "auto"}, ExitUsage, "a mirror copies the requests others send"},
 		{[]string{"--mirror", "--http-auto-header", "baggage"}, ExitUsage, "which a mirror does not use"},
@@ -28,8 +25,23 @@ func TestMirrorCommandLine(t *testing.T) {
 		{[]string{"--mirror", "--mechanism", "http"}, ExitRuntime, "cannot reach the cluster"},
 		{[]string{"--mirror", "--http-method", "POST", "--http-match", "x-dev=alice"}, ExitRuntime, "cannot reach the cluster"},
 	}
+	runCommandLines(t, []string{"intercept", "tap", "--workload", "hello", "--port", "8080"}, cases)
+}
+
+// commandLine is one command line's expected exit status and a piece of
+// its stderr.
+type commandLine struct {
+	args []string
+	want int
+	msg  string
+}
+
+// runCommandLines runs prefix + each case's args against a cluster that
+// cannot be reached: usage errors exit 2 before it is asked anything.
+func runCommandLines(t *testing.T, prefix []string, cases []commandLine) {
+	t.Helper()
 	for _, c := range cases {
-		args := append([]string{"intercept", "tap", "--workload", "hello", "--port", "8080"}, c.args...)
+		args := append(slices.Clone(prefix), c.args...)
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
 			t.Setenv("DETOUR_HOME", t.TempDir())
 			t.Setenv("XDG_CONFIG_HOME", t.TempDir())
