@@ -53,15 +53,29 @@ func BenchmarkClusterNetworkBulk(b *testing.B) {
 	}
 	fwd := portForward(ctx, b, cfg, cs, dbPod, echoHTTPPort)[0]
 	wsFwd := portForwardWebSocket(b, cfg, cs, dbPod, echoHTTPPort)
+	// curl prints its connect time (name lookup included) and its total
+	// time, in seconds, one line per transfer.
 	curl := func(url string) []string {
-		return []string{"curl", "-sS", "-o", "/dev/null", "-w", "%{time_total}", "--data-binary", "@" + body, url}
+		return []string{"curl", "-sS", "-o", "/dev/null", "-w", `%{time_connect} %{time_total}\n`, "--data-binary", "@" + body, url}
+	}
+	times := func(out string) (connect, total []float64) {
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			f := strings.Fields(line)
+			if len(f) != 2 {
+				b.Fatalf("curl said %q", out)
+			}
+			c, err1 := strconv.ParseFloat(f[0], 64)
+			t, err2 := strconv.ParseFloat(f[1], 64)
+			if err1 != nil || err2 != nil {
+				b.Fatalf("curl said %q", out)
+			}
+			connect, total = append(connect, c), append(total, t)
+		}
+		return connect, total
 	}
 	seconds := func(out string) float64 {
-		f, err := strconv.ParseFloat(strings.TrimSpace(out), 64)
-		if err != nil {
-			b.Fatalf("curl said %q", out)
-		}
-		return f
+		_, t := times(out)
+		return t[len(t)-1]
 	}
 	u.must(append([]string{"run", "-n", ns, "--workload", "app", "--"}, curl("http://db:80/")...)...) // injects the agent, warms up
 	rounds := 5
@@ -79,10 +93,33 @@ func BenchmarkClusterNetworkBulk(b *testing.B) {
 	}
 	var detour, raw, ratio, oth, vsOther, ws, wsRatio []float64
 	mb := float64(2*16<<20) / 1e6 // up and back
-	viaDetour := func(u *user) float64 {
-		r := u.must(append([]string{"run", "-n", ns, "--workload", "app", "--"}, curl("http://db:80/")...)...)
-		return mb / seconds(r.stdout)
+	var connectMs []float64
+	viaDetour := func(x *user) float64 {
+		r := x.must(append([]string{"run", "-n", ns, "--workload", "app", "--"}, curl("http://db:80/")...)...)
+		c, t := times(r.stdout)
+		if x == u { // not the other build's
+			connectMs = append(connectMs, c[0]*1e3)
+		}
+		return mb / t[0]
 	}
+	// warm: three transfers in one runner, each after the one before;
+	// the last two run on a session and port-forward already carrying
+	// data, like the raw port-forward's (set up once for all rounds).
+	// The machine's CPU (/proc/stat, every process) is read around the
+	// last two: how much CPU the whole chain spends per MB, and how
+	// idle the two cores were meanwhile.
+	var warmCPU, rawCPU, warmIdle, rawIdle []float64
+	warmRun := func() float64 {
+		c := shellJoin(curl("http://db:80/"))
+		script := c + "; head -1 /proc/stat >&2; " + c + "; " + c + "; head -1 /proc/stat >&2"
+		r := u.must("run", "-n", ns, "--workload", "app", "--", "/bin/sh", "-c", script)
+		_, t := times(r.stdout)
+		lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+		busy, idle := cpuBetween(b, lines[len(lines)-2], lines[len(lines)-1])
+		warmCPU, warmIdle = append(warmCPU, busy/(2*mb)), append(warmIdle, idle)
+		return mb / ((t[1] + t[2]) / 2)
+	}
+	var warm, warmRatio []float64
 	for i := 0; i < rounds; i++ {
 		var d, o float64
 		if other != nil && i%2 == 1 { // the builds alternate which goes first
@@ -94,21 +131,66 @@ func BenchmarkClusterNetworkBulk(b *testing.B) {
 		}
 		raw1 := func(port uint16) float64 {
 			args := curl(fmt.Sprintf("http://127.0.0.1:%d/", port))
+			before := procStat(b)
 			out, err := exec.Command(args[0], args[1:]...).Output()
 			if err != nil {
 				b.Fatal(err)
+			}
+			if port == fwd {
+				busy, idle := cpuBetween(b, before, procStat(b))
+				rawCPU, rawIdle = append(rawCPU, busy/mb), append(rawIdle, idle)
 			}
 			return mb / seconds(string(out))
 		}
 		p := raw1(fwd)
 		w := raw1(wsFwd)
+		wm := warmRun()
+		warm, warmRatio = append(warm, wm), append(warmRatio, wm/p)
 		detour, raw, ratio = append(detour, d), append(raw, p), append(ratio, d/p)
 		ws, wsRatio = append(ws, w), append(wsRatio, d/w)
 		if other != nil {
 			oth, vsOther = append(oth, o), append(vsOther, d/o)
 		}
 	}
-	b.Logf("MB/s per round (16 MiB up + back): detour run %v, raw port-forward %v, raw WebSocket port-forward %v", round1(detour), round1(raw), round1(ws))
+	// Where the CPU goes: every process's CPU time around 3 transfers
+	// over the raw port-forward, 3 in one detour run (its start-up and
+	// exit, measured alone with `run -- true`, subtracted by name).
+	rawUse, runUse, idleUse := cpuUse{}, cpuUse{}, cpuUse{}
+	for range 2 {
+		s0 := takeCPUSnapshot()
+		for range 3 {
+			args := curl(fmt.Sprintf("http://127.0.0.1:%d/", fwd))
+			if err := exec.Command(args[0], args[1:]...).Run(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		rawUse.add(takeCPUSnapshot().since(s0))
+		s0 = takeCPUSnapshot()
+		c := shellJoin(curl("http://db:80/"))
+		u.must("run", "-n", ns, "--workload", "app", "--", "/bin/sh", "-c", c+"; "+c+"; "+c)
+		runUse.add(takeCPUSnapshot().since(s0))
+		s0 = takeCPUSnapshot()
+		u.must("run", "-n", ns, "--workload", "app", "--", "true")
+		idleUse.add(takeCPUSnapshot().since(s0))
+	}
+	for k, v := range idleUse {
+		runUse[k] -= v
+	}
+	b.Logf("CPU per MB (6 transfers each, every process on the machine, others' jobs included): raw port-forward %s", rawUse.top(14, 6*mb))
+	b.Logf("CPU per MB: detour run %s", runUse.top(14, 6*mb))
+	b.ReportMetric(rawUse.total()/(6*mb), "portforward-all-cpu-ms/MB")
+	b.ReportMetric(runUse.total()/(6*mb), "detour-all-cpu-ms/MB")
+	b.Logf("MB/s per round (16 MiB up + back): detour run %v, raw port-forward %v, raw WebSocket port-forward %v, warm runner %v; detour run's connect (with name lookup) ms %v",
+		round1(detour), round1(raw), round1(ws), round1(warm), round1(connectMs))
+	b.Logf("machine CPU ms per MB: warm runner %v, raw port-forward %v; idle share of the 2 cores: warm runner %v, raw %v",
+		round1(warmCPU), round1(rawCPU), round2(warmIdle), round2(rawIdle))
+	b.ReportMetric(median(warmCPU), "warm-cpu-ms/MB")
+	b.ReportMetric(median(rawCPU), "portforward-cpu-ms/MB")
+	b.ReportMetric(median(warmIdle), "warm-idle")
+	b.ReportMetric(median(rawIdle), "portforward-idle")
+	b.ReportMetric(median(warm), "warm-MB/s")
+	b.ReportMetric(median(warmRatio), "warm-ratio-median")
+	b.ReportMetric(median(connectMs), "connect-ms")
 	slices.Sort(ratio)
 	b.ReportMetric(median(detour), "detour-MB/s")
 	b.ReportMetric(median(raw), "portforward-MB/s")
@@ -177,4 +259,61 @@ func portForwardWebSocket(t testing.TB, cfg *rest.Config, cs kubernetes.Interfac
 		t.Fatalf("websocket port-forward ports: %v %v", ports, err)
 	}
 	return ports[0].Local
+}
+
+// shellJoin quotes args for /bin/sh -c.
+func shellJoin(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+	}
+	return strings.Join(q, " ")
+}
+
+func round2(v []float64) []float64 {
+	out := make([]float64, len(v))
+	for i, x := range v {
+		out[i] = float64(int(x*100)) / 100
+	}
+	return out
+}
+
+// procStat is the first line of /proc/stat: the machine's CPU time.
+func procStat(t testing.TB) string {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	return line
+}
+
+// cpuBetween reads two /proc/stat "cpu" lines: the busy CPU time between
+// them in ms (all CPUs) and the idle share (idle + iowait over all).
+func cpuBetween(t testing.TB, before, after string) (busyMs, idle float64) {
+	t.Helper()
+	parse := func(line string) (total, idle float64) {
+		f := strings.Fields(line)
+		if len(f) < 8 || f[0] != "cpu" {
+			t.Fatalf("not a /proc/stat cpu line: %q", line)
+		}
+		for i, v := range f[1:8] { // user nice system idle iowait irq softirq
+			x, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("/proc/stat: %q", line)
+			}
+			total += x
+			if i == 3 || i == 4 {
+				idle += x
+			}
+		}
+		return total, idle
+	}
+	t0, i0 := parse(before)
+	t1, i1 := parse(after)
+	if t1 <= t0 {
+		return 0, 0
+	}
+	tick := 1000.0 / 100 // USER_HZ is 100 on Linux
+	return (t1 - t0 - (i1 - i0)) * tick, (i1 - i0) / (t1 - t0)
 }
