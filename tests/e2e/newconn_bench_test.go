@@ -8,11 +8,15 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/detour-dev/detour/tests/internal/images"
 )
@@ -95,6 +99,9 @@ func BenchmarkClusterNewConnection(b *testing.B) {
 			x.u.must("leave", "web-"+ns)
 		}
 	}
+	if trace {
+		logTraces(ctx, b, cs, &pod, variants[0].u)
+	}
 	for i := 0; i < b.N; i++ {
 	}
 	report := func(d []time.Duration, name string) {
@@ -174,4 +181,18 @@ func connectOnly(tb testing.TB, addr string, n int) []time.Duration {
 		c.Close()
 	}
 	return out
+}
+
+// logTraces logs the conntrace lines of pod's agent and of u's daemon.
+func logTraces(ctx context.Context, tb testing.TB, cs kubernetes.Interface, pod *corev1.Pod, u *user) {
+	raw, err := cs.CoreV1().Pods(pod.Namespace).GetLogs(pod.Name, &corev1.PodLogOptions{Container: "detour-agent"}).DoRaw(ctx)
+	if err != nil {
+		tb.Logf("agent log: %v", err)
+	}
+	daemon, _ := os.ReadFile(filepath.Join(u.home, "daemon.log"))
+	for _, l := range strings.Split(string(raw)+string(daemon), "\n") {
+		if strings.Contains(l, "conntrace") {
+			tb.Log(l)
+		}
+	}
 }
