@@ -96,16 +96,7 @@ func BenchmarkClusterNewConnection(b *testing.B) {
 			leave(x)
 		}
 	}
-	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
-	if err != nil || len(pods.Items) == 0 {
-		b.Fatalf("pods: %v", err)
-	}
-	pod := pods.Items[0]
-	for _, p := range pods.Items {
-		if p.DeletionTimestamp == nil {
-			pod = p
-		}
-	}
+	pod := livePod(ctx, b, cs, ns, "app=web")
 	raw := net.JoinHostPort("127.0.0.1", fmt.Sprint(portForward(ctx, b, cfg, cs, &pod, echoTCPPort)[0]))
 
 	const rounds, perRound = 5, 60
