@@ -39,16 +39,16 @@ const (
 )
 
 // probesInARow is how many probe answers in a row the check needs when
-// agents on pods endpoints hold the intercept: enough that one stale
+// the agents of pods endpoints hold the intercept: enough that one stale
 // endpoint among pods+1, which kube-proxy picks with chance 1/(pods+1) for
 // each new connection, is missed by all of them with chance at most
 // staleChance: (pods/(pods+1))^n ≤ staleChance, so n = ⌈ln staleChance /
 // ln(pods/(pods+1))⌉ — 10 for 1 pod, 18 for 2, 73 for 10, 695 for 100,
 // 6,912 for 1,000 (more stale endpoints are found sooner). It is at most
-// maxProbesInARow, which bounds the check's time (probeParallel at once, a
-// few ms each: 10,000 take a few seconds; probeUntil's within bounds it in
-// any case): past 1,447 pods the chance grows above staleChance (13.5 % at
-// 5,000 pods).
+// maxProbesInARow, which bounds the check's time (10,000 are 625 rounds
+// of probeParallel, each a few ms: some seconds; probeUntil's within
+// bounds it in any case): past 1,447 pods the chance grows above
+// staleChance (13.5 % at 5,000 pods).
 func probesInARow(pods int) int {
 	pods = max(pods, 1)
 	n := math.Ceil(math.Log(staleChance) / math.Log(float64(pods)/float64(pods+1)))
