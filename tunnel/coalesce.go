@@ -48,10 +48,10 @@ const maxHeld = 64
 // A stream's SYN and ACK window updates (no body) are held for up to
 // holdSetup and go out with the next frame: a new connection's stream
 // opening, its header and, back, the accept and the first answer cross the
-// port-forward as one message each way instead of two. Other bodyless
-// frames (window updates, pings, go-away, FIN, RST) go out at once, with
-// whatever is held before them, so nothing waits for a write that will not
-// come and the order of frames is kept.
+// port-forward as one message each way instead of two; a held frame that
+// no write follows goes out alone after holdSetup. Other bodyless frames
+// (window updates, pings, go-away, FIN, RST) go out at once, with whatever
+// is held before them, so the order of frames is kept.
 type coalescingConn struct {
 	io.ReadWriteCloser
 	sock    net.Conn // the same connection when it is a socket, else nil
