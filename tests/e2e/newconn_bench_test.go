@@ -47,7 +47,7 @@ import (
 // each adds its figures in the same rounds, every other round in reverse
 // order. DETOUR_BENCH_TRACE=1 logs each new connection's client-side
 // timestamps (Unix ns), and the "conntrace" lines of the agent and the
-// daemon, for a build that traces them.
+// daemon, for a build that traces them (testdata/conntrace.patch).
 func BenchmarkClusterNewConnection(b *testing.B) {
 	ctx := context.Background()
 	cfg := restConfig(b)
