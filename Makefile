@@ -58,13 +58,13 @@ bench: build
 	flock -o /tmp/detour-e2e.lock $(MAKE) --no-print-directory bench-cluster-locked
 
 # bench-cluster measures intercepts on the local cluster against a raw
-# port-forward to the same pod (BenchmarkClusterIntercept).
+# port-forward to the same pod (BenchmarkClusterIntercept, BenchmarkClusterNewConnection).
 bench-cluster: deps build
 	flock -o /tmp/detour-e2e.lock $(MAKE) --no-print-directory bench-cluster-locked
 
 bench-cluster-locked:
 	$(GO) run ./tests/cluster up || { $(GO) run ./tests/cluster down; exit 1; }
-	$(GO) test -tags e2e -run '^$$' -bench 'ClusterIntercept|ClusterNetworkBulk|PortForwardTransport|RemoteCluster' -benchtime 1x -count=1 -timeout 20m ./tests/e2e/ ; rc=$$?; \
+	$(GO) test -tags e2e -run '^$$' -bench 'ClusterIntercept|ClusterNewConnection|ClusterNetworkBulk|PortForwardTransport|RemoteCluster' -benchtime 1x -count=1 -timeout 20m ./tests/e2e/ ; rc=$$?; \
 	$(GO) run ./tests/cluster down; exit $$rc
 
 lint:

@@ -14,7 +14,9 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/detour-dev/detour/tests/internal/images"
 )
@@ -58,24 +60,22 @@ func (zeroReader) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 // connectRTT opens n new connections one after another, each sending one
 // byte and waiting for it to come back, and returns the durations.
 func connectRTT(tb testing.TB, addr string, n int) []time.Duration {
-	out := make([]time.Duration, 0, n)
-	for i := 0; i < n; i++ {
-		start := time.Now()
-		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		if _, err := c.Write([]byte{'x'}); err != nil {
-			tb.Fatal(err)
-		}
-		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
-			tb.Fatalf("1-byte round trip via %s: %v", addr, err)
-		}
-		out = append(out, time.Since(start))
-		c.Close()
+	return tracedConnectRTT(tb, addr, n, 0, false)
+}
+
+// livePod is a pod of ns matching selector that is not being deleted.
+func livePod(ctx context.Context, tb testing.TB, cs kubernetes.Interface, ns, selector string) corev1.Pod {
+	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+	if err != nil || len(pods.Items) == 0 {
+		tb.Fatalf("pods: %v", err)
 	}
-	return out
+	pod := pods.Items[0]
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp == nil {
+			pod = p
+		}
+	}
+	return pod
 }
 
 // streamRTT sends n 1-byte echoes one after another on one connection: the
@@ -143,16 +143,7 @@ func BenchmarkClusterIntercept(b *testing.B) {
 	eventually(b, 10*time.Second, "app answers after leave", func() bool { return strings.HasPrefix(who(httpURL), "hello from") })
 	toApp := time.Since(start)
 
-	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
-	if err != nil || len(pods.Items) == 0 {
-		b.Fatalf("pods: %v", err)
-	}
-	pod := pods.Items[0]
-	for _, p := range pods.Items {
-		if p.DeletionTimestamp == nil {
-			pod = p
-		}
-	}
+	pod := livePod(ctx, b, cs, ns, "app=web")
 	fwd := portForward(ctx, b, cfg, cs, &pod, echoTCPPort, echoHTTPPort)
 	raw := net.JoinHostPort("127.0.0.1", fmt.Sprint(fwd[0]))
 

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
+	"sync"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -14,17 +16,44 @@ import (
 )
 
 // The Service check (tunnel/spec.md, expect-probe): an intercept is
-// reported active once this many probe connections in a row, each through
-// the Service's ClusterIP from a pod, reached agents holding it. kube-proxy
-// may for a while send to the new pods and to a gone one alike, each
-// connection to either: with one stale endpoint of two, n answers in a row
-// happen by chance 1 in 2^n times (3 let a hang through in CI).
+// reported active once enough probe connections in a row, each through the
+// Service's ClusterIP from a pod, reached agents holding it
+// (probesInARow). kube-proxy may for a while send to the new pods and to a
+// gone one alike, each connection to any of them.
 const (
-	probesInARow = 10
-	probeWait    = time.Second            // for one probe's answer
-	probeTTL     = tunnel.MaxProbeTTL / 2 // how long the agents stay armed
-	probePause   = 100 * time.Millisecond // after a probe that missed
+	probeWait  = time.Second            // for one probe's answer
+	probeTTL   = tunnel.MaxProbeTTL / 2 // how long the agents stay armed
+	probePause = 100 * time.Millisecond // after a probe that missed
+	// probeParallel is how many probes run at once: each is a new
+	// connection, which kube-proxy sends to an endpoint of its own choice
+	// whatever else is in flight, so probes at once count as in a row.
+	probeParallel = 16
 )
+
+// staleChance is the chance at most that one stale endpoint lets the
+// probes through; maxProbesInARow bounds the probes, so the check's time
+// (see probesInARow).
+const (
+	staleChance     = 1e-3
+	maxProbesInARow = 10_000
+)
+
+// probesInARow is how many probe answers in a row the check needs when
+// the agents of pods endpoints hold the intercept: enough that one stale
+// endpoint among pods+1, which kube-proxy picks with chance 1/(pods+1) for
+// each new connection, is missed by all of them with chance at most
+// staleChance: (pods/(pods+1))^n ≤ staleChance, so n = ⌈ln staleChance /
+// ln(pods/(pods+1))⌉ — 10 for 1 pod, 18 for 2, 73 for 10, 695 for 100,
+// 6,912 for 1,000 (more stale endpoints are found sooner). It is at most
+// maxProbesInARow, which bounds the check's time (10,000 are 625 rounds
+// of probeParallel, each a few ms: some seconds; probeUntil's within
+// bounds it in any case): past 1,447 pods the chance grows above
+// staleChance (13.5 % at 5,000 pods).
+func probesInARow(pods int) int {
+	pods = max(pods, 1)
+	n := math.Ceil(math.Log(staleChance) / math.Log(float64(pods)/float64(pods+1)))
+	return int(min(n, maxProbesInARow))
+}
 
 // checkService waits, within at most within, until new connections to the
 // Service reach the agents holding the intercept: kube-proxy applies the
@@ -58,35 +87,64 @@ func (r *runner) checkService(ctx context.Context, within time.Duration) string 
 		}
 	}
 	dst := netip.AddrPortFrom(ip, uint16(port.Port))
-	return probeUntil(ctx, min(within, probeTTL-probeWait), func(ctx context.Context) error {
+	need := probesInARow(len(sessions))
+	return probeUntil(ctx, min(within, probeTTL-probeWait), need, func(ctx context.Context) error {
 		return sessions[0].Probe(ctx, dst, token, probeWait)
 	}, r.req.Service)
 }
 
-// probeUntil runs probe until it succeeds probesInARow times in a row, and
-// says why not when within runs out or probing cannot work.
-func probeUntil(ctx context.Context, within time.Duration, probe func(context.Context) error, service string) string {
+// probeUntil runs probe until it succeeds need times in a row, up to
+// probeParallel at once, and says why not when within runs out or probing
+// cannot work. probe must be safe to call from several goroutines.
+func probeUntil(ctx context.Context, within time.Duration, need int, probe func(context.Context) error, service string) string {
 	ctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
 	inARow := 0
-	var last error
 	for {
-		err := probe(ctx)
+		err := probeBatch(ctx, min(need-inARow, probeParallel), probe)
 		switch {
 		case err == nil:
-			if inARow++; inARow == probesInARow {
+			if inARow += min(need-inARow, probeParallel); inARow >= need {
 				return ""
 			}
 			continue
 		case errors.Is(err, tunnel.ErrDialDenied):
 			return fmt.Sprintf("could not check service %s from the pod: %v", service, err)
 		}
-		inARow, last = 0, err
+		inARow = 0
 		select {
 		case <-ctx.Done():
 			return fmt.Sprintf("service %s did not send every new connection to the agents within %s (last probe: %v): the first requests may still reach pods that are gone",
-				service, within.Round(time.Second), last)
+				service, within.Round(time.Second), err)
 		case <-time.After(probePause):
 		}
 	}
+}
+
+// probeBatch runs n probes at once and returns the first error, one that
+// says the probes are denied before any other.
+func probeBatch(ctx context.Context, n int, probe func(context.Context) error) error {
+	if n == 1 {
+		return probe(ctx)
+	}
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = probe(ctx)
+		}()
+	}
+	wg.Wait()
+	var first error
+	for _, err := range errs {
+		if errors.Is(err, tunnel.ErrDialDenied) {
+			return err
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return first
 }

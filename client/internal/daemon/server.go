@@ -161,31 +161,12 @@ func (d *Daemon) handleCreate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Errorf("decode request: %w", err))
 		return
 	}
-	d.mu.Lock()
-	if d.quitting {
-		d.mu.Unlock()
-		writeError(w, http.StatusServiceUnavailable, fmt.Errorf("the daemon is stopping: retry in a moment"))
+	old, code, err := d.reserve(req)
+	if err != nil {
+		writeError(w, code, err)
 		return
 	}
-	if _, busy := d.creating[req.Name]; busy {
-		d.mu.Unlock()
-		writeError(w, http.StatusConflict, fmt.Errorf("intercept %q is being created by another command right now", req.Name))
-		return
-	}
-	if err := validRequest(req, d.requestsLocked()); err != nil {
-		d.mu.Unlock()
-		writeError(w, http.StatusBadRequest, err)
-		return
-	}
-	d.creating[req.Name] = req
-	old := d.intercepts[req.Name]
-	delete(d.intercepts, req.Name)
-	d.mu.Unlock()
-	defer func() {
-		d.mu.Lock()
-		delete(d.creating, req.Name)
-		d.mu.Unlock()
-	}()
+	defer d.unreserve(req.Name)
 	if old != nil {
 		// Re-creating an intercept (e.g. on another port of the workload)
 		// replaces it: the old one is left first — keeping the workload
@@ -193,51 +174,98 @@ func (d *Daemon) handleCreate(w http.ResponseWriter, r *http.Request) {
 		old.keepReplace.Store(d.sharesReplace(old, &req))
 		old.stop()
 	}
+	run, st, code, err := d.startIntercept(r.Context(), req)
+	if err != nil {
+		writeError(w, code, err)
+		return
+	}
+	if err := d.adopt(req.Name, run); err != nil {
+		run.stop() // the daemon stops: every replace it holds is given back
+		writeError(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+// reserve marks req's name as being created, so no other create of it
+// runs at the same time, and takes the intercept held under that name out
+// of the daemon's (the caller stops it). On refusal it returns the HTTP
+// status to answer with.
+func (d *Daemon) reserve(req InterceptRequest) (old *runner, code int, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.quitting {
+		return nil, http.StatusServiceUnavailable, fmt.Errorf("the daemon is stopping: retry in a moment")
+	}
+	if _, busy := d.creating[req.Name]; busy {
+		return nil, http.StatusConflict, fmt.Errorf("intercept %q is being created by another command right now", req.Name)
+	}
+	if err := validRequest(req, d.requestsLocked()); err != nil {
+		return nil, http.StatusBadRequest, err
+	}
+	d.creating[req.Name] = req
+	old = d.intercepts[req.Name]
+	delete(d.intercepts, req.Name)
+	return old, 0, nil
+}
+
+// unreserve ends the create of name that reserve began.
+func (d *Daemon) unreserve(name string) {
+	d.mu.Lock()
+	delete(d.creating, name)
+	d.mu.Unlock()
+}
+
+// startIntercept starts req's intercept and returns it with its status
+// once it is active: the agent holds it, the Service has been checked
+// and, when asked, the workload's environment read. The CLI giving up
+// (Ctrl-C) cancels ctx. On failure nothing is left behind, and the HTTP
+// status to answer with is returned.
+func (d *Daemon) startIntercept(ctx context.Context, req InterceptRequest) (*runner, InterceptStatus, int, error) {
 	cfg, cs, err := kubeClients(req.Kubeconfig, req.Context)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
-		return
+		return nil, InterceptStatus{}, http.StatusBadRequest, err
 	}
 	timeout := time.Duration(req.TimeoutSec) * time.Second
 	if timeout <= 0 {
 		timeout = 60 * time.Second
 	}
 	run := newRunner(context.Background(), req, identity{d.clientID, d.secret}, cfg, cs, d.log)
-	// The CLI giving up (Ctrl-C) cancels the request: leave no intercept behind.
-	if err := run.start(r.Context(), timeout); err != nil {
+	if err := run.start(ctx, timeout); err != nil {
 		run.keepReplace.Store(d.sharesReplace(run, nil))
 		run.stop()
-		writeError(w, http.StatusConflict, err)
-		return
+		return nil, InterceptStatus{}, http.StatusConflict, err
 	}
-	check := run.checkService(r.Context(), timeout)
+	check := run.checkService(ctx, timeout)
 	if check != "" {
 		run.log.Warn("service check", zap.String("result", check))
 	}
 	st := run.status()
 	st.ServiceCheck = check
 	if req.WantEnv {
-		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-		env, err := run.env(ctx)
+		envCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		env, err := run.env(envCtx)
 		cancel()
 		if err != nil {
 			run.keepReplace.Store(d.sharesReplace(run, nil))
 			run.stop()
-			writeError(w, http.StatusBadGateway, err)
-			return
+			return nil, InterceptStatus{}, http.StatusBadGateway, err
 		}
 		st.Env = env
 	}
+	return run, st, 0, nil
+}
+
+// adopt makes run the daemon's intercept name, unless the daemon stopped
+// meanwhile (then the caller stops run).
+func (d *Daemon) adopt(name string, run *runner) error {
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	if d.quitting {
-		d.mu.Unlock()
-		run.stop() // the daemon stops: every replace it holds is given back
-		writeError(w, http.StatusServiceUnavailable, fmt.Errorf("the daemon stopped while the intercept was being created"))
-		return
+		return fmt.Errorf("the daemon stopped while the intercept was being created")
 	}
-	d.intercepts[req.Name] = run
-	d.mu.Unlock()
-	writeJSON(w, http.StatusOK, st)
+	d.intercepts[name] = run
+	return nil
 }
 
 // sharesReplace says whether another intercept keeps run's workload
