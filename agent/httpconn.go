@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -74,6 +75,7 @@ type h1Conn struct {
 	rec headRecorder
 	br  *bufio.Reader
 	bw  *bufio.Writer
+	x   exchange // the request in flight
 }
 
 var (
@@ -120,6 +122,9 @@ const closeConn handOffReason = "close"
 
 var errHandOff = errors.New("hand off")
 
+// headEnd ends a request head.
+var headEnd = []byte("\r\n\r\n")
+
 func (hc *h1Conn) release() {
 	hc.br.Reset(nil)
 	h1Readers.Put(hc.br)
@@ -136,11 +141,18 @@ func (hc *h1Conn) readRequest() (*http.Request, error) {
 	}
 	pending, _ := hc.br.Peek(hc.br.Buffered())
 	hc.rec.buf = append(hc.rec.buf[:0], pending...)
+	// A head that came whole in one read (the common case) needs no
+	// deadline: nothing more is read to parse it.
+	whole := bytes.Contains(pending, headEnd)
+	if !whole {
+		_ = hc.c.SetReadDeadline(time.Now().Add(headerTimeout))
+	}
 	hc.rec.on = true
-	_ = hc.c.SetReadDeadline(time.Now().Add(headerTimeout))
 	req, err := http.ReadRequest(hc.br)
 	hc.rec.on = false
-	_ = hc.c.SetReadDeadline(time.Time{})
+	if !whole {
+		_ = hc.c.SetReadDeadline(time.Time{})
+	}
 	if err != nil {
 		var ne net.Error
 		if errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
@@ -273,14 +285,15 @@ func (hc *h1Conn) roundTrip(req *http.Request, pool *h1Pool) (*exchange, *http.R
 	if err != nil {
 		return nil, nil, err
 	}
-	x := &exchange{uc: uc}
+	x := &hc.x
+	*x = exchange{uc: uc}
 	res, err := hc.send(req, x)
 	if err != nil && reused && bodyless && x.sent == nil {
 		_ = uc.c.Close()
 		if uc, err = pool.fresh(ctx); err != nil {
 			return nil, nil, err
 		}
-		x = &exchange{uc: uc}
+		*x = exchange{uc: uc}
 		res, err = hc.send(req, x)
 	}
 	return x, res, err
@@ -319,7 +332,7 @@ func (hc *h1Conn) send(req *http.Request, x *exchange) (*http.Response, error) {
 		case res.StatusCode >= 200:
 			return res, nil
 		}
-		writeResponseHead(hc.bw, res, false) // 1xx: informational, forwarded
+		writeResponseHead(hc.bw, res, -1, false) // 1xx: informational, forwarded
 		if err := hc.bw.Flush(); err != nil {
 			return nil, err
 		}
@@ -331,8 +344,7 @@ func (hc *h1Conn) send(req *http.Request, x *exchange) (*http.Response, error) {
 // chunk back before the caller sends the next).
 func (hc *h1Conn) sendBody(w *bufio.Writer, req *http.Request) error {
 	chunked := req.ContentLength < 0
-	idle := func() bool { return hc.br.Buffered() == 0 }
-	if err := copyBody(w, req.Body, idle, chunked); err != nil {
+	if err := copyBody(w, req.Body, hc.br, chunked); err != nil {
 		return err
 	}
 	if chunked {
@@ -351,13 +363,14 @@ func (hc *h1Conn) writeResponse(req *http.Request, x *exchange, res *http.Respon
 	if req.Close {
 		res.Header["Connection"] = []string{"close"}
 	}
+	length := int64(-1) // the header's own, if any, for a response without a body
 	if !bodyless && !chunked {
-		res.Header["Content-Length"] = []string{strconv.FormatInt(res.ContentLength, 10)}
+		delete(res.Header, "Content-Length")
+		length = res.ContentLength
 	}
-	writeResponseHead(hc.bw, res, chunked)
+	writeResponseHead(hc.bw, res, length, chunked)
 	if !bodyless {
-		idle := func() bool { return x.uc.br.Buffered() == 0 }
-		if err := copyBody(hc.bw, res.Body, idle, chunked); err != nil {
+		if err := copyBody(hc.bw, res.Body, x.uc.br, chunked); err != nil {
 			x.broken = true
 			return false
 		}

@@ -72,9 +72,7 @@ func writeRequestHead(w *bufio.Writer, req *http.Request) {
 	writeHeaderLines(w, req.Header)
 	switch {
 	case req.ContentLength > 0:
-		w.WriteString("Content-Length: ")
-		w.WriteString(strconv.FormatInt(req.ContentLength, 10))
-		w.WriteString("\r\n")
+		writeContentLength(w, req.ContentLength)
 	case req.ContentLength < 0:
 		w.WriteString("Transfer-Encoding: chunked\r\n")
 		writeTrailerNames(w, req.Trailer)
@@ -82,9 +80,10 @@ func writeRequestHead(w *bufio.Writer, req *http.Request) {
 	w.WriteString("\r\n")
 }
 
-// writeResponseHead writes res's status line and header; chunked adds the
-// framing of a body of unknown length and announces its trailers.
-func writeResponseHead(w *bufio.Writer, res *http.Response, chunked bool) {
+// writeResponseHead writes res's status line and header, length as its
+// Content-Length unless negative; chunked adds the framing of a body of
+// unknown length and announces its trailers.
+func writeResponseHead(w *bufio.Writer, res *http.Response, length int64, chunked bool) {
 	w.WriteString("HTTP/1.1 ")
 	if res.Status != "" {
 		w.WriteString(res.Status)
@@ -93,11 +92,21 @@ func writeResponseHead(w *bufio.Writer, res *http.Response, chunked bool) {
 	}
 	w.WriteString("\r\n")
 	writeHeaderLines(w, res.Header)
+	if length >= 0 {
+		writeContentLength(w, length)
+	}
 	if chunked {
 		w.WriteString("Transfer-Encoding: chunked\r\n")
 		writeTrailerNames(w, res.Trailer)
 	}
 	w.WriteString("\r\n")
+}
+
+func writeContentLength(w *bufio.Writer, n int64) {
+	var b [40]byte
+	line := append(b[:0], "Content-Length: "...)
+	line = strconv.AppendInt(line, n, 10)
+	w.Write(append(line, '\r', '\n'))
 }
 
 // headerNewlines turns what would end a line into spaces, as net/http
@@ -143,14 +152,14 @@ func writeTrailer(w *bufio.Writer, t http.Header) {
 }
 
 // copyBody copies src to w, as chunks when chunked, flushing w before any
-// read that may wait (idle reports that the source has nothing buffered;
-// nil: it never waits).
-func copyBody(w *bufio.Writer, src io.Reader, idle func() bool, chunked bool) error {
+// read that may wait: when from, the buffer src reads, is empty (nil:
+// src never waits).
+func copyBody(w *bufio.Writer, src io.Reader, from *bufio.Reader, chunked bool) error {
 	bp := proxyBuffers.pool.Get().(*[]byte)
 	defer proxyBuffers.pool.Put(bp)
 	buf := *bp
 	for {
-		if idle != nil && idle() {
+		if from != nil && from.Buffered() == 0 {
 			if err := w.Flush(); err != nil {
 				return err
 			}
