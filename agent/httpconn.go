@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -76,6 +77,31 @@ type h1Conn struct {
 	br  *bufio.Reader
 	bw  *bufio.Writer
 	x   exchange // the request in flight
+
+	// inflight is the upstream connection of the request in flight, closed
+	// with the connection: shutdown's closeAll ends what it waits for.
+	inflight atomic.Pointer[upConn]
+	closed   atomic.Bool
+}
+
+// Close closes the connection and the upstream one its request waits on.
+func (hc *h1Conn) Close() error {
+	hc.closed.Store(true)
+	err := hc.c.Close()
+	if uc := hc.inflight.Load(); uc != nil {
+		_ = uc.c.Close()
+	}
+	return err
+}
+
+// use makes uc the connection in flight; false if hc was closed meanwhile.
+func (hc *h1Conn) use(uc *upConn) bool {
+	hc.inflight.Store(uc)
+	if hc.closed.Load() {
+		_ = uc.c.Close()
+		return false
+	}
+	return true
 }
 
 var (
@@ -93,6 +119,11 @@ func (hp *httpPort) serveHTTP1(c net.Conn, first byte) {
 	hc.bw = h1Writers.Get().(*bufio.Writer)
 	hc.bw.Reset(c)
 	defer hc.release()
+	if !hp.a.conns.add(hc) { // shutting down
+		_ = c.Close()
+		return
+	}
+	defer hp.a.conns.done(hc)
 	for {
 		req, err := hc.readRequest()
 		var reason handOffReason
@@ -187,8 +218,7 @@ func (hc *h1Conn) serve(req *http.Request) handOffReason {
 		req.Header.Del("Upgrade")
 		req.Header.Del("Http2-Settings")
 	}
-	head := hc.rec.buf[:len(hc.rec.buf)-hc.br.Buffered()]
-	if why := requestShape(req, head); why != proxyHere {
+	if why := requestShape(req); why != proxyHere {
 		return why
 	}
 	st := hp.a.reg.lookup(hp.port)
@@ -250,6 +280,7 @@ type exchange struct {
 func (hc *h1Conn) proxy(req *http.Request, pool *h1Pool, route string) bool {
 	outboundHeader(req)
 	x, res, err := hc.roundTrip(req, pool)
+	defer hc.inflight.Store(nil)
 	if err != nil {
 		hc.upstreamFailed(req, route, err)
 		if x != nil {
@@ -285,6 +316,9 @@ func (hc *h1Conn) roundTrip(req *http.Request, pool *h1Pool) (*exchange, *http.R
 	if err != nil {
 		return nil, nil, err
 	}
+	if !hc.use(uc) {
+		return nil, nil, net.ErrClosed
+	}
 	x := &hc.x
 	*x = exchange{uc: uc}
 	res, err := hc.send(req, x)
@@ -292,6 +326,9 @@ func (hc *h1Conn) roundTrip(req *http.Request, pool *h1Pool) (*exchange, *http.R
 		_ = uc.c.Close()
 		if uc, err = pool.fresh(ctx); err != nil {
 			return nil, nil, err
+		}
+		if !hc.use(uc) {
+			return nil, nil, net.ErrClosed
 		}
 		*x = exchange{uc: uc}
 		res, err = hc.send(req, x)

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"net/http"
 
 	"golang.org/x/net/http/httpguts"
@@ -31,14 +30,14 @@ const (
 // requestShape checks what the loop needs of a request before routing it:
 // HTTP/1.1 with one valid Host, valid header fields (as net/http's server
 // requires, so that those it would refuse still get its answer), no
-// Expect and no Upgrade. head is the request's raw header block, for the
-// count of Host lines (http.ReadRequest keeps only the first). An Upgrade
-// to h2c was already dropped (ServeHTTP answers those in HTTP/1.1 too).
-func requestShape(r *http.Request, head []byte) handOffReason {
+// Expect and no Upgrade (http.ReadRequest already refused more than one
+// Host line). An Upgrade to h2c was already dropped (ServeHTTP answers
+// those in HTTP/1.1 too).
+func requestShape(r *http.Request) handOffReason {
 	switch {
 	case r.ProtoMajor != 1 || r.ProtoMinor != 1:
 		return handOffProto
-	case r.Host == "" || !httpguts.ValidHostHeader(r.Host) || hostLines(head) != 1:
+	case r.Host == "" || !httpguts.ValidHostHeader(r.Host):
 		return handOffHost
 	case !validHeader(r.Header):
 		return handOffHeaders
@@ -77,21 +76,4 @@ func validHeader(h http.Header) bool {
 		}
 	}
 	return true
-}
-
-// hostLines counts the header lines named Host in a request head.
-func hostLines(head []byte) int {
-	n := 0
-	for len(head) > 0 {
-		line := head
-		if i := bytes.IndexByte(head, '\n'); i >= 0 {
-			line, head = head[:i], head[i+1:]
-		} else {
-			head = nil
-		}
-		if len(line) >= 5 && line[4] == ':' && (line[0]|0x20) == 'h' && (line[1]|0x20) == 'o' && (line[2]|0x20) == 's' && (line[3]|0x20) == 't' {
-			n++
-		}
-	}
-	return n
 }
