@@ -78,6 +78,13 @@ type h1Conn struct {
 	bw  *bufio.Writer
 	x   exchange // the request in flight
 
+	// pending aliases the reader's buffer as it was before the head was
+	// parsed, when the whole head was in it (head is that head, blank line
+	// excluded): valid until the next read from the connection.
+	pending, head []byte
+	listed        []string // the caller's Connection tokens, with head
+	te            bool     // the caller sent "Te: trailers", with head
+
 	// inflight is the upstream connection of the request in flight, closed
 	// with the connection: shutdown's closeAll ends what it waits for.
 	inflight atomic.Pointer[upConn]
@@ -171,11 +178,15 @@ func (hc *h1Conn) readRequest() (*http.Request, error) {
 		return nil, err
 	}
 	pending, _ := hc.br.Peek(hc.br.Buffered())
-	hc.rec.buf = append(hc.rec.buf[:0], pending...)
 	// A head that came whole in one read (the common case) needs no
-	// deadline: nothing more is read to parse it.
-	whole := bytes.Contains(pending, headEnd)
-	if !whole {
+	// deadline, nor copying for a hand-off: nothing more is read to parse it.
+	end := bytes.Index(pending, headEnd)
+	whole := end >= 0
+	hc.rec.buf, hc.pending, hc.head = hc.rec.buf[:0], nil, nil
+	if whole {
+		hc.pending, hc.head = pending, pending[:end+2]
+	} else {
+		hc.rec.buf = append(hc.rec.buf, pending...)
 		_ = hc.c.SetReadDeadline(time.Now().Add(headerTimeout))
 	}
 	hc.rec.on = true
@@ -201,8 +212,7 @@ func (hc *h1Conn) handOff() {
 		_ = hc.c.Close()
 		return
 	}
-	prefix := hc.rec.buf
-	hc.rec.buf = nil
+	prefix := append(append([]byte(nil), hc.pending...), hc.rec.buf...)
 	sc := &servedConn{Conn: hc.c, prefix: prefix, closed: make(chan struct{})}
 	if !hc.hp.plain.push(sc) {
 		_ = hc.c.Close()
@@ -273,12 +283,20 @@ type exchange struct {
 	uc     *upConn
 	sent   chan error // the body writer's result; nil when the body went with the head
 	broken bool       // uc must not be reused
+	raw    rawResponse
+	isRaw  bool // the response head is raw, still in uc's buffer; no *http.Response
 }
 
 // proxy sends req to the backend behind pool and its response back. It
 // reports whether the downstream connection can carry the next request.
 func (hc *h1Conn) proxy(req *http.Request, pool *h1Pool, route string) bool {
-	outboundHeader(req)
+	if hc.head != nil {
+		hc.listed = connectionTokens(req.Header["Connection"])
+		hc.te = httpguts.HeaderValuesContainsToken(req.Header["Te"], "trailers")
+		req.URL.RawQuery = cleanQuery(req.URL.RawQuery)
+	} else {
+		outboundHeader(req)
+	}
 	x, res, err := hc.roundTrip(req, pool)
 	defer hc.inflight.Store(nil)
 	if err != nil {
@@ -288,11 +306,16 @@ func (hc *h1Conn) proxy(req *http.Request, pool *h1Pool, route string) bool {
 		}
 		return false
 	}
-	ok := hc.writeResponse(req, x, res)
+	var ok, closed bool
+	if x.isRaw {
+		ok, closed = hc.writeRawResponse(req, x), x.raw.close
+	} else {
+		ok, closed = hc.writeResponse(req, x, res), res.Close
+	}
 	if !hc.finish(x, ok) {
 		return false
 	}
-	if x.broken || res.Close {
+	if x.broken || closed {
 		_ = x.uc.c.Close()
 	} else {
 		pool.put(x.uc)
@@ -340,7 +363,11 @@ func (hc *h1Conn) roundTrip(req *http.Request, pool *h1Pool) (*exchange, *http.R
 // unless it arrived with the head) and reads the final response head.
 func (hc *h1Conn) send(req *http.Request, x *exchange) (*http.Response, error) {
 	w := x.uc.bw
-	writeRequestHead(w, req)
+	if hc.head != nil {
+		writeRawRequestHead(w, req, hc.head, hc.listed, hc.te)
+	} else {
+		writeRequestHead(w, req)
+	}
 	switch {
 	case req.ContentLength == 0:
 	case req.ContentLength > 0 && req.ContentLength <= int64(hc.br.Buffered()):
@@ -359,6 +386,11 @@ func (hc *h1Conn) send(req *http.Request, x *exchange) (*http.Response, error) {
 	for {
 		if _, err := x.uc.br.Peek(1); err != nil {
 			return nil, err
+		}
+		if req.Method != http.MethodHead {
+			if x.raw, x.isRaw = peekRawResponse(x.uc.br); x.isRaw {
+				return nil, nil
+			}
 		}
 		res, err := http.ReadResponse(x.uc.br, req)
 		switch {
@@ -416,6 +448,20 @@ func (hc *h1Conn) writeResponse(req *http.Request, x *exchange, res *http.Respon
 		}
 	}
 	_ = res.Body.Close()
+	return hc.bw.Flush() == nil
+}
+
+// writeRawResponse passes x's raw response head through, then its body,
+// and reports whether all of it was written.
+func (hc *h1Conn) writeRawResponse(req *http.Request, x *exchange) bool {
+	writeRawResponseHead(hc.bw, &x.raw, req.Close)
+	ubr := x.uc.br
+	_, _ = ubr.Discard(x.raw.size)
+	body := io.LimitedReader{R: ubr, N: x.raw.length}
+	if err := copyBody(hc.bw, &body, ubr, false); err != nil || body.N > 0 {
+		x.broken = true
+		return false
+	}
 	return hc.bw.Flush() == nil
 }
 

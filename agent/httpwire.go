@@ -70,14 +70,21 @@ func writeRequestHead(w *bufio.Writer, req *http.Request) {
 	w.WriteString(req.Host)
 	w.WriteString("\r\n")
 	writeHeaderLines(w, req.Header)
+	writeFraming(w, req)
+	w.WriteString("\r\n")
+}
+
+// writeFraming writes the framing of req's body: Content-Length (0 too,
+// but for GET and HEAD, as net/http's Transport does), or chunked
+// (announcing its trailers) when the length is unknown.
+func writeFraming(w *bufio.Writer, req *http.Request) {
 	switch {
-	case req.ContentLength > 0:
+	case req.ContentLength > 0 || req.ContentLength == 0 && req.Method != http.MethodGet && req.Method != http.MethodHead:
 		writeContentLength(w, req.ContentLength)
 	case req.ContentLength < 0:
 		w.WriteString("Transfer-Encoding: chunked\r\n")
 		writeTrailerNames(w, req.Trailer)
 	}
-	w.WriteString("\r\n")
 }
 
 // writeResponseHead writes res's status line and header, length as its
