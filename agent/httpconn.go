@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,13 +52,21 @@ var aLongTimeAgo = time.Unix(1, 0)
 // head is parsed, so that the connection can be handed to net/http's
 // server with the head unread.
 type headRecorder struct {
-	r   io.Reader
-	on  bool
-	buf []byte
+	r     io.Reader
+	first []byte // the sniffed first byte, read again first
+	on    bool
+	buf   []byte
 }
 
 func (h *headRecorder) Read(p []byte) (int, error) {
-	n, err := h.r.Read(p)
+	var n int
+	var err error
+	if len(h.first) > 0 {
+		n = copy(p, h.first)
+		h.first = h.first[n:]
+	} else {
+		n, err = h.r.Read(p)
+	}
 	if h.on && n > 0 {
 		h.buf = append(h.buf, p[:n]...)
 		if len(h.buf) > maxHeadBytes && err == nil {
@@ -120,7 +127,7 @@ var (
 // closes or is handed to net/http's server.
 func (hp *httpPort) serveHTTP1(c net.Conn, first byte) {
 	hc := &h1Conn{hp: hp, c: c}
-	hc.rec.r = io.MultiReader(strings.NewReader(string(first)), c)
+	hc.rec.r, hc.rec.first = c, []byte{first}
 	hc.br = h1Readers.Get().(*bufio.Reader)
 	hc.br.Reset(&hc.rec)
 	hc.bw = h1Writers.Get().(*bufio.Writer)

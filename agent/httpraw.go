@@ -36,6 +36,9 @@ func nextLine(head []byte) (line, rest []byte) {
 // dropped reports whether the header line named name is not passed
 // through: a hop-by-hop field, or one a Connection field lists.
 func dropped(name []byte, listed []string) bool {
+	if len(listed) == 0 && !hopInitial(name) {
+		return false
+	}
 	for _, h := range rawHopHeaders {
 		if len(h) == len(name) && strings.EqualFold(h, string(name)) {
 			return true
@@ -45,6 +48,18 @@ func dropped(name []byte, listed []string) bool {
 		if strings.EqualFold(h, string(name)) {
 			return true
 		}
+	}
+	return false
+}
+
+// hopInitial: name may be one of rawHopHeaders, by its first letter.
+func hopInitial(name []byte) bool {
+	if len(name) == 0 {
+		return false
+	}
+	switch name[0] | 0x20 {
+	case 'c', 'h', 'k', 'p', 't', 'u':
+		return true
 	}
 	return false
 }
