@@ -83,12 +83,7 @@ func connectionTokens(vv []string) []string {
 // hop-by-hop as they came, then Host, "Te: trailers" and the framing as
 // writeRequestHead does. listed are the caller's Connection tokens.
 func writeRawRequestHead(w *bufio.Writer, req *http.Request, head []byte, listed []string, te bool) {
-	w.WriteString(req.Method)
-	w.WriteByte(' ')
-	w.WriteString(req.URL.RequestURI())
-	w.WriteString(" HTTP/1.1\r\nHost: ")
-	w.WriteString(req.Host)
-	w.WriteString("\r\n")
+	writeRequestLine(w, req)
 	_, head = nextLine(head) // the request line
 	for len(head) > 0 {
 		var line []byte

@@ -63,14 +63,19 @@ func reencodeQuery(s string) string {
 // of its body: Content-Length, or chunked (announcing its trailers) when
 // the length is unknown.
 func writeRequestHead(w *bufio.Writer, req *http.Request) {
+	writeRequestLine(w, req)
+	writeHeaderLines(w, req.Header)
+	writeFraming(w, req)
+	w.WriteString("\r\n")
+}
+
+// writeRequestLine writes req's request line (in origin form) and Host.
+func writeRequestLine(w *bufio.Writer, req *http.Request) {
 	w.WriteString(req.Method)
 	w.WriteByte(' ')
 	w.WriteString(req.URL.RequestURI())
 	w.WriteString(" HTTP/1.1\r\nHost: ")
 	w.WriteString(req.Host)
-	w.WriteString("\r\n")
-	writeHeaderLines(w, req.Header)
-	writeFraming(w, req)
 	w.WriteString("\r\n")
 }
 

@@ -136,26 +136,7 @@ func hbIntercept(b *testing.B, s *client.Session, name string, port uint16, loca
 // (startHAProxy).
 func hbStartHAProxy(b *testing.B, p *pod) int {
 	b.Helper()
-	conf := fmt.Sprintf(`defaults
-	mode http
-	option http-keep-alive
-	timeout connect 5s
-	timeout client 30s
-	timeout server 30s
-	timeout http-keep-alive 30s
-
-frontend web
-	bind %s:%d
-	acl dev hdr(%s) -m str %s
-	use_backend workstation if dev
-	default_backend app
-
-backend app
-	server app 127.0.0.1:%d
-
-backend workstation
-	server workstation 127.0.0.1:%d
-`, p.w.PodIP, hbHAProxyPort, hbMatchHeader, hbMatchValue, hbDirectPort, hbHAProxyOtherPort)
+	conf := hbHAProxyConfig(p, hbHAProxyPort, fmt.Sprintf("127.0.0.1:%d", hbDirectPort))
 	return startHAProxy(b, p, conf, func() { hbServe(b, p.w.Pod, "haproxy-workstation", false, hbHAProxyOtherPort) },
 		fmt.Sprintf("http://%s:%d/", p.w.PodIP, hbHAProxyPort))
 }
@@ -167,7 +148,16 @@ backend workstation
 // agent's router, which probed the app as h2c, does. 0 without haproxy.
 func hbStartHAProxyH2C(b *testing.B, p *pod) int {
 	b.Helper()
-	conf := fmt.Sprintf(`defaults
+	conf := hbHAProxyConfig(p, hbHAProxyH2CPort, fmt.Sprintf("127.0.0.1:%d proto h2", hbH2CDirectPort))
+	return startHAProxy(b, p, conf, func() { hbServe(b, p.w.Pod, "haproxy-workstation", false, hbHAProxyOtherPort) },
+		fmt.Sprintf("http://%s:%d/", p.w.PodIP, hbHAProxyH2CPort))
+}
+
+// hbHAProxyConfig is haproxy's configuration for the benchmarks: listening
+// on the pod IP at port, x-dev: alice to hbHAProxyOtherPort, the rest to
+// app (a server line's address and options).
+func hbHAProxyConfig(p *pod, port int, app string) string {
+	return fmt.Sprintf(`defaults
 	mode http
 	option http-keep-alive
 	timeout connect 5s
@@ -182,13 +172,11 @@ frontend web
 	default_backend app
 
 backend app
-	server app 127.0.0.1:%d proto h2
+	server app %s
 
 backend workstation
 	server workstation 127.0.0.1:%d
-`, p.w.PodIP, hbHAProxyH2CPort, hbMatchHeader, hbMatchValue, hbH2CDirectPort, hbHAProxyOtherPort)
-	return startHAProxy(b, p, conf, func() { hbServe(b, p.w.Pod, "haproxy-workstation", false, hbHAProxyOtherPort) },
-		fmt.Sprintf("http://%s:%d/", p.w.PodIP, hbHAProxyH2CPort))
+`, p.w.PodIP, port, hbMatchHeader, hbMatchValue, app, hbHAProxyOtherPort)
 }
 
 // startHAProxy runs haproxy with proxies (its defaults, frontends and
