@@ -192,6 +192,10 @@ func (hc *h1Conn) readRequest() (*http.Request, error) {
 	hc.rec.buf, hc.pending, hc.head = hc.rec.buf[:0], nil, nil
 	if whole {
 		hc.pending, hc.head = pending, pending[:end+2]
+		if req := parseRequestHead(hc.head, hc.br); req != nil {
+			_, _ = hc.br.Discard(end + len(headEnd))
+			return req, nil
+		}
 	} else {
 		hc.rec.buf = append(hc.rec.buf, pending...)
 		_ = hc.c.SetReadDeadline(time.Now().Add(headerTimeout))
