@@ -47,14 +47,18 @@ func h1App(t *testing.T, h http.Handler, mutate func(*http.Server)) (net.Listene
 
 // startH1Agent runs an agent in front of an HTTP/1.1 app serving h, with
 // alice's http intercept (x-dev: alice, to an HTTP/1.1 process answering
-// "alice") on its port, so that every connection goes through the router.
+// "alice" and the body it got) on its port, so that every connection goes
+// through the router. mutate applies to both servers.
 func startH1Agent(t *testing.T, h http.Handler, mutate func(*http.Server)) (w *world, appConns *atomic.Int32) {
 	t.Helper()
 	app, appConns := h1App(t, h, mutate)
 	w = startAgent(t, func(c *agent.Config) {
 		c.Listeners = []agent.PortMap{{Listen: freePort(t), App: uint16(app.Addr().(*net.TCPAddr).Port)}}
 	})
-	local, _ := h1App(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "alice") }), nil)
+	local, _ := h1App(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		io.WriteString(w, "alice"+string(b))
+	}), mutate)
 	alice, _ := openClient(t, w, "alice@laptop", tunnel.Config{})
 	if err := httpIntercept(t, alice, "web", w.appPort, local, "x-dev=alice"); err != nil {
 		t.Fatal(err)
@@ -111,14 +115,24 @@ func TestHTTP1LoopKeepsAndRenewsUpstreamConnections(t *testing.T) {
 		t.Errorf("5 requests in a row on one connection took %d app connections, want 1", n)
 	}
 	for _, raw := range []string{
+		// alice's process, through her tunnel: its stream is closed when
+		// the process closes the connection behind it.
+		"GET /after-idle HTTP/1.1\r\nHost: x\r\nX-Dev: alice\r\n\r\n",
+		"POST /after-idle HTTP/1.1\r\nHost: x\r\nX-Dev: alice\r\nContent-Length: 4\r\n\r\nbody",
 		"GET /after-idle HTTP/1.1\r\nHost: x\r\n\r\n",
 		"POST /after-idle HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody",
 		"POST /after-idle HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\n\r\n",
+		"GET /after-idle HTTP/1.1\r\nHost: x\r\nX-Dev: alice\r\n\r\n",
 	} {
 		time.Sleep(300 * time.Millisecond) // the app closes its idle connection
 		method, _, _ := strings.Cut(raw, " ")
 		want := `app ` + method + ` /after-idle ""`
-		if method == "POST" {
+		switch {
+		case strings.Contains(raw, "alice") && method == "POST":
+			want = "alicebody"
+		case strings.Contains(raw, "alice"):
+			want = "alice"
+		case method == "POST":
 			want = `app POST /after-idle "body"`
 		}
 		if res, body := rawExchange(t, c, br, method, raw); res.StatusCode != 200 || body != want {
