@@ -8,7 +8,11 @@
 // port. With no intercept, a dead client or any failure to reach the client,
 // traffic goes to the app (fail open). Mirrors (tcp-mirror, http-mirror)
 // get copies of the traffic on the way, queued without ever making the
-// answer wait, and dropped whole when the client falls behind.
+// answer wait, and dropped whole when the client falls behind. On a port
+// with http intercepts each request is routed by its headers
+// (httproute.go): HTTP/1.1 between HTTP/1.1 peers on a connection loop of
+// the agent's own (httpconn.go), everything else through net/http's server
+// and ReverseProxy.
 //
 // Clients reach the agent's tunnel listener, bound to 127.0.0.1 only, through
 // a Kubernetes port-forward: only someone allowed to port-forward to the pod

@@ -166,6 +166,7 @@ type backend struct {
 	main    http.RoundTripper
 	upgrade http.RoundTripper
 	proxy   *httputil.ReverseProxy
+	pool    *h1Pool // plain HTTP/1.1 only: the connection loop's (httpconn.go)
 }
 
 // forwardedHeaders are kept as they arrived: the agent is transparent, not
@@ -193,6 +194,7 @@ func newBackend(proto httpProtocol, dial dialFunc, tlsCfg *tls.Config, log *zap.
 	default:
 		t := &http.Transport{DialContext: dialContext, MaxIdleConnsPerHost: 256, DisableCompression: true}
 		b.main, b.upgrade = t, t
+		b.pool = &h1Pool{dial: dial}
 	}
 	b.proxy = &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
@@ -239,6 +241,9 @@ func (b *backend) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 func (b *backend) close() {
+	if b.pool != nil {
+		b.pool.close()
+	}
 	type idleCloser interface{ CloseIdleConnections() }
 	for _, t := range []http.RoundTripper{b.main, b.upgrade} {
 		if c, ok := t.(idleCloser); ok {

@@ -155,9 +155,11 @@ func (hp *httpPort) close() {
 	hp.app.close()
 }
 
-// serveConn sniffs c and hands it to the port's HTTP server; it returns when
-// the server is done with the connection. What is not HTTP (or is TLS with
-// no certificate to terminate it) goes to the app as raw bytes.
+// serveConn sniffs c and serves it: cleartext HTTP on the connection loop
+// (httpconn.go), which hands what it does not proxy itself to the port's
+// net/http server, TLS to that server; it returns when the connection is
+// done. What is not HTTP (or is TLS with no certificate to terminate it)
+// goes to the app as raw bytes.
 func (hp *httpPort) serveConn(c net.Conn) {
 	var first [1]byte
 	if _, err := c.Read(first[:]); err != nil {
@@ -169,6 +171,8 @@ func (hp *httpPort) serveConn(c net.Conn) {
 	case b == 0x16 && hp.secure != nil: // a TLS handshake record
 		target = hp.secure
 	case b >= 'A' && b <= 'Z': // an HTTP/1 method, or the HTTP/2 preface "PRI"
+		hp.serveHTTP1(c, b) // hands what it does not serve to hp.plain
+		return
 	default:
 		hp.a.m.httpUnroutable.Inc()
 		hp.a.toApp(sc, hp.port)

@@ -42,6 +42,7 @@ const (
 	hbH2CDirectPort    = 8092 // the h2c app, not redirected: the h2c baseline
 	hbHAProxyPort      = 8095 // haproxy: x-dev: alice to hbHAProxyOtherPort, the rest to the app
 	hbHAProxyOtherPort = 8096 // haproxy's "workstation" backend, on the pod's loopback
+	hbHAProxyH2CPort   = 8097 // haproxy for h2c: x-dev: alice to hbHAProxyOtherPort, the rest to the h2c app in HTTP/2
 )
 
 // The header alice's intercepts match; requests without it are routed to the app.
@@ -135,7 +136,28 @@ func hbIntercept(b *testing.B, s *client.Session, name string, port uint16, loca
 // (startHAProxy).
 func hbStartHAProxy(b *testing.B, p *pod) int {
 	b.Helper()
-	conf := fmt.Sprintf(`defaults
+	conf := hbHAProxyConfig(p, hbHAProxyPort, fmt.Sprintf("127.0.0.1:%d", hbDirectPort))
+	return startHAProxy(b, p, conf, func() { hbServe(b, p.w.Pod, "haproxy-workstation", false, hbHAProxyOtherPort) },
+		fmt.Sprintf("http://%s:%d/", p.w.PodIP, hbHAProxyPort))
+}
+
+// hbStartHAProxyH2C runs haproxy as hbStartHAProxy does, for h2c callers:
+// a clear-text frontend (haproxy takes the HTTP/2 preface on it) routing
+// x-dev: alice to hbHAProxyOtherPort and the rest to the h1+h2c app at
+// 127.0.0.1:hbH2CDirectPort in HTTP/2 with prior knowledge, as the
+// agent's router, which probed the app as h2c, does. 0 without haproxy.
+func hbStartHAProxyH2C(b *testing.B, p *pod) int {
+	b.Helper()
+	conf := hbHAProxyConfig(p, hbHAProxyH2CPort, fmt.Sprintf("127.0.0.1:%d proto h2", hbH2CDirectPort))
+	return startHAProxy(b, p, conf, func() { hbServe(b, p.w.Pod, "haproxy-workstation", false, hbHAProxyOtherPort) },
+		fmt.Sprintf("http://%s:%d/", p.w.PodIP, hbHAProxyH2CPort))
+}
+
+// hbHAProxyConfig is haproxy's configuration for the benchmarks: listening
+// on the pod IP at port, x-dev: alice to hbHAProxyOtherPort, the rest to
+// app (a server line's address and options).
+func hbHAProxyConfig(p *pod, port int, app string) string {
+	return fmt.Sprintf(`defaults
 	mode http
 	option http-keep-alive
 	timeout connect 5s
@@ -150,13 +172,11 @@ frontend web
 	default_backend app
 
 backend app
-	server app 127.0.0.1:%d
+	server app %s
 
 backend workstation
 	server workstation 127.0.0.1:%d
-`, p.w.PodIP, hbHAProxyPort, hbMatchHeader, hbMatchValue, hbDirectPort, hbHAProxyOtherPort)
-	return startHAProxy(b, p, conf, func() { hbServe(b, p.w.Pod, "haproxy-workstation", false, hbHAProxyOtherPort) },
-		fmt.Sprintf("http://%s:%d/", p.w.PodIP, hbHAProxyPort))
+`, p.w.PodIP, port, hbMatchHeader, hbMatchValue, app, hbHAProxyOtherPort)
 }
 
 // startHAProxy runs haproxy with proxies (its defaults, frontends and
@@ -529,9 +549,11 @@ func hbH2C(ns string, dials *atomic.Int32) *http.Client {
 // BenchmarkH2CRouting: 100 concurrent streams on one h2c connection from
 // the cluster client, through the agent's router (a port with alice's http
 // intercept; the agent probed the app as h2c and speaks h2c to it) against
-// the same streams on one connection straight to the app.
+// the same streams on one connection straight to the app, and through
+// haproxy routing the same header to the same app in h2c.
 func BenchmarkH2CRouting(b *testing.B) {
 	p := hbStartPod(b)
+	haproxyPID := hbStartHAProxyH2C(b, p)
 	local := hbServe(b, "", "alice", true)[0].Addr().String()
 	s := p.session(b, "alice@laptop", tunnel.DefaultConfig())
 	hbIntercept(b, s, "grpc", hbH2CPort, local)
@@ -541,21 +563,37 @@ func BenchmarkH2CRouting(b *testing.B) {
 	if err := hbGet(probe, url(hbH2CPort), hbMatchValue, "alice\n"); err != nil {
 		b.Fatal(err)
 	}
+	if haproxyPID != 0 {
+		if err := hbGet(probe, url(hbHAProxyH2CPort), hbMatchValue, "haproxy-workstation\n"); err != nil {
+			b.Fatal(err)
+		}
+	}
 	probe.CloseIdleConnections()
 
 	// A sub-benchmark, so the pod above is set up once, not once per b.N.
 	b.Run("streams=100", func(b *testing.B) {
 		const streams, round = 100, 20
-		var directDials, routerDials atomic.Int32
+		var directDials, routerDials, haproxyDials atomic.Int32
 		direct := &hbPath{name: "direct", client: hbH2C(p.w.Client, &directDials), url: url(hbH2CDirectPort), want: "app\n"}
 		router := &hbPath{name: "router", client: hbH2C(p.w.Client, &routerDials), url: url(hbH2CPort), want: "app\n", proxy: p.agent.Cmd.Process.Pid}
-		reqs := hbInterleave(b, []*hbPath{direct, router}, streams, round)
-		if d, r := directDials.Load(), routerDials.Load(); d != 1 || r != 1 {
-			b.Fatalf("the h2c clients opened %d (direct) and %d (router) connections, want one each", d, r)
+		all := []*hbPath{direct, router}
+		var haproxy *hbPath
+		if haproxyPID != 0 {
+			haproxy = &hbPath{name: "haproxy", client: hbH2C(p.w.Client, &haproxyDials), url: url(hbHAProxyH2CPort), want: "app\n", proxy: haproxyPID}
+			all = append(all, haproxy)
+		}
+		reqs := hbInterleave(b, all, streams, round)
+		if d, r := directDials.Load(), routerDials.Load(); d != 1 || r != 1 || haproxy != nil && haproxyDials.Load() != 1 {
+			b.Fatalf("the h2c clients opened %d (direct), %d (router) and %d (haproxy) connections, want one each", d, r, haproxyDials.Load())
 		}
 		b.ReportMetric(reqs/direct.took.Seconds(), "direct-req/s")
 		b.ReportMetric(reqs/router.took.Seconds(), "router-req/s")
 		b.ReportMetric(direct.took.Seconds()/router.took.Seconds(), "router/direct")
 		b.ReportMetric(hbCPUPerReq(router, reqs), "router-cpu-µs/req")
+		if haproxy != nil {
+			b.ReportMetric(reqs/haproxy.took.Seconds(), "haproxy-req/s")
+			b.ReportMetric(haproxy.took.Seconds()/router.took.Seconds(), "router/haproxy")
+			b.ReportMetric(hbCPUPerReq(haproxy, reqs), "haproxy-cpu-µs/req")
+		}
 	})
 }

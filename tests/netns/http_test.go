@@ -72,6 +72,7 @@ var htDestinations = htRoutes[:3]
 type htPodOptions struct {
 	redirect bool // nftables redirect; else the port-rename listener
 	tls      bool // terminating certificate mounted; the app and the workstation processes serve TLS
+	http1    bool // the app and the workstation processes speak HTTP/1.1 only (no h2c): the agent's HTTP/1.1 connection loop proxies them
 }
 
 // htPod is a pod whose app answers HTTP, with alice's and bob's http
@@ -131,7 +132,7 @@ func htStartPod(t *testing.T, opts htPodOptions) *htPod {
 	} else {
 		args = append(args, "--terminating-tls-dir=")
 	}
-	htServe(t, w.Pod, fmt.Sprintf(":%d", htAppPort), "app", appTLS)
+	hp.serve(t, w.Pod, fmt.Sprintf(":%d", htAppPort), "app", appTLS)
 
 	if opts.redirect {
 		initRedirect(t, w, fmt.Sprint(htAppPort))
@@ -174,6 +175,26 @@ func htServe(t *testing.T, ns, addr, tag string, cfg *tls.Config) string {
 	return ln.Addr().String()
 }
 
+// serve runs the app or a workstation process as the pod's options say:
+// httpecho.ServeHTTP1 for http1, else htServe.
+func (hp *htPod) serve(t *testing.T, ns, addr, tag string, cfg *tls.Config) string {
+	t.Helper()
+	if !hp.opts.http1 {
+		return htServe(t, ns, addr, tag, cfg)
+	}
+	ln := listen(t, ns, addr)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- httpecho.ServeHTTP1(ctx, ln, tag) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("%s's server: %v", tag, err)
+		}
+	})
+	return ln.Addr().String()
+}
+
 // htJoin creates s's http intercept of the app port, relayed to local.
 func htJoin(t *testing.T, s *client.Session, name, local string, rules []string) []tunnel.InterceptInfo {
 	t.Helper()
@@ -204,16 +225,19 @@ func (hp *htPod) htDevelopers(t *testing.T) {
 	t.Helper()
 	// The processes first, so that at the end the sessions close first:
 	// with their relays gone, the servers stop at once.
-	aliceLocal := htServe(t, "", "127.0.0.1:0", "alice", hp.localTLS(t))
-	bobLocal := htServe(t, "", "127.0.0.1:0", "bob", hp.localTLS(t))
+	aliceLocal := hp.serve(t, "", "127.0.0.1:0", "alice", hp.localTLS(t))
+	bobLocal := hp.serve(t, "", "127.0.0.1:0", "bob", hp.localTLS(t))
 	htJoin(t, hp.session(t, "alice@laptop", tunnel.Config{}), "web", aliceLocal, htAliceRules)
 	list := htJoin(t, hp.session(t, "bob@desk", tunnel.Config{}), "web", bobLocal, htBobRules)
 
 	// The app was probed when alice joined: httpecho answers h2c in clear
 	// text, and negotiates h2 by ALPN over TLS.
 	wantProto := "h2c"
-	if hp.opts.tls {
+	switch {
+	case hp.opts.tls:
 		wantProto = "https+h2"
+	case hp.opts.http1:
+		wantProto = "http/1.1"
 	}
 	want := []string{
 		fmt.Sprintf("web %d http alice@laptop [x-dev=alice] %s", htAppPort, wantProto),
@@ -369,7 +393,8 @@ func (c *htCaller) landed(a htAnswer, want, method, path string) error {
 // TestHTTPRouting: alice's and bob's http intercepts and the app share one
 // port; each request, whatever the caller's protocol, lands where its
 // headers say, in both listening modes, in clear text and with the agent
-// terminating TLS.
+// terminating TLS, and with an app and workstation processes that speak
+// HTTP/1.1 only (the agent's own HTTP/1.1 proxy, not net/http's Transport).
 func TestHTTPRouting(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -379,6 +404,8 @@ func TestHTTPRouting(t *testing.T) {
 		{"port-rename/cleartext", htPodOptions{redirect: false}},
 		{"redirect/tls", htPodOptions{redirect: true, tls: true}},
 		{"port-rename/tls", htPodOptions{redirect: false, tls: true}},
+		{"redirect/http1-app", htPodOptions{redirect: true, http1: true}},
+		{"port-rename/http1-app", htPodOptions{redirect: false, http1: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -396,7 +423,9 @@ func TestHTTPRouting(t *testing.T) {
 			}
 			t.Run("pipelined HTTP/1.1", func(t *testing.T) { htPipelined(t, hp) })
 			t.Run("websocket", func(t *testing.T) { htWebSocket(t, hp) })
-			t.Run("grpc", func(t *testing.T) { htGRPC(t, hp) })
+			if !tc.opts.http1 { // gRPC needs HTTP/2 at the app
+				t.Run("grpc", func(t *testing.T) { htGRPC(t, hp) })
+			}
 		})
 	}
 }

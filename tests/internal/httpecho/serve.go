@@ -37,15 +37,28 @@ const shutdownWait = 5 * time.Second
 // for requests in flight, then closing), and returns nil. It closes ln. It
 // returns the server's error if serving fails first.
 func ServeAll(ctx context.Context, ln net.Listener, tag string, tlsCfg *tls.Config) error {
+	return serve(ctx, ln, tag, tlsCfg, true)
+}
+
+// ServeHTTP1 is ServeAll in clear text and HTTP/1.1 only (no h2c): an app
+// an HTTP/1.1 proxy reaches in HTTP/1.1. gRPC requests, which need HTTP/2,
+// cannot reach it.
+func ServeHTTP1(ctx context.Context, ln net.Listener, tag string) error {
+	return serve(ctx, ln, tag, nil, false)
+}
+
+func serve(ctx context.Context, ln net.Listener, tag string, tlsCfg *tls.Config, h2 bool) error {
 	gs := grpcecho.NewServer(tag)
 	ws := wsecho.NewHandler(tag)
 	plain := Handler(tag)
 
 	var protos http.Protocols
 	protos.SetHTTP1(true)
-	if tlsCfg != nil {
+	switch {
+	case !h2:
+	case tlsCfg != nil:
 		protos.SetHTTP2(true)
-	} else {
+	default:
 		protos.SetUnencryptedHTTP2(true)
 	}
 	baseCtx, stopRequests := context.WithCancel(context.Background())
