@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/textproto"
@@ -185,6 +186,12 @@ func (hp *httpPort) serveConn(c net.Conn) {
 }
 
 func (hp *httpPort) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var guard *bodyGuard
+	if r.Body != nil && r.Body != http.NoBody {
+		guard = &bodyGuard{ReadCloser: r.Body}
+		r.Body = guard
+		defer guard.stop(w)
+	}
 	if r.ProtoMajor == 1 {
 		// Without it, Go's HTTP/1 server discards the unread request body
 		// once the response starts: a backend that answers while the upload
@@ -211,7 +218,9 @@ func (hp *httpPort) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if st != nil && len(st.httpMirrors) > 0 {
 		if finish := mirrorRequest(st.httpMirrors, r); finish != nil {
-			defer finish() // copies never delay the answer: they are queued
+			// Copies never delay the answer (they are queued); the rest of a
+			// body the backend did not read is read for them once answered.
+			defer guard.awake(w, finish)
 		}
 	}
 	if ic == nil || ic.owner.session.IsClosed() {
@@ -559,3 +568,62 @@ func (c *servedConn) CloseWrite() error {
 // previewCookieAge keeps a browser routed across restarts for a working
 // day; once the intercept is gone the cookie matches nothing and is harmless.
 const previewCookieAge = 12 * 60 * 60
+
+// bodyGuard closes the request body before ServeHTTP returns, and keeps
+// it from being read after. net/http's HTTP/1 server, with full duplex
+// on, panics ("invalid concurrent Body.Read call", golang/go#68560) and
+// drops the connection when the body reaches its end only in the
+// server's own clean-up after the handler: that starts its background
+// read after it stopped the last one, and then reads the next request
+// alongside. That happens when the backend answers without reading the
+// whole upload, and when a RoundTripper (the HTTP/2 transport to an h2c
+// app) reads or closes the body in a goroutine of its own after RoundTrip
+// returned, which net/http's RoundTripper contract allows. stop waits for
+// a read in flight (one that does not end within bodyGuardWait, from a
+// client that stopped sending, is woken by a read deadline, which costs
+// that connection, as an unread body would anyway), then closes the body
+// inside the handler, where the server's clean-up expects it.
+type bodyGuard struct {
+	io.ReadCloser
+	mu      sync.Mutex
+	stopped bool
+}
+
+const bodyGuardWait = time.Second
+
+func (g *bodyGuard) Read(p []byte) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.stopped {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	return g.ReadCloser.Read(p)
+}
+
+// Close is the RoundTripper's: stop closes the server's body.
+func (g *bodyGuard) Close() error { return nil }
+
+func (g *bodyGuard) stop(w http.ResponseWriter) {
+	if g.mu.TryLock() { // no read in flight: the common case
+		g.stopped = true
+		g.mu.Unlock()
+	} else {
+		g.awake(w, func() {
+			g.mu.Lock()
+			g.stopped = true
+			g.mu.Unlock()
+		})
+	}
+	_ = g.ReadCloser.Close()
+}
+
+// awake runs f, which may wait for the body, after the answer was flushed
+// (the client may be waiting for its end), and wakes a read f waits for
+// that has not ended within bodyGuardWait with a read deadline.
+func (g *bodyGuard) awake(w http.ResponseWriter, f func()) {
+	rc := http.NewResponseController(w)
+	_ = rc.Flush()
+	wake := time.AfterFunc(bodyGuardWait, func() { _ = rc.SetReadDeadline(time.Now()) })
+	f()
+	wake.Stop()
+}

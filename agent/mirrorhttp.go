@@ -130,8 +130,11 @@ func (b *bodyRecorder) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// finish settles a body that was not read to its end.
+// finish reads for the copies what the backend left of the body (its
+// server discards it anyway), up to what a copy may hold, and settles a
+// body that still did not end.
 func (b *bodyRecorder) finish() {
+	_, _ = io.Copy(io.Discard, io.LimitReader(onlyReader{b}, tunnel.MaxMirrorBody+1))
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if !b.settled {
@@ -227,3 +230,6 @@ func (m *mirror) deliver(rc *requestCopy) string {
 	}
 	return copyCopied
 }
+
+// onlyReader hides everything but Read (io.Copy would use WriterTo).
+type onlyReader struct{ io.Reader }
