@@ -30,6 +30,22 @@ type Config struct {
 	// window size that we allow for a stream.
 	MaxStreamWindowSize uint32
 
+	// GrowStreamWindowSize, when larger than MaxStreamWindowSize, lets a
+	// stream's receive window grow past MaxStreamWindowSize up to it: the
+	// window doubles at a window update when the reader consumed the last
+	// window within 4 round trips (the measured Ping RTT), that is when the
+	// window, not the reader, limits the stream. (detour patch)
+	GrowStreamWindowSize uint32
+
+	// SessionWindowBudget bounds the bytes by which all of a session's
+	// streams together may have grown their windows past
+	// MaxStreamWindowSize; a stream gives its share back when it closes.
+	// A stream whose reader stalls thus holds at most MaxStreamWindowSize
+	// plus what it had grown, and all of them together at most
+	// streams x MaxStreamWindowSize + SessionWindowBudget. Growth needs a
+	// positive budget. (detour patch)
+	SessionWindowBudget uint64
+
 	// StreamOpenTimeout is the maximum amount of time that a stream will
 	// be allowed to remain in pending state while waiting for an ack from the peer.
 	// Once the timeout is reached the session will be gracefully closed.
@@ -82,6 +98,9 @@ func VerifyConfig(config *Config) error {
 	}
 	if config.MaxStreamWindowSize < initialStreamWindow {
 		return fmt.Errorf("MaxStreamWindowSize must be larger than %d", initialStreamWindow)
+	}
+	if config.GrowStreamWindowSize != 0 && config.GrowStreamWindowSize < config.MaxStreamWindowSize {
+		return fmt.Errorf("GrowStreamWindowSize must be 0 or at least MaxStreamWindowSize")
 	}
 	if config.LogOutput != nil && config.Logger != nil {
 		return fmt.Errorf("both Logger and LogOutput may not be set, select one")

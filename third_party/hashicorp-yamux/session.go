@@ -43,6 +43,12 @@ type Session struct {
 	// bufRead is a buffered reader
 	bufRead *bufio.Reader
 
+	// rtt is the last round trip a Ping measured, in nanoseconds (0 before
+	// the first); windowGrown is what the streams' windows have grown past
+	// MaxStreamWindowSize, against config.SessionWindowBudget. (detour patch)
+	rtt         atomic.Int64
+	windowGrown atomic.Uint64
+
 	// pings is used to track inflight pings
 	pings    map[uint32]chan struct{}
 	pingID   uint32
@@ -121,8 +127,43 @@ func newSession(config *Config, conn io.ReadWriteCloser, client bool) *Session {
 	if config.EnableKeepAlive {
 		go s.keepalive()
 	}
+	if s.canGrowWindows() {
+		go s.Ping() // a first RTT for window growth
+	}
 	return s
 }
+
+// canGrowWindows says whether streams may grow their windows past
+// MaxStreamWindowSize. (detour patch)
+func (s *Session) canGrowWindows() bool {
+	return s.config.GrowStreamWindowSize > s.config.MaxStreamWindowSize && s.config.SessionWindowBudget > 0
+}
+
+// reserveWindow takes n bytes of the session's window budget, if it has
+// them. (detour patch)
+func (s *Session) reserveWindow(n uint32) bool {
+	for {
+		used := s.windowGrown.Load()
+		if used+uint64(n) > s.config.SessionWindowBudget {
+			return false
+		}
+		if s.windowGrown.CompareAndSwap(used, used+uint64(n)) {
+			return true
+		}
+	}
+}
+
+// releaseWindow gives n bytes back to the session's window budget.
+// (detour patch)
+func (s *Session) releaseWindow(n uint32) {
+	if n > 0 {
+		s.windowGrown.Add(^uint64(n - 1))
+	}
+}
+
+// WindowGrown says by how many bytes the session's streams have grown
+// their receive windows past MaxStreamWindowSize. (detour patch)
+func (s *Session) WindowGrown() uint64 { return s.windowGrown.Load() }
 
 // IsClosed does a safe check to see if we have shutdown
 func (s *Session) IsClosed() bool {
@@ -356,7 +397,9 @@ func (s *Session) Ping() (time.Duration, error) {
 	}
 
 	// Compute the RTT
-	return time.Since(start), nil
+	rtt := time.Since(start)
+	s.rtt.Store(int64(rtt))
+	return rtt, nil
 }
 
 // keepalive is a long running goroutine that periodically does
@@ -720,6 +763,9 @@ func (s *Session) incomingStream(id uint32) error {
 // was not yet established, then this will give the credit back.
 func (s *Session) closeStream(id uint32) {
 	s.streamLock.Lock()
+	if st, ok := s.streams[id]; ok {
+		st.releaseWindow()
+	}
 	if _, ok := s.inflight[id]; ok {
 		select {
 		case <-s.synCh:

@@ -37,6 +37,16 @@ type Stream struct {
 	recvBuf  *bytes.Buffer
 	recvLock sync.Mutex
 
+	// window is this stream's receive window (MaxStreamWindowSize until it
+	// grows) and epoch when the last window update was sent, both under
+	// recvLock; grown is what the window has grown past
+	// MaxStreamWindowSize, taken from the session's budget, and released
+	// says the stream has given it back. (detour patch)
+	window   uint32
+	epoch    time.Time
+	grown    atomic.Uint32
+	released atomic.Bool
+
 	controlHdr     header
 	controlErr     chan error
 	controlHdrLock sync.Mutex
@@ -269,9 +279,12 @@ func (s *Stream) sendWindowUpdate() error {
 	defer s.controlHdrLock.Unlock()
 
 	// Determine the delta update
-	max := s.session.config.MaxStreamWindowSize
-	var bufLen uint32
 	s.recvLock.Lock()
+	if s.window == 0 {
+		s.window = s.session.config.MaxStreamWindowSize
+	}
+	max := s.window
+	var bufLen uint32
 	if s.recvBuf != nil {
 		bufLen = uint32(s.recvBuf.Len())
 	}
@@ -284,6 +297,11 @@ func (s *Stream) sendWindowUpdate() error {
 	if delta < (max/2) && flags == 0 {
 		s.recvLock.Unlock()
 		return nil
+	}
+	if flags == 0 {
+		delta += s.growWindow()
+	} else {
+		s.epoch = time.Now()
 	}
 
 	// Update our window
@@ -300,6 +318,43 @@ func (s *Stream) sendWindowUpdate() error {
 		return err
 	}
 	return nil
+}
+
+// growWindow doubles the stream's window (up to GrowStreamWindowSize,
+// within the session's budget) when the reader consumed the half window
+// since the last update within 4 round trips: then the window, not the
+// reader, limits the stream (the rule of libp2p's go-yamux). It returns the growth, to add to the window update. Called with
+// recvLock held. (detour patch)
+func (s *Stream) growWindow() uint32 {
+	now := time.Now()
+	start := s.epoch
+	s.epoch = now
+	limit := s.session.config.GrowStreamWindowSize
+	if !s.session.canGrowWindows() || s.window >= limit || start.IsZero() {
+		return 0
+	}
+	rtt := time.Duration(s.session.rtt.Load())
+	if rtt <= 0 || now.Sub(start) >= 4*rtt || s.released.Load() {
+		return 0
+	}
+	grow := min(s.window, limit-s.window)
+	if !s.session.reserveWindow(grow) {
+		return 0
+	}
+	s.grown.Add(grow)
+	if s.released.Load() { // closed meanwhile: give it back at once
+		s.session.releaseWindow(s.grown.Swap(0))
+		return 0
+	}
+	s.window += grow
+	return grow
+}
+
+// releaseWindow gives the stream's growth back to the session's budget;
+// closeStream calls it once the stream is done. (detour patch)
+func (s *Stream) releaseWindow() {
+	s.released.Store(true)
+	s.session.releaseWindow(s.grown.Swap(0))
 }
 
 // sendClose is used to send a FIN
