@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/detour-dev/detour/internal/delayconn"
 	"github.com/detour-dev/detour/tunnel"
 )
 
@@ -97,4 +98,99 @@ func TestSlowReadersBufferBounded(t *testing.T) {
 	if grown > limit {
 		t.Fatalf("heap grew by %d MiB with %d stalled streams, want at most %d MiB (a 1 MiB window, twice, each)", grown>>20, streams, limit>>20)
 	}
+}
+
+// TestFastThenStalledStreamsBufferBounded: over a remote cluster's round
+// trip (20 ms), streams whose cluster callers first read fast (so their
+// windows grow past AgentStreamWindow) and then stop hold at most
+// AgentStreamWindow each plus the session's budget, twice over in memory:
+// without the budget, each could hold AgentStreamWindowMax.
+func TestFastThenStalledStreamsBufferBounded(t *testing.T) {
+	const streams = 10
+	a, b := tcpPairAgent(t)
+	srv, err := tunnel.Server(delayconn.New(a, 10*time.Millisecond), DefaultConfig().Tunnel, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cli, err := tunnel.Client(delayconn.New(b, 10*time.Millisecond), tunnel.DefaultConfig(), zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cli.Close()
+	chunk := make([]byte, 64<<10)
+	for i := 0; i < streams; i++ {
+		s, err := cli.Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				if _, err := s.Write(chunk); err != nil {
+					return
+				}
+			}
+		}()
+		acc, err := srv.AcceptStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A fast start, then nothing.
+		if _, err := io.CopyN(io.Discard, acc, 8<<20); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if srv.WindowGrown() == 0 {
+		t.Fatal("no stream's window grew: the test measures nothing beyond TestSlowReadersBufferBounded")
+	}
+	var after runtime.MemStats
+	last := uint64(0)
+	for range 50 {
+		time.Sleep(100 * time.Millisecond)
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		if after.HeapAlloc == last {
+			break
+		}
+		last = after.HeapAlloc
+	}
+	grown := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	t.Logf("heap grew by %.1f MiB for %d streams stalled after a fast start (windows grown by %d MiB together)", float64(grown)/(1<<20), streams, srv.WindowGrown()>>20)
+	const limit = 2*(streams*AgentStreamWindow+AgentSessionWindowBudget) + 8<<20
+	if limit > 100<<20 { // the agent's memory limit is 128 MiB
+		t.Fatalf("the bound itself, %d MiB for %d streams, leaves the agent no room in its 128 MiB", limit>>20, streams)
+	}
+	if grown > limit {
+		t.Fatalf("heap grew by %d MiB, want at most %d MiB", grown>>20, limit>>20)
+	}
+}
+
+// tcpPairAgent returns the two ends of a loopback TCP connection.
+func tcpPairAgent(t *testing.T) (net.Conn, net.Conn) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() { c, _ := ln.Accept(); accepted <- c }()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := <-accepted
+	if b == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
 }

@@ -2,61 +2,15 @@ package tunnel
 
 import (
 	"io"
-	"net"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/yamux"
 	"go.uber.org/zap/zaptest"
+
+	"github.com/detour-dev/detour/internal/delayconn"
 )
-
-// delayedConn delivers what its peer wrote delay after it was written, as
-// a long link would: a pump drains the connection at once (so the writer
-// is never held back by it) and Read hands each chunk over when it is due.
-type delayedConn struct {
-	net.Conn
-	delay time.Duration
-	ch    chan delayedChunk
-	rest  []byte
-}
-
-type delayedChunk struct {
-	due  time.Time
-	data []byte
-}
-
-func newDelayedConn(c net.Conn, delay time.Duration) *delayedConn {
-	d := &delayedConn{Conn: c, delay: delay, ch: make(chan delayedChunk, 1<<14)}
-	go func() {
-		defer close(d.ch)
-		for {
-			buf := make([]byte, 64<<10)
-			n, err := c.Read(buf)
-			if n > 0 {
-				d.ch <- delayedChunk{time.Now().Add(delay), buf[:n]}
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	return d
-}
-
-func (d *delayedConn) Read(p []byte) (int, error) {
-	if len(d.rest) == 0 {
-		c, ok := <-d.ch
-		if !ok {
-			return 0, io.EOF
-		}
-		time.Sleep(time.Until(c.due))
-		d.rest = c.data
-	}
-	n := copy(p, d.rest)
-	d.rest = d.rest[n:]
-	return n, nil
-}
 
 // slowLink returns a client and a server session joined by loopback TCP
 // with rtt/2 of delay each way.
@@ -64,11 +18,11 @@ func slowLink(t *testing.T, rtt time.Duration, srvCfg, cliCfg Config) (srv, cli 
 	t.Helper()
 	a, b := tcpPair(t)
 	log := zaptest.NewLogger(t)
-	srv, err := Server(newDelayedConn(a, rtt/2), srvCfg, log)
+	srv, err := Server(delayconn.New(a, rtt/2), srvCfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cli, err = Client(newDelayedConn(b, rtt/2), cliCfg, log)
+	cli, err = Client(delayconn.New(b, rtt/2), cliCfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
