@@ -11,10 +11,13 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -226,8 +229,10 @@ type remotePath struct {
 // the raw port-forward to the same pod under the same link, interleaved.
 // With DETOUR_BENCH_OTHER_DETOUR set to another build of cmd/detour, a
 // second Deployment is intercepted by that build ("other") in the same
-// rounds: the agents are this cluster's image (bin/) for both, so only
-// the workstation's side differs. It measures once, whatever b.N is: run
+// rounds; its agent is this cluster's image (bin/), or, with
+// DETOUR_BENCH_OTHER_AGENT set to that build's bin directory, an image of
+// it (installed for the second Deployment only): a before/after of both
+// sides, interleaved. It measures once, whatever b.N is: run
 // it with -benchtime 1x.
 func BenchmarkRemoteCluster(b *testing.B) {
 	ctx := context.Background()
@@ -242,9 +247,13 @@ func BenchmarkRemoteCluster(b *testing.B) {
 	raw := net.JoinHostPort("127.0.0.1", fmt.Sprint(r.portForward(b, ns, pod, echoTCPPort)))
 	paths := []*remotePath{{name: "intercept", dial: hostDial, addr: intercepted}, {name: "raw", dial: r.dial, addr: raw}}
 	if other := os.Getenv("DETOUR_BENCH_OTHER_DETOUR"); other != "" {
+		if dir := os.Getenv("DETOUR_BENCH_OTHER_AGENT"); dir != "" {
+			installOtherImage(ctx, b, dir)
+		}
 		svc2 := deployWeb(ctx, b, cs, ns, "web2", 1)
 		addr := r.intercept(b, r.newUser(b, other), ns, "web2", svc2, r.echoServer(b))
 		paths = append(paths, &remotePath{name: "other", dial: hostDial, addr: addr})
+		b.Logf("agents: web %s, web2 %s", agentImage(ctx, b, cs, ns, "app=web"), agentImage(ctx, b, cs, ns, "app=web2"))
 	}
 	for _, x := range paths {
 		echoVia(b, x.dial, x.addr, 1<<20)
@@ -264,6 +273,45 @@ func BenchmarkRemoteCluster(b *testing.B) {
 	b.ReportMetric(float64(r.line.Drops()), "line-drops")
 	for i := 0; i < b.N; i++ {
 	}
+}
+
+// otherImage is the image of DETOUR_BENCH_OTHER_AGENT's binaries.
+const otherImage = "detour.local/detour:other"
+
+// installOtherImage builds an image of another build's binaries (bin dir)
+// into the cluster and installs detour with it, so that the workloads
+// injected from here on get that build's agent while those injected before
+// keep this tree's; Cleanup installs this tree's image again.
+func installOtherImage(ctx context.Context, b *testing.B, dir string) {
+	spec, err := images.DetourSpec(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	spec.Ref = otherImage
+	tarball := filepath.Join(b.TempDir(), "other.tar")
+	if err := images.Write(spec, tarball); err != nil {
+		b.Fatal(err)
+	}
+	if err := images.Import(ctx, zap.NewNop(), cluster.DefaultConfig().ContainerdSocket(), []string{tarball}); err != nil {
+		b.Fatal(err)
+	}
+	admin := newUser(b)
+	admin.must("install", "--image", otherImage)
+	b.Cleanup(func() { admin.must("install", "--image", images.Detour) })
+}
+
+// agentImage is the image of the detour agent in a pod of selector.
+func agentImage(ctx context.Context, b *testing.B, cs kubernetes.Interface, ns, selector string) string {
+	pod, err := cs.CoreV1().Pods(ns).Get(ctx, runningPod(ctx, b, cs, ns, selector), metav1.GetOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range append(pod.Spec.InitContainers, pod.Spec.Containers...) {
+		if strings.Contains(c.Image, "detour") {
+			return c.Image
+		}
+	}
+	return "none"
 }
 
 // intercept makes u intercept the echo port of workload name to the local
@@ -300,14 +348,22 @@ func runningPod(ctx context.Context, b *testing.B, cs kubernetes.Interface, ns, 
 	return pod.Name
 }
 
-// measure runs one profile: 2 rounds of bulk on each path (the order
+// remoteRounds is how many rounds of bulk each profile runs: 2, or
+// DETOUR_BENCH_ROUNDS.
+var remoteRounds = func() int {
+	if n, err := strconv.Atoi(os.Getenv("DETOUR_BENCH_ROUNDS")); err == nil && n > 0 {
+		return n
+	}
+	return 2
+}()
+
+// measure runs one profile: remoteRounds of bulk on each path (the order
 // reversed in the second), then small requests, 300 ms apart, on each.
 func (r *remoteSide) measure(b *testing.B, p wanProfile, paths []*remotePath) {
-	const rounds = 2
 	for _, x := range paths {
 		x.one, x.all = 0, 0
 	}
-	for i := 0; i < rounds; i++ {
+	for i := 0; i < remoteRounds; i++ {
 		order := slices.Clone(paths)
 		if i%2 == 1 {
 			slices.Reverse(order)
@@ -328,8 +384,8 @@ func (r *remoteSide) measure(b *testing.B, p wanProfile, paths []*remotePath) {
 
 // report prints one profile's figures, each path beside the raw one.
 func report(b *testing.B, p wanProfile, paths []*remotePath) {
-	const rounds, reqs = 2, 22           // small requests: with the two to warm up
-	mb := float64(rounds*2*p.size) / 1e6 // each echo carries size bytes each way
+	const reqs = 22                                   // small requests: with the two to warm up
+	mb := float64(int64(remoteRounds)*2*p.size) / 1e6 // each echo carries size bytes each way
 	raw := paths[1]
 	for _, x := range paths {
 		b.ReportMetric(mb/x.one.Seconds(), p.name+"-"+x.name+"-1stream-MB/s")
