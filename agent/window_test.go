@@ -61,15 +61,7 @@ func TestSlowReadersBufferBounded(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				if _, err := s.Write(chunk); err != nil {
-					return
-				}
-			}
-		}()
+		keepWriting(&wg, s, chunk)
 	}
 	for i := 0; i < streams; i++ {
 		select {
@@ -79,17 +71,7 @@ func TestSlowReadersBufferBounded(t *testing.T) {
 		}
 	}
 	// Wait until the senders stall: the heap stops growing.
-	var after runtime.MemStats
-	last := uint64(0)
-	for range 50 {
-		time.Sleep(100 * time.Millisecond)
-		runtime.GC()
-		runtime.ReadMemStats(&after)
-		if after.HeapAlloc == last {
-			break
-		}
-		last = after.HeapAlloc
-	}
+	after := settledHeap()
 	grown := int64(after.HeapAlloc) - int64(before.HeapAlloc)
 	t.Logf("heap grew by %.1f MiB for %d stalled streams (window %d KiB)", float64(grown)/(1<<20), streams, DefaultConfig().Tunnel.StreamWindow>>10)
 	// yamux's receive buffer is a bytes.Buffer, which may hold twice what
@@ -107,13 +89,13 @@ func TestSlowReadersBufferBounded(t *testing.T) {
 // without the budget, each could hold AgentStreamWindowMax.
 func TestFastThenStalledStreamsBufferBounded(t *testing.T) {
 	const streams = 10
-	a, b := tcpPairAgent(t)
-	srv, err := tunnel.Server(delayconn.New(a, 10*time.Millisecond), DefaultConfig().Tunnel, zap.NewNop())
+	a, b := delayconn.Pair(t, 10*time.Millisecond)
+	srv, err := tunnel.Server(a, DefaultConfig().Tunnel, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	cli, err := tunnel.Client(delayconn.New(b, 10*time.Millisecond), tunnel.DefaultConfig(), zap.NewNop())
+	cli, err := tunnel.Client(b, tunnel.DefaultConfig(), zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,15 +113,7 @@ func TestFastThenStalledStreamsBufferBounded(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				if _, err := s.Write(chunk); err != nil {
-					return
-				}
-			}
-		}()
+		keepWriting(&wg, s, chunk)
 		acc, err := srv.AcceptStream()
 		if err != nil {
 			t.Fatal(err)
@@ -152,17 +126,7 @@ func TestFastThenStalledStreamsBufferBounded(t *testing.T) {
 	if srv.WindowGrown() == 0 {
 		t.Fatal("no stream's window grew: the test measures nothing beyond TestSlowReadersBufferBounded")
 	}
-	var after runtime.MemStats
-	last := uint64(0)
-	for range 50 {
-		time.Sleep(100 * time.Millisecond)
-		runtime.GC()
-		runtime.ReadMemStats(&after)
-		if after.HeapAlloc == last {
-			break
-		}
-		last = after.HeapAlloc
-	}
+	after := settledHeap()
 	grown := int64(after.HeapAlloc) - int64(before.HeapAlloc)
 	t.Logf("heap grew by %.1f MiB for %d streams stalled after a fast start (windows grown by %d MiB together)", float64(grown)/(1<<20), streams, srv.WindowGrown()>>20)
 	const limit = 2*(streams*AgentStreamWindow+AgentSessionWindowBudget) + 8<<20
@@ -174,23 +138,32 @@ func TestFastThenStalledStreamsBufferBounded(t *testing.T) {
 	}
 }
 
-// tcpPairAgent returns the two ends of a loopback TCP connection.
-func tcpPairAgent(t *testing.T) (net.Conn, net.Conn) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+// keepWriting writes chunk to s until a write fails (the session closes).
+func keepWriting(wg *sync.WaitGroup, s net.Conn, chunk []byte) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			if _, err := s.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+}
+
+// settledHeap waits until the heap stops growing (the senders stall) and
+// returns it.
+func settledHeap() runtime.MemStats {
+	var after runtime.MemStats
+	last := uint64(0)
+	for range 50 {
+		time.Sleep(100 * time.Millisecond)
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		if after.HeapAlloc == last {
+			break
+		}
+		last = after.HeapAlloc
 	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() { c, _ := ln.Accept(); accepted <- c }()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := <-accepted
-	if b == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { a.Close(); b.Close() })
-	return a, b
+	return after
 }

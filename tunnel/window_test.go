@@ -16,13 +16,13 @@ import (
 // with rtt/2 of delay each way.
 func slowLink(t *testing.T, rtt time.Duration, srvCfg, cliCfg Config) (srv, cli *yamux.Session) {
 	t.Helper()
-	a, b := tcpPair(t)
+	a, b := delayconn.Pair(t, rtt/2)
 	log := zaptest.NewLogger(t)
-	srv, err := Server(delayconn.New(a, rtt/2), srvCfg, log)
+	srv, err := Server(a, srvCfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cli, err = Client(delayconn.New(b, rtt/2), cliCfg, log)
+	cli, err = Client(b, cliCfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}

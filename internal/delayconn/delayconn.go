@@ -3,6 +3,7 @@ package delayconn
 import (
 	"io"
 	"net"
+	"testing"
 	"time"
 )
 
@@ -51,4 +52,31 @@ func (d *Conn) Read(p []byte) (int, error) {
 	n := copy(p, d.rest)
 	d.rest = d.rest[n:]
 	return n, nil
+}
+
+// Pair returns the two ends of a loopback TCP connection, each reading
+// delay late (the round trip is twice it); Cleanup closes them.
+func Pair(tb testing.TB, delay time.Duration) (*Conn, *Conn) {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	b := <-accepted
+	if b == nil {
+		a.Close()
+		tb.Fatal("accept failed")
+	}
+	tb.Cleanup(func() { a.Close(); b.Close() })
+	return New(a, delay), New(b, delay)
 }
