@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/yamux"
 	"go.uber.org/zap"
 
 	"github.com/detour-dev/detour/internal/delayconn"
@@ -22,20 +23,10 @@ import (
 func TestSlowReadersBufferBounded(t *testing.T) {
 	const streams = 30
 	srvConn, cliConn := net.Pipe()
-	srv, err := tunnel.Server(srvConn, DefaultConfig().Tunnel, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, cli := agentSessions(t, srvConn, cliConn)
 	defer srv.Close()
-	cli, err := tunnel.Client(cliConn, tunnel.DefaultConfig(), zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer cli.Close()
-
-	runtime.GC()
-	var before runtime.MemStats
-	runtime.ReadMemStats(&before)
+	before := heapNow()
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -90,19 +81,10 @@ func TestSlowReadersBufferBounded(t *testing.T) {
 func TestFastThenStalledStreamsBufferBounded(t *testing.T) {
 	const streams = 10
 	a, b := delayconn.Pair(t, 10*time.Millisecond)
-	srv, err := tunnel.Server(a, DefaultConfig().Tunnel, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, cli := agentSessions(t, a, b)
 	defer srv.Close()
-	cli, err := tunnel.Client(b, tunnel.DefaultConfig(), zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer cli.Close()
-	runtime.GC()
-	var before runtime.MemStats
-	runtime.ReadMemStats(&before)
+	before := heapNow()
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -166,4 +148,28 @@ func settledHeap() runtime.MemStats {
 		last = after.HeapAlloc
 	}
 	return after
+}
+
+// agentSessions starts the agent's side of a session (its tunnel config)
+// over srvConn and a client's over cliConn.
+func agentSessions(t *testing.T, srvConn, cliConn net.Conn) (srv, cli *yamux.Session) {
+	t.Helper()
+	srv, err := tunnel.Server(srvConn, DefaultConfig().Tunnel, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err = tunnel.Client(cliConn, tunnel.DefaultConfig(), zap.NewNop())
+	if err != nil {
+		srv.Close()
+		t.Fatal(err)
+	}
+	return srv, cli
+}
+
+// heapNow collects garbage and reads the heap.
+func heapNow() runtime.MemStats {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m
 }
