@@ -323,8 +323,9 @@ func (s *Stream) sendWindowUpdate() error {
 // growWindow doubles the stream's window (up to GrowStreamWindowSize,
 // within the session's budget) when the reader consumed the half window
 // since the last update within 4 round trips: then the window, not the
-// reader, limits the stream (the rule of libp2p's go-yamux). It returns the growth, to add to the window update. Called with
-// recvLock held. (detour patch)
+// reader, limits the stream (the rule of libp2p's go-yamux). It returns
+// the growth, to add to the window update. Called with recvLock held.
+// (detour patch)
 func (s *Stream) growWindow() uint32 {
 	now := time.Now()
 	start := s.epoch
