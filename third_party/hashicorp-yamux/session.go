@@ -43,8 +43,8 @@ type Session struct {
 	// bufRead is a buffered reader
 	bufRead *bufio.Reader
 
-	// rtt is the last round trip a Ping measured, in nanoseconds (0 before
-	// the first); windowGrown is what the streams' windows have grown past
+	// rtt is the smallest round trip a Ping measured, in nanoseconds (0
+	// before the first); windowGrown is what the streams' windows have grown past
 	// MaxStreamWindowSize, against config.SessionWindowBudget. (detour patch)
 	rtt         atomic.Int64
 	windowGrown atomic.Uint64
@@ -398,8 +398,23 @@ func (s *Session) Ping() (time.Duration, error) {
 
 	// Compute the RTT
 	rtt := time.Since(start)
-	s.rtt.Store(int64(rtt))
+	s.recordRTT(rtt)
 	return rtt, nil
+}
+
+// recordRTT keeps the smallest round trip a Ping has measured: a ping
+// queued behind a stream's data measures the queue too, and a window sized
+// by that would grow the queue further. (detour patch)
+func (s *Session) recordRTT(rtt time.Duration) {
+	for {
+		old := s.rtt.Load()
+		if old != 0 && old <= int64(rtt) {
+			return
+		}
+		if s.rtt.CompareAndSwap(old, int64(rtt)) {
+			return
+		}
+	}
 }
 
 // keepalive is a long running goroutine that periodically does
