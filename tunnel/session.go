@@ -26,8 +26,9 @@ type Config struct {
 	StreamWindow uint32
 	// StreamWindowMax, when above StreamWindow, lets one stream's receive
 	// window grow past StreamWindow, doubling while the reader takes each
-	// window faster than 4 measured round trips (the window, not the
-	// reader, is then the limit), up to StreamWindowMax: a fixed window
+	// half window within the smallest measured round trip (the window, not
+	// the reader, is then the limit; it settles near twice the
+	// bandwidth-delay product), up to StreamWindowMax: a fixed window
 	// caps a stream at window / round trip, which on a remote cluster's
 	// 20–100 ms is far below the link (docs/benchmarks.md).
 	StreamWindowMax uint32

@@ -33,8 +33,8 @@ type Config struct {
 	// GrowStreamWindowSize, when larger than MaxStreamWindowSize, lets a
 	// stream's receive window grow past MaxStreamWindowSize up to it: the
 	// window doubles at a window update when the reader consumed the last
-	// window within 4 round trips (the measured Ping RTT), that is when the
-	// window, not the reader, limits the stream. (detour patch)
+	// half window within one round trip (the smallest Ping RTT), that is
+	// when the window, not the reader, limits the stream. (detour patch)
 	GrowStreamWindowSize uint32
 
 	// SessionWindowBudget bounds the bytes by which all of a session's
