@@ -75,21 +75,9 @@ type Config struct {
 // 1 MiB is still far above what a port-forward needs (docs/benchmarks.md).
 const AgentStreamWindow = 1 << 20
 
-// A stream whose reader keeps up may grow its window past
-// AgentStreamWindow to AgentStreamWindowMax when the round trip needs it
-// (a remote cluster's), all of a session's streams together by
-// AgentSessionWindowBudget: slow callers that stall after a fast start
-// then hold at most the budget more (twice that in memory).
-const (
-	AgentStreamWindowMax     = 16 << 20
-	AgentSessionWindowBudget = 16 << 20
-)
-
 func agentTunnelConfig() tunnel.Config {
 	c := tunnel.DefaultConfig()
 	c.StreamWindow = AgentStreamWindow
-	c.StreamWindowMax = AgentStreamWindowMax
-	c.SessionWindowBudget = AgentSessionWindowBudget
 	return c
 }
 

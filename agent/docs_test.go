@@ -21,8 +21,6 @@ func TestDocsQuoteTheAgentsValues(t *testing.T) {
 	proxy := newBackend(httpProtocol{}, nil, nil, zap.NewNop(), func(http.ResponseWriter, *http.Request, error) {}).proxy
 	docsync.Check(t, "docs/architecture.md",
 		fmt.Sprintf("Stream window %s on the client, %s on the agent", docsync.Size(tunnel.DefaultStreamWindow), docsync.Size(AgentStreamWindow)),
-		fmt.Sprintf("up to %s on the agent and %s on the client", docsync.Size(AgentStreamWindowMax), docsync.Size(tunnel.DefaultStreamWindowMax)),
-		fmt.Sprintf("(%s on the agent, %s on the client;", docsync.Size(AgentSessionWindowBudget), docsync.Size(tunnel.DefaultSessionWindowBudget)),
 		fmt.Sprintf("hello (%s deadline", docsync.Dur(cfg.HelloTimeout)),
 		fmt.Sprintf("Once no connection has been open for %s, or `--shutdown-grace` (default %s)", docsync.Dur(drainQuiet), docsync.Dur(cfg.ShutdownGrace)),
 		fmt.Sprintf("(checked at most every %s)", docsync.Dur(recheckEvery)),

@@ -11,7 +11,6 @@ import (
 	"github.com/hashicorp/yamux"
 	"go.uber.org/zap"
 
-	"github.com/detour-dev/detour/internal/delayconn"
 	"github.com/detour-dev/detour/tunnel"
 )
 
@@ -70,53 +69,6 @@ func TestSlowReadersBufferBounded(t *testing.T) {
 	const limit = streams*2*(1<<20) + 8<<20
 	if grown > limit {
 		t.Fatalf("heap grew by %d MiB with %d stalled streams, want at most %d MiB (a 1 MiB window, twice, each)", grown>>20, streams, limit>>20)
-	}
-}
-
-// TestFastThenStalledStreamsBufferBounded: over a remote cluster's round
-// trip (20 ms), streams whose cluster callers first read fast (so their
-// windows grow past AgentStreamWindow) and then stop hold at most
-// AgentStreamWindow each plus the session's budget, twice over in memory:
-// without the budget, each could hold AgentStreamWindowMax.
-func TestFastThenStalledStreamsBufferBounded(t *testing.T) {
-	const streams = 10
-	a, b := delayconn.Pair(t, 10*time.Millisecond)
-	srv, cli := agentSessions(t, a, b)
-	defer srv.Close()
-	defer cli.Close()
-	before := heapNow()
-
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cli.Close()
-	chunk := make([]byte, 64<<10)
-	for i := 0; i < streams; i++ {
-		s, err := cli.Open()
-		if err != nil {
-			t.Fatal(err)
-		}
-		keepWriting(&wg, s, chunk)
-		acc, err := srv.AcceptStream()
-		if err != nil {
-			t.Fatal(err)
-		}
-		// A fast start, then nothing.
-		if _, err := io.CopyN(io.Discard, acc, 8<<20); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if srv.WindowGrown() == 0 {
-		t.Fatal("no stream's window grew: the test measures nothing beyond TestSlowReadersBufferBounded")
-	}
-	after := settledHeap()
-	grown := int64(after.HeapAlloc) - int64(before.HeapAlloc)
-	t.Logf("heap grew by %.1f MiB for %d streams stalled after a fast start (windows grown by %d MiB together)", float64(grown)/(1<<20), streams, srv.WindowGrown()>>20)
-	const limit = 2*(streams*AgentStreamWindow+AgentSessionWindowBudget) + 8<<20
-	if limit > 100<<20 { // the agent's memory limit is 128 MiB
-		t.Fatalf("the bound itself, %d MiB for %d streams, leaves the agent no room in its 128 MiB", limit>>20, streams)
-	}
-	if grown > limit {
-		t.Fatalf("heap grew by %d MiB, want at most %d MiB", grown>>20, limit>>20)
 	}
 }
 

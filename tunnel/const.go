@@ -155,11 +155,6 @@ const (
 	DefaultKeepAliveInterval = 5 * time.Second
 	DefaultWriteTimeout      = 10 * time.Second
 	DefaultStreamWindow      = 4 << 20
-	// A stream's window may grow to DefaultStreamWindowMax when the round
-	// trip needs it, all of a session's streams together by
-	// DefaultSessionWindowBudget (Config says how).
-	DefaultStreamWindowMax     = 32 << 20
-	DefaultSessionWindowBudget = 64 << 20
 )
 
 // Sentinel errors. A RemoteError returned by a peer matches the sentinel of
