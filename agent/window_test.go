@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/yamux"
 	"go.uber.org/zap"
 
 	"github.com/detour-dev/detour/tunnel"
@@ -21,20 +22,10 @@ import (
 func TestSlowReadersBufferBounded(t *testing.T) {
 	const streams = 30
 	srvConn, cliConn := net.Pipe()
-	srv, err := tunnel.Server(srvConn, DefaultConfig().Tunnel, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, cli := agentSessions(t, srvConn, cliConn)
 	defer srv.Close()
-	cli, err := tunnel.Client(cliConn, tunnel.DefaultConfig(), zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer cli.Close()
-
-	runtime.GC()
-	var before runtime.MemStats
-	runtime.ReadMemStats(&before)
+	before := heapNow()
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -60,15 +51,7 @@ func TestSlowReadersBufferBounded(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				if _, err := s.Write(chunk); err != nil {
-					return
-				}
-			}
-		}()
+		keepWriting(&wg, s, chunk)
 	}
 	for i := 0; i < streams; i++ {
 		select {
@@ -78,6 +61,33 @@ func TestSlowReadersBufferBounded(t *testing.T) {
 		}
 	}
 	// Wait until the senders stall: the heap stops growing.
+	after := settledHeap()
+	grown := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	t.Logf("heap grew by %.1f MiB for %d stalled streams (window %d KiB)", float64(grown)/(1<<20), streams, DefaultConfig().Tunnel.StreamWindow>>10)
+	// yamux's receive buffer is a bytes.Buffer, which may hold twice what
+	// it was given; 8 MiB for everything else.
+	const limit = streams*2*(1<<20) + 8<<20
+	if grown > limit {
+		t.Fatalf("heap grew by %d MiB with %d stalled streams, want at most %d MiB (a 1 MiB window, twice, each)", grown>>20, streams, limit>>20)
+	}
+}
+
+// keepWriting writes chunk to s until a write fails (the session closes).
+func keepWriting(wg *sync.WaitGroup, s net.Conn, chunk []byte) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			if _, err := s.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+}
+
+// settledHeap waits until the heap stops growing (the senders stall) and
+// returns it.
+func settledHeap() runtime.MemStats {
 	var after runtime.MemStats
 	last := uint64(0)
 	for range 50 {
@@ -89,12 +99,29 @@ func TestSlowReadersBufferBounded(t *testing.T) {
 		}
 		last = after.HeapAlloc
 	}
-	grown := int64(after.HeapAlloc) - int64(before.HeapAlloc)
-	t.Logf("heap grew by %.1f MiB for %d stalled streams (window %d KiB)", float64(grown)/(1<<20), streams, DefaultConfig().Tunnel.StreamWindow>>10)
-	// yamux's receive buffer is a bytes.Buffer, which may hold twice what
-	// it was given; 8 MiB for everything else.
-	const limit = streams*2*(1<<20) + 8<<20
-	if grown > limit {
-		t.Fatalf("heap grew by %d MiB with %d stalled streams, want at most %d MiB (a 1 MiB window, twice, each)", grown>>20, streams, limit>>20)
+	return after
+}
+
+// agentSessions starts the agent's side of a session (its tunnel config)
+// over srvConn and a client's over cliConn.
+func agentSessions(t *testing.T, srvConn, cliConn net.Conn) (srv, cli *yamux.Session) {
+	t.Helper()
+	srv, err := tunnel.Server(srvConn, DefaultConfig().Tunnel, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
 	}
+	cli, err = tunnel.Client(cliConn, tunnel.DefaultConfig(), zap.NewNop())
+	if err != nil {
+		srv.Close()
+		t.Fatal(err)
+	}
+	return srv, cli
+}
+
+// heapNow collects garbage and reads the heap.
+func heapNow() runtime.MemStats {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m
 }

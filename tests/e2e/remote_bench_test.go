@@ -10,11 +10,17 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/detour-dev/detour/tests/internal/cluster"
@@ -70,14 +76,22 @@ func newRemoteSide(b *testing.B) *remoteSide {
 	if err := clientcmd.WriteToFile(*kc, r.kube); err != nil {
 		b.Fatal(err)
 	}
-	wrapper := filepath.Join(dir, "detour")
-	script := fmt.Sprintf("#!/bin/sh\nexec nsenter --net=/run/netns/%s %s \"$@\"\n", line.Netns, detourBinary(b))
-	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+	r.user = r.newUser(b, detourBinary(b))
+	return r
+}
+
+// newUser is a detour user in the namespace running bin.
+func (r *remoteSide) newUser(b *testing.B, bin string) *user {
+	wrapper, err := os.CreateTemp(b.TempDir(), "detour-")
+	if err != nil {
 		b.Fatal(err)
 	}
-	r.user = newUser(b)
-	r.user.bin, r.user.kube = wrapper, r.kube
-	return r
+	fmt.Fprintf(wrapper, "#!/bin/sh\nexec nsenter --net=/run/netns/%s %s \"$@\"\n", r.line.Netns, bin)
+	wrapper.Chmod(0o755)
+	wrapper.Close()
+	u := newUser(b)
+	u.bin, u.kube = wrapper.Name(), r.kube
+	return u
 }
 
 func (r *remoteSide) dial(ctx context.Context, _, addr string) (net.Conn, error) {
@@ -195,6 +209,17 @@ func smallRequests(b *testing.B, dial dialFunc, addr string, n int, gap time.Dur
 	return out
 }
 
+// remotePath is one way to the echo: through an intercept or the raw
+// port-forward, with what was measured on it.
+type remotePath struct {
+	name     string
+	dial     dialFunc
+	addr     string
+	one, all time.Duration
+	req      []time.Duration
+	line     wan.Stats
+}
+
 // BenchmarkRemoteCluster (issue 14 §4) measures an intercept as if the
 // cluster were far away: the workstation (the daemon, its local echo
 // server, and a raw kubectl port-forward for the baseline) runs in a
@@ -202,20 +227,100 @@ func smallRequests(b *testing.B, dial dialFunc, addr string, n int, gap time.Dur
 // (tests/internal/wan; this kernel has no netem), while the cluster client
 // stays near the cluster (the host, to the Service). Each figure is beside
 // the raw port-forward to the same pod under the same link, interleaved.
-// It measures once, whatever b.N is: run it with -benchtime 1x.
+// With DETOUR_BENCH_OTHER_DETOUR set to another build of cmd/detour, a
+// second Deployment is intercepted by that build ("other") in the same
+// rounds; its agent is this cluster's image (bin/), or, with
+// DETOUR_BENCH_OTHER_AGENT set to that build's bin directory, an image of
+// it (installed for the second Deployment only): a before/after of both
+// sides, interleaved. It measures once, whatever b.N is: run
+// it with -benchtime 1x.
 func BenchmarkRemoteCluster(b *testing.B) {
 	ctx := context.Background()
-	cfg := restConfig(b)
-	cs := clientset(b, cfg)
+	cs := clientset(b, restConfig(b))
 	newUser(b).must("install", "--image", images.Detour)
 	ns := createNamespace(ctx, b, cs, "remote")
-	svc := deployWeb(ctx, b, cs, ns, "web", 1)
-	echoAddr := net.JoinHostPort(svc.Spec.ClusterIP, fmt.Sprint(echoTCPPort))
 	r := newRemoteSide(b)
 	localEcho := r.echoServer(b)
-	r.user.must("intercept", "web", "-n", ns, "--port", fmt.Sprintf("%d:tcp-echo", localEcho))
-	eventually(b, 30*time.Second, "echo intercepted", func() bool {
-		c, err := net.DialTimeout("tcp", echoAddr, time.Second)
+	svc := deployWeb(ctx, b, cs, ns, "web", 1)
+	intercepted := r.intercept(b, r.user, ns, "web", svc, localEcho)
+	pod := runningPod(ctx, b, cs, ns, "app=web")
+	raw := net.JoinHostPort("127.0.0.1", fmt.Sprint(r.portForward(b, ns, pod, echoTCPPort)))
+	paths := []*remotePath{{name: "intercept", dial: hostDial, addr: intercepted}, {name: "raw", dial: r.dial, addr: raw}}
+	if other := os.Getenv("DETOUR_BENCH_OTHER_DETOUR"); other != "" {
+		if dir := os.Getenv("DETOUR_BENCH_OTHER_AGENT"); dir != "" {
+			installOtherImage(ctx, b, dir)
+		}
+		svc2 := deployWeb(ctx, b, cs, ns, "web2", 1)
+		addr := r.intercept(b, r.newUser(b, other), ns, "web2", svc2, r.echoServer(b))
+		paths = append(paths, &remotePath{name: "other", dial: hostDial, addr: addr})
+		b.Logf("agents: web %s, web2 %s", agentImage(ctx, b, cs, ns, "app=web"), agentImage(ctx, b, cs, ns, "app=web2"))
+	}
+	for _, x := range paths {
+		echoVia(b, x.dial, x.addr, 1<<20)
+	}
+	profiles := []wanProfile{
+		{"rtt0", 0, 0, 32 << 20},
+		{"rtt20", 10 * time.Millisecond, 0, 32 << 20},
+		{"rtt20-loss1", 10 * time.Millisecond, 0.01, 16 << 20},
+		{"rtt80", 40 * time.Millisecond, 0, 16 << 20},
+		{"rtt80-loss1", 40 * time.Millisecond, 0.01, 8 << 20},
+	}
+	for _, p := range profiles {
+		r.line.Set(p.delay, p.loss)
+		r.measure(b, p, paths)
+		report(b, p, paths)
+	}
+	b.ReportMetric(float64(r.line.Drops()), "line-drops")
+	for i := 0; i < b.N; i++ {
+	}
+}
+
+// otherImage is the image of DETOUR_BENCH_OTHER_AGENT's binaries.
+const otherImage = "detour.local/detour:other"
+
+// installOtherImage builds an image of another build's binaries (bin dir)
+// into the cluster and installs detour with it, so that the workloads
+// injected from here on get that build's agent while those injected before
+// keep this tree's; Cleanup installs this tree's image again.
+func installOtherImage(ctx context.Context, b *testing.B, dir string) {
+	spec, err := images.DetourSpec(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	spec.Ref = otherImage
+	tarball := filepath.Join(b.TempDir(), "other.tar")
+	if err := images.Write(spec, tarball); err != nil {
+		b.Fatal(err)
+	}
+	if err := images.Import(ctx, zap.NewNop(), cluster.DefaultConfig().ContainerdSocket(), []string{tarball}); err != nil {
+		b.Fatal(err)
+	}
+	admin := newUser(b)
+	admin.must("install", "--image", otherImage)
+	b.Cleanup(func() { admin.must("install", "--image", images.Detour) })
+}
+
+// agentImage is the image of the detour agent in a pod of selector.
+func agentImage(ctx context.Context, b *testing.B, cs kubernetes.Interface, ns, selector string) string {
+	pod, err := cs.CoreV1().Pods(ns).Get(ctx, runningPod(ctx, b, cs, ns, selector), metav1.GetOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range append(pod.Spec.InitContainers, pod.Spec.Containers...) {
+		if strings.Contains(c.Image, "detour") {
+			return c.Image
+		}
+	}
+	return "none"
+}
+
+// intercept makes u intercept the echo port of workload name to the local
+// echo server and returns the Service's echo address once it answers.
+func (r *remoteSide) intercept(b *testing.B, u *user, ns, name string, svc *corev1.Service, localEcho int) string {
+	addr := net.JoinHostPort(svc.Spec.ClusterIP, fmt.Sprint(echoTCPPort))
+	u.must("intercept", name, "-n", ns, "--port", fmt.Sprintf("%d:tcp-echo", localEcho))
+	eventually(b, 30*time.Second, name+" echo intercepted", func() bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err != nil {
 			return false
 		}
@@ -225,7 +330,12 @@ func BenchmarkRemoteCluster(b *testing.B) {
 		_, err = io.ReadFull(c, make([]byte, 1))
 		return err == nil
 	})
-	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+	return addr
+}
+
+// runningPod names a pod of selector that is not being deleted.
+func runningPod(ctx context.Context, b *testing.B, cs kubernetes.Interface, ns, selector string) string {
+	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
 	if err != nil || len(pods.Items) == 0 {
 		b.Fatalf("pods: %v", err)
 	}
@@ -235,52 +345,59 @@ func BenchmarkRemoteCluster(b *testing.B) {
 			pod = p
 		}
 	}
-	raw := net.JoinHostPort("127.0.0.1", fmt.Sprint(r.portForward(b, ns, pod.Name, echoTCPPort)))
-	echoVia(b, hostDial, echoAddr, 1<<20)
-	echoVia(b, r.dial, raw, 1<<20)
+	return pod.Name
+}
 
-	profiles := []wanProfile{
-		{"rtt0", 0, 0, 32 << 20},
-		{"rtt20", 10 * time.Millisecond, 0, 32 << 20},
-		{"rtt20-loss1", 10 * time.Millisecond, 0.01, 16 << 20},
-		{"rtt80", 40 * time.Millisecond, 0, 16 << 20},
-		{"rtt80-loss1", 40 * time.Millisecond, 0.01, 8 << 20},
+// remoteRounds is how many rounds of bulk each profile runs: 2, or
+// DETOUR_BENCH_ROUNDS.
+var remoteRounds = func() int {
+	if n, err := strconv.Atoi(os.Getenv("DETOUR_BENCH_ROUNDS")); err == nil && n > 0 {
+		return n
 	}
-	const rounds = 2
-	for _, p := range profiles {
-		r.line.Set(p.delay, p.loss)
-		var one, oneRaw, eight, eightRaw time.Duration
-		for i := 0; i < rounds; i++ {
-			paths := []struct {
-				dial     dialFunc
-				addr     string
-				one, all *time.Duration
-			}{{hostDial, echoAddr, &one, &eight}, {r.dial, raw, &oneRaw, &eightRaw}}
-			if i%2 == 1 {
-				paths[0], paths[1] = paths[1], paths[0]
-			}
-			for _, x := range paths {
-				*x.one += echoVia(b, x.dial, x.addr, p.size)
-				*x.all += parallelEcho(b, x.dial, x.addr, 8, p.size/8)
-			}
+	return 2
+}()
+
+// measure runs one profile: remoteRounds of bulk on each path (the order
+// reversed in the second), then small requests, 300 ms apart, on each.
+func (r *remoteSide) measure(b *testing.B, p wanProfile, paths []*remotePath) {
+	for _, x := range paths {
+		x.one, x.all = 0, 0
+	}
+	for i := 0; i < remoteRounds; i++ {
+		order := slices.Clone(paths)
+		if i%2 == 1 {
+			slices.Reverse(order)
 		}
-		mb := float64(rounds*2*p.size) / 1e6 // each echo carries size bytes each way
-		b.ReportMetric(mb/one.Seconds(), p.name+"-intercept-1stream-MB/s")
-		b.ReportMetric(mb/oneRaw.Seconds(), p.name+"-raw-1stream-MB/s")
-		b.ReportMetric(oneRaw.Seconds()/one.Seconds(), p.name+"-1stream-ratio")
-		b.ReportMetric(mb/eight.Seconds(), p.name+"-intercept-8streams-MB/s")
-		b.ReportMetric(mb/eightRaw.Seconds(), p.name+"-raw-8streams-MB/s")
-		b.ReportMetric(eightRaw.Seconds()/eight.Seconds(), p.name+"-8streams-ratio")
-		// Small requests on an open connection, 300 ms apart.
-		det := smallRequests(b, hostDial, echoAddr, 20, 300*time.Millisecond)
-		rawReq := smallRequests(b, r.dial, raw, 20, 300*time.Millisecond)
-		b.ReportMetric(ms(pct(det, 0.5)), p.name+"-intercept-req-p50-ms")
-		b.ReportMetric(ms(pct(det, 0.95)), p.name+"-intercept-req-p95-ms")
-		b.ReportMetric(ms(pct(rawReq, 0.5)), p.name+"-raw-req-p50-ms")
-		b.ReportMetric(ms(pct(rawReq, 0.95)), p.name+"-raw-req-p95-ms")
-		b.ReportMetric(ms(pct(det, 0.5))-ms(2*p.delay), p.name+"-intercept-req-p50-over-rtt-ms")
+		for _, x := range order {
+			x.one += echoVia(b, x.dial, x.addr, p.size)
+			x.all += parallelEcho(b, x.dial, x.addr, 8, p.size/8)
+		}
 	}
-	b.ReportMetric(float64(r.line.Drops()), "line-drops")
-	for i := 0; i < b.N; i++ {
+	// The line counts each path's packets and how late it delivered them
+	// (its own share of the time over the round trip).
+	for _, x := range paths {
+		r.line.ResetStats()
+		x.req = smallRequests(b, x.dial, x.addr, 20, 300*time.Millisecond)
+		x.line = r.line.Stats()
+	}
+}
+
+// report prints one profile's figures, each path beside the raw one.
+func report(b *testing.B, p wanProfile, paths []*remotePath) {
+	const reqs = 22                                   // small requests: with the two to warm up
+	mb := float64(int64(remoteRounds)*2*p.size) / 1e6 // each echo carries size bytes each way
+	raw := paths[1]
+	for _, x := range paths {
+		b.ReportMetric(mb/x.one.Seconds(), p.name+"-"+x.name+"-1stream-MB/s")
+		b.ReportMetric(mb/x.all.Seconds(), p.name+"-"+x.name+"-8streams-MB/s")
+		if x != raw {
+			b.ReportMetric(raw.one.Seconds()/x.one.Seconds(), p.name+"-"+x.name+"-1stream-ratio")
+			b.ReportMetric(raw.all.Seconds()/x.all.Seconds(), p.name+"-"+x.name+"-8streams-ratio")
+			b.ReportMetric(ms(pct(x.req, 0.5))-ms(2*p.delay), p.name+"-"+x.name+"-req-p50-over-rtt-ms")
+		}
+		b.ReportMetric(ms(pct(x.req, 0.5)), p.name+"-"+x.name+"-req-p50-ms")
+		b.ReportMetric(ms(pct(x.req, 0.95)), p.name+"-"+x.name+"-req-p95-ms")
+		b.ReportMetric(float64(x.line.ToNS+x.line.ToHost)/reqs, p.name+"-"+x.name+"-req-line-packets")
+		b.ReportMetric(float64(x.line.LateP50().Microseconds()), p.name+"-"+x.name+"-line-late-p50-µs")
 	}
 }

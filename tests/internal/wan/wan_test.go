@@ -60,11 +60,21 @@ func TestLineDelaysOnlyItsPort(t *testing.T) {
 		}
 		return best
 	}
+	l.ResetStats()
 	if d := rtt(delayed); d < 50*time.Millisecond {
 		t.Fatalf("round trip on the delayed port %v, want ≥ 50ms", d)
 	}
+	// The SYN, its answer and five echoes each way at least.
+	if s := l.Stats(); s.ToHost < 6 || s.ToNS < 6 || s.LateP50() <= 0 || s.LateP50() > 25*time.Millisecond {
+		t.Fatalf("line stats after 5 echoes: %d packets to the host, %d to the namespace, late p50 %v", s.ToHost, s.ToNS, s.LateP50())
+	}
+	time.Sleep(100 * time.Millisecond) // the first connection's FINs cross
+	l.ResetStats()
 	if d := rtt(other); d > 25*time.Millisecond {
 		t.Fatalf("round trip on another port %v, want no delay", d)
+	}
+	if s := l.Stats(); s.ToHost+s.ToNS != 0 {
+		t.Fatalf("another port's packets counted as delayed: %+v", s)
 	}
 }
 
