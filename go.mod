@@ -146,5 +146,3 @@ require (
 	sigs.k8s.io/randfill v1.0.0 // indirect
 	sigs.k8s.io/structured-merge-diff/v6 v6.4.2 // indirect
 )
-
-replace github.com/hashicorp/yamux => ./third_party/hashicorp-yamux

@@ -43,7 +43,6 @@ func BenchmarkStreamThroughput(b *testing.B) {
 				a, c := tcpPair(b)
 				cfg := DefaultConfig()
 				cfg.StreamWindow = window
-				cfg.StreamWindowMax = window // a fixed window: what this measures
 				yc, _ := cfg.yamux(zap.NewNop())
 				wrap := func(x net.Conn) io.ReadWriteCloser {
 					if coalesce {

@@ -139,7 +139,6 @@ func TestConfigVerify(t *testing.T) {
 		"timeout":   func(c *Config) { c.WriteTimeout = -1 },
 		"window":    func(c *Config) { c.StreamWindow = 1024 },
 		"backlog":   func(c *Config) { c.AcceptBacklog = 0 },
-		"budget":    func(c *Config) { c.StreamWindowMax = 8 << 20; c.SessionWindowBudget = 0 },
 	} {
 		c := DefaultConfig()
 		mutate(&c)

@@ -24,22 +24,6 @@ type Config struct {
 	// a transfer far below the port-forward's own ceiling
 	// (docs/benchmarks.md has the measurement behind the default).
 	StreamWindow uint32
-	// StreamWindowMax, when above StreamWindow, lets one stream's receive
-	// window grow past StreamWindow, doubling while the reader takes each
-	// half window within the smallest measured round trip (the window, not
-	// the reader, is then the limit; it settles near twice the
-	// bandwidth-delay product), up to StreamWindowMax: a fixed window
-	// caps a stream at window / round trip, which on a remote cluster's
-	// 20–100 ms is far below the link. Off (0) by default: on the remote
-	// cluster benchmark, growing windows made one echoed stream slower at
-	// 20 ms without loss in three interleaved runs, and only a little
-	// faster with loss and at 80 ms (docs/benchmarks.md).
-	StreamWindowMax uint32
-	// SessionWindowBudget bounds what all of a session's streams together
-	// may have grown past StreamWindow (a stream gives its share back when
-	// it closes), so that streams whose readers stall after a fast start
-	// hold at most streams × StreamWindow + SessionWindowBudget.
-	SessionWindowBudget uint64
 	// AcceptBacklog is how many opened streams may wait for Accept.
 	AcceptBacklog int
 }
@@ -65,9 +49,6 @@ func (c Config) Verify() error {
 	if c.StreamWindow < 256<<10 {
 		return fmt.Errorf("tunnel config: stream window must be at least 256 KiB, got %d", c.StreamWindow)
 	}
-	if c.StreamWindowMax > c.StreamWindow && c.SessionWindowBudget == 0 {
-		return fmt.Errorf("tunnel config: a stream window that grows (to %d) needs a session window budget", c.StreamWindowMax)
-	}
 	if c.AcceptBacklog <= 0 {
 		return fmt.Errorf("tunnel config: accept backlog must be positive, got %d", c.AcceptBacklog)
 	}
@@ -84,10 +65,6 @@ func (c Config) yamux(log *zap.Logger) (*yamux.Config, error) {
 	yc.KeepAliveInterval = c.KeepAliveInterval
 	yc.ConnectionWriteTimeout = c.WriteTimeout
 	yc.MaxStreamWindowSize = c.StreamWindow
-	if c.StreamWindowMax > c.StreamWindow {
-		yc.GrowStreamWindowSize = c.StreamWindowMax
-		yc.SessionWindowBudget = c.SessionWindowBudget
-	}
 	// yamux refuses a config with both set.
 	yc.LogOutput = nil
 	yc.Logger = zap.NewStdLog(log.Named("yamux"))

@@ -251,7 +251,6 @@ func BenchmarkInterceptedBulk(b *testing.B) {
 	bench := func(b *testing.B, window uint32, streams int, size int64) {
 		cfg := tunnel.DefaultConfig()
 		cfg.StreamWindow = window
-		cfg.StreamWindowMax = window // the workstation's window fixed: what this measures
 		s := p.session(b, "bench@workstation", cfg)
 		if _, err := s.CreateIntercept(context.Background(), client.InterceptSpec{Name: "bulk", Port: appBulk, LocalAddr: sink}); err != nil {
 			b.Fatal(err)
