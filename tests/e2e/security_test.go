@@ -237,6 +237,13 @@ func TestSecurity(t *testing.T) {
 		cluster := []string{
 			"services [] [] [list watch]",
 			"mutatingwebhookconfigurations.admissionregistration.k8s.io [] [detour-webhook] [get patch]",
+			// Replace mode's restorer (docs/architecture.md, "Replace mode"):
+			// the replaced pods (an informer), a pod's Deployment, and the
+			// patch that gives a workload its app back.
+			"pods [] [] [list watch]",
+			"replicasets.apps [] [] [get]",
+			"deployments.apps [] [] [get patch]",
+			"statefulsets.apps [] [] [get patch]",
 		}
 		inSystem := []string{
 			"secrets [] [] [create]",
