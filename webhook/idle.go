@@ -315,17 +315,6 @@ func (c *ownerCache) workload(ctx context.Context, pod *corev1.Pod) (WorkloadRef
 	return w, nil
 }
 
-// removalPatch removes annotation from a pod template, only if it still
-// has value (a JSON patch test), as detour uninstall does.
-func removalPatch(annotation, value string) []byte {
-	path := "/spec/template/metadata/annotations/" + strings.ReplaceAll(annotation, "/", "~1")
-	b, err := json.Marshal([]map[string]string{{"op": "test", "path": path, "value": value}, {"op": "remove", "path": path}})
-	if err != nil { // strings always marshal
-		panic(fmt.Sprintf("marshal removal patch: %v", err))
-	}
-	return b
-}
-
 // fieldManager is the webhook's name in managedFields.
 const fieldManager = "detour-webhook"
 
@@ -392,7 +381,7 @@ func (r *Reaper) unannotate(ctx context.Context, t reapTarget) error {
 	case tmpl.Annotations[ann] != t.value:
 		return nil // already removed or changed (another replica of the webhook, or a user)
 	}
-	switch err := kind.patch(ctx, apps, w.Namespace, w.Name, removalPatch(ann, t.value), metav1.PatchOptions{FieldManager: fieldManager}); {
+	switch err := kind.patch(ctx, apps, w.Namespace, w.Name, annotations.TemplateRemovalPatch(ann, t.value), metav1.PatchOptions{FieldManager: fieldManager}); {
 	case apierrors.IsNotFound(err), apierrors.IsInvalid(err):
 		// Gone, or changed since the get (the test op failed).
 		return nil

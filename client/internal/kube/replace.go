@@ -2,7 +2,6 @@ package kube
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -93,9 +92,7 @@ func RemoveReplace(ctx context.Context, cs kubernetes.Interface, namespace, ref,
 		return nil
 	}
 	// The test op keeps a replace made between the list and the patch.
-	path := "/spec/template/metadata/annotations/" + strings.ReplaceAll(annotations.Replace, "/", "~1")
-	patch, _ := json.Marshal([]map[string]string{{"op": "test", "path": path, "value": value}, {"op": "remove", "path": path}})
-	err = k.Patch(ctx, cs, namespace, name, types.JSONPatchType, patch, metav1.PatchOptions{FieldManager: "detour"})
+	err = k.Patch(ctx, cs, namespace, name, types.JSONPatchType, annotations.TemplateRemovalPatch(annotations.Replace, value), metav1.PatchOptions{FieldManager: "detour"})
 	switch {
 	case err == nil, apierrors.IsNotFound(err), apierrors.IsInvalid(err):
 		// Done, or gone or changed since the list (the API server answers
