@@ -327,3 +327,28 @@ func TestTreesUpdateWhileTheCommandRuns(t *testing.T) {
 }
 
 func TestTreesUpdateRootless(t *testing.T) { runAsNobody(t, "TestTreesUpdateWhileTheCommandRuns") }
+
+// TestUpdatesRacingTheEndAreNotErrors: an update sent while the command
+// ends is not an error. The first process closes its control socket a
+// moment before detour has reaped it; an update in that moment failed
+// with "sendmsg: broken pipe" (seen in CI as a second failure note).
+func TestUpdatesRacingTheEndAreNotErrors(t *testing.T) {
+	if _, err := os.Stat("/etc/detour-race"); err == nil {
+		t.Skip("/etc/detour-race exists on this machine")
+	}
+	tree := []Tree{{Target: "/etc/detour-race", Files: map[string]TreeFile{"token": {Data: []byte("v"), Mode: 0o600}}}}
+	for round := 0; round < 3; round++ {
+		n := startOrSkip(t, Options{Command: []string{"sh", "-c", "sleep 0.0$((RANDOM % 5))"}, Env: []string{"PATH=" + os.Getenv("PATH")}, Trees: tree})
+		for ended := false; !ended; {
+			select {
+			case <-n.Done():
+				ended = true
+			default:
+			}
+			if err := n.UpdateTrees(tree); err != nil {
+				t.Fatalf("round %d: an update while the command ends: %v", round, err)
+			}
+		}
+		n.Close()
+	}
+}

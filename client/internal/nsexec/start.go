@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
@@ -243,6 +244,27 @@ func (n *Namespace) DialLoopback(ctx context.Context, port uint16) (net.Conn, er
 // The first process applies them in the background; what it cannot apply
 // it reports on stderr.
 func (n *Namespace) UpdateTrees(trees []Tree) error {
+	err := n.sendUpdate(trees)
+	if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
+		// The first process closed its end: it is ending, and detour reaps
+		// it in a moment. Its end, not the update, is what happened.
+		select {
+		case <-n.done:
+			return nil
+		case <-time.After(endingGrace):
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("update the pod's files in the namespace: %w", err)
+	}
+	return nil
+}
+
+// endingGrace is how long an update that found the first process's socket
+// closed waits for it to be reaped before it counts as a failure.
+const endingGrace = 5 * time.Second
+
+func (n *Namespace) sendUpdate(trees []Tree) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.cleaned {
@@ -256,10 +278,7 @@ func (n *Namespace) UpdateTrees(trees []Tree) error {
 	if n.ended.Load() {
 		return nil // it ended meanwhile; cleanup removes what was staged
 	}
-	if err != nil {
-		return fmt.Errorf("update the pod's files in the namespace: %w", err)
-	}
-	return nil
+	return err
 }
 
 // Kill ends the command and every process in its namespace.
