@@ -393,15 +393,11 @@ type interceptTarget struct {
 // cluster, and the container port behind it.
 func findTarget(ctx context.Context, cs kubernetes.Interface, s interceptSettings, service, container string) (interceptTarget, error) {
 	var t interceptTarget
-	cands, err := kube.Candidates(ctx, cs, s.ns)
+	cands, svcs, err := kube.CandidatesAndServices(ctx, cs, s.ns)
 	if err != nil {
 		return t, err
 	}
 	if t.w, err = resolve.FindWorkload(s.workload, s.ns, cands); err != nil {
-		return t, err
-	}
-	svcs, err := kube.Services(ctx, cs, s.ns)
-	if err != nil {
 		return t, err
 	}
 	if t.svc, err = resolve.FindService(t.w, svcs, service); err != nil {

@@ -112,6 +112,21 @@ func pct(d []time.Duration, p float64) time.Duration {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
+// setupAndLeave times one intercept by u until the workstation serves the
+// first request (the command and the first request, as a user sees it),
+// then its leave until the app answers again.
+func setupAndLeave(b *testing.B, u *user, ns string, localHTTP int, httpURL string) (toFirst, toApp time.Duration) {
+	b.Helper()
+	start := time.Now()
+	u.must("intercept", "web", "-n", ns, "--port", fmt.Sprintf("%d:http", localHTTP))
+	eventually(b, 10*time.Second, "first request at the workstation", func() bool { return who(httpURL) == "workstation" })
+	toFirst = time.Since(start)
+	start = time.Now()
+	u.must("leave", "web-"+ns)
+	eventually(b, 10*time.Second, "app answers after leave", func() bool { return strings.HasPrefix(who(httpURL), "hello from") })
+	return toFirst, time.Since(start)
+}
+
 // BenchmarkClusterIntercept measures an intercept on the local cluster,
 // each figure beside a raw client-go port-forward (what kubectl
 // port-forward does) to the same pod, in the same run. It measures once,
@@ -134,14 +149,33 @@ func BenchmarkClusterIntercept(b *testing.B) {
 	u.must("leave", "web-"+ns)
 	eventually(b, 10*time.Second, "app answers", func() bool { return strings.HasPrefix(who(httpURL), "hello from") })
 
-	start := time.Now()
-	u.must("intercept", "web", "-n", ns, "--port", fmt.Sprintf("%d:http", localHTTP))
-	eventually(b, 10*time.Second, "first request at the workstation", func() bool { return who(httpURL) == "workstation" })
-	toFirst := time.Since(start)
-	start = time.Now()
-	u.must("leave", "web-"+ns)
-	eventually(b, 10*time.Second, "app answers after leave", func() bool { return strings.HasPrefix(who(httpURL), "hello from") })
-	toApp := time.Since(start)
+	// Set-up with the agent present (intercept → first request served by
+	// the workstation) and leave → the app, in rounds; with another build
+	// (DETOUR_BENCH_OTHER_DETOUR) its set-up in the same rounds, each
+	// round in the other order.
+	other := os.Getenv("DETOUR_BENCH_OTHER_DETOUR")
+	setups := []*user{u}
+	if other != "" {
+		o := newUser(b)
+		o.bin = other
+		setups = append(setups, o)
+		setupAndLeave(b, o, ns, localHTTP, httpURL) // its daemon starts: not measured
+	}
+	const setupRounds = 8
+	toFirst := make([][]time.Duration, len(setups))
+	var toApp []time.Duration
+	for i := 0; i < setupRounds; i++ {
+		for j := range setups {
+			if i%2 == 1 {
+				j = len(setups) - 1 - j
+			}
+			first, back := setupAndLeave(b, setups[j], ns, localHTTP, httpURL)
+			toFirst[j] = append(toFirst[j], first)
+			if j == 0 {
+				toApp = append(toApp, back)
+			}
+		}
+	}
 
 	pod := livePod(ctx, b, cs, ns, "app=web")
 	fwd := portForward(ctx, b, cfg, cs, &pod, echoTCPPort, echoHTTPPort)
@@ -165,11 +199,8 @@ func BenchmarkClusterIntercept(b *testing.B) {
 	// DETOUR_BENCH_OTHER_DETOUR: another build of cmd/detour (an earlier
 	// tree's) in the same rounds, a before/after interleaved; every other
 	// round runs the variants in reverse order.
-	other := os.Getenv("DETOUR_BENCH_OTHER_DETOUR")
 	if other != "" {
-		o := newUser(b)
-		o.bin = other
-		variants = append(variants, variant{o, &reqOther})
+		variants = append(variants, variant{setups[1], &reqOther})
 	}
 	for i := 0; i < reqRounds; i++ {
 		reqRaw += keepAliveRate(b, rawHTTP, 8, 3*time.Second)
@@ -216,8 +247,12 @@ func BenchmarkClusterIntercept(b *testing.B) {
 		b.ReportMetric(reqOther/reqRounds, "other-keepalive-req/s")
 		b.ReportMetric(reqSPDY/reqOther, "vs-other-keepalive")
 	}
-	b.ReportMetric(ms(toFirst), "intercept-to-first-request-ms")
-	b.ReportMetric(ms(toApp), "leave-to-app-ms")
+	b.ReportMetric(ms(pct(toFirst[0], 0.5)), "intercept-to-first-request-p50-ms")
+	if other != "" {
+		b.ReportMetric(ms(pct(toFirst[1], 0.5)), "other-intercept-to-first-request-p50-ms")
+		b.ReportMetric(float64(pct(toFirst[0], 0.5))/float64(pct(toFirst[1], 0.5)), "vs-other-setup-p50")
+	}
+	b.ReportMetric(ms(pct(toApp, 0.5)), "leave-to-app-p50-ms")
 	b.ReportMetric(mb/viaDetour.Seconds(), "intercept-echo-MB/s")
 	b.ReportMetric(mb/viaRaw.Seconds(), "raw-portforward-echo-MB/s")
 	b.ReportMetric(viaRaw.Seconds()/viaDetour.Seconds(), "bulk-ratio")

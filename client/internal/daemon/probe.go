@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/detour-dev/detour/client"
@@ -60,9 +61,9 @@ func probesInARow(pods int) int {
 // end of a rollout a moment after the EndpointSlices show it, and a request
 // sent in between may go to a pod that is gone, and hang. It returns ""
 // once they do, or says why it cannot tell; the intercept is active either
-// way.
-func (r *runner) checkService(ctx context.Context, within time.Duration) string {
-	svc, err := r.cs.CoreV1().Services(r.req.Namespace).Get(ctx, r.req.Service, metav1.GetOptions{})
+// way. service gives the Service (see fetchService).
+func (r *runner) checkService(ctx context.Context, within time.Duration, service func() (*corev1.Service, error)) string {
+	svc, err := service()
 	if err != nil {
 		return fmt.Sprintf("could not read service %s to check it: %v", r.req.Service, err)
 	}
@@ -91,6 +92,23 @@ func (r *runner) checkService(ctx context.Context, within time.Duration) string 
 	return probeUntil(ctx, min(within, probeTTL-probeWait), need, func(ctx context.Context) error {
 		return sessions[0].Probe(ctx, dst, token, probeWait)
 	}, r.req.Service)
+}
+
+// fetchService starts reading the intercept's Service and returns a
+// function that waits for it: the check needs it only once the agents
+// hold the intercept, so the read runs meanwhile instead of after.
+func (r *runner) fetchService(ctx context.Context) func() (*corev1.Service, error) {
+	var svc *corev1.Service
+	var err error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		svc, err = r.cs.CoreV1().Services(r.req.Namespace).Get(ctx, r.req.Service, metav1.GetOptions{})
+	}()
+	return func() (*corev1.Service, error) {
+		<-done
+		return svc, err
+	}
 }
 
 // probeUntil runs probe until it succeeds need times in a row, up to

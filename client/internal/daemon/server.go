@@ -231,12 +231,13 @@ func (d *Daemon) startIntercept(ctx context.Context, req InterceptRequest) (*run
 		timeout = 60 * time.Second
 	}
 	run := newRunner(context.Background(), req, identity{d.clientID, d.secret}, cfg, cs, d.log)
+	service := run.fetchService(ctx)
 	if err := run.start(ctx, timeout); err != nil {
 		run.keepReplace.Store(d.sharesReplace(run, nil))
 		run.stop()
 		return nil, InterceptStatus{}, http.StatusConflict, err
 	}
-	check := run.checkService(ctx, timeout)
+	check := run.checkService(ctx, timeout, service)
 	if check != "" {
 		run.log.Warn("service check", zap.String("result", check))
 	}

@@ -92,21 +92,36 @@ func connect(ctx context.Context, dialer httpstream.Dialer, namespace string) (h
 
 // openStreams opens the pair of streams one port-forward request is made
 // of: the error stream (read only: the kubelet writes a message on it if
-// its dial to the port fails) and the data stream.
+// its dial to the port fails) and the data stream. Both are asked for at
+// once: each CreateStream waits for the kubelet's reply, a round trip
+// through the API server, the kubelet and the container runtime, and the
+// kubelet pairs the two by request ID in whichever order they come.
 func openStreams(conn httpstream.Connection, port uint16) (errorStream, dataStream httpstream.Stream, err error) {
-	headers := http.Header{}
-	headers.Set(corev1.StreamType, corev1.StreamTypeError)
-	headers.Set(corev1.PortHeader, strconv.Itoa(int(port)))
-	headers.Set(corev1.PortForwardRequestIDHeader, strconv.FormatInt(requestIDs.Add(1), 10))
-	errorStream, err = conn.CreateStream(headers)
-	if err != nil {
-		return nil, nil, fmt.Errorf("create error stream: %w", err)
+	id := strconv.FormatInt(requestIDs.Add(1), 10)
+	headers := func(streamType string) http.Header {
+		h := http.Header{}
+		h.Set(corev1.StreamType, streamType)
+		h.Set(corev1.PortHeader, strconv.Itoa(int(port)))
+		h.Set(corev1.PortForwardRequestIDHeader, id)
+		return h
 	}
-	// We never write to the error stream.
-	errorStream.Close()
-	headers.Set(corev1.StreamType, corev1.StreamTypeData)
-	dataStream, err = conn.CreateStream(headers)
-	if err != nil {
+	var errorErr error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if errorStream, errorErr = conn.CreateStream(headers(corev1.StreamTypeError)); errorErr == nil {
+			errorStream.Close() // we never write to the error stream
+		}
+	})
+	dataStream, err = conn.CreateStream(headers(corev1.StreamTypeData))
+	wg.Wait()
+	switch {
+	case errorErr != nil:
+		if err == nil {
+			dataStream.Reset()
+		}
+		return nil, nil, fmt.Errorf("create error stream: %w", errorErr)
+	case err != nil:
+		errorStream.Reset()
 		return nil, nil, fmt.Errorf("create data stream: %w", err)
 	}
 	return errorStream, dataStream, nil

@@ -1,6 +1,8 @@
 package kube
 
 import (
+	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -8,7 +10,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
 )
@@ -85,5 +90,81 @@ func TestPodDialerWebSocketFirstOnRequest(t *testing.T) {
 	_ = rs.dial(t, noUpgrades)
 	if got := rs.tried(); len(got) == 0 || got[0] != "GET websocket" {
 		t.Fatalf("upgrades tried %q, want WebSocket first", got)
+	}
+}
+
+// barrierConn is a port-forward connection whose CreateStream answers
+// only once want streams are being created at the same time (or after 5 s
+// with an error): the kubelet's reply is a round trip away.
+type barrierConn struct {
+	httpstream.Connection
+	want    int
+	mu      sync.Mutex
+	waiting int
+	all     chan struct{}
+	created []http.Header
+	fail    string // the stream type whose creation fails
+}
+
+func (c *barrierConn) CreateStream(h http.Header) (httpstream.Stream, error) {
+	c.mu.Lock()
+	c.created = append(c.created, h)
+	if c.waiting++; c.waiting == c.want {
+		close(c.all)
+	}
+	c.mu.Unlock()
+	select {
+	case <-c.all:
+	case <-time.After(5 * time.Second):
+		return nil, fmt.Errorf("%s stream: the other stream was not asked for meanwhile", h.Get(corev1.StreamType))
+	}
+	if h.Get(corev1.StreamType) == c.fail {
+		return nil, errors.New("refused")
+	}
+	return &fakeStream{h: h}, nil
+}
+
+type fakeStream struct {
+	httpstream.Stream
+	h             http.Header
+	closed, reset bool
+}
+
+func (s *fakeStream) Close() error         { s.closed = true; return nil }
+func (s *fakeStream) Reset() error         { s.reset = true; return nil }
+func (s *fakeStream) Headers() http.Header { return s.h }
+
+// TestPortForwardStreamsAreAskedForTogether: the error and data streams
+// of a port-forward are created at once (one round trip through the API
+// server, kubelet and runtime, not two), as one request: same request ID
+// and port, one of each type; the error stream is closed for writing.
+func TestPortForwardStreamsAreAskedForTogether(t *testing.T) {
+	c := &barrierConn{want: 2, all: make(chan struct{})}
+	errorStream, dataStream, err := openStreams(c, 9900)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, d := errorStream.(*fakeStream), dataStream.(*fakeStream)
+	if e.h.Get(corev1.StreamType) != corev1.StreamTypeError || d.h.Get(corev1.StreamType) != corev1.StreamTypeData {
+		t.Fatalf("stream types %q and %q", e.h.Get(corev1.StreamType), d.h.Get(corev1.StreamType))
+	}
+	for _, h := range c.created {
+		if h.Get(corev1.PortHeader) != "9900" || h.Get(corev1.PortForwardRequestIDHeader) != c.created[0].Get(corev1.PortForwardRequestIDHeader) {
+			t.Fatalf("headers %v and %v are not one request to port 9900", c.created[0], h)
+		}
+	}
+	if !e.closed || d.closed {
+		t.Fatalf("error stream closed %v, data stream closed %v: want only the error stream's write side closed", e.closed, d.closed)
+	}
+}
+
+// TestPortForwardStreamFailureLeavesNothingOpen: when one of the pair
+// cannot be created, the other is reset, and the error names which failed.
+func TestPortForwardStreamFailureLeavesNothingOpen(t *testing.T) {
+	for _, failing := range []string{corev1.StreamTypeError, corev1.StreamTypeData} {
+		c := &barrierConn{want: 2, all: make(chan struct{}), fail: failing}
+		if _, _, err := openStreams(c, 9900); err == nil || !strings.Contains(err.Error(), "create "+failing+" stream") {
+			t.Fatalf("%s failing: err = %v", failing, err)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -24,27 +25,72 @@ import (
 // Candidates lists the namespace's workloads. A namespace that does not
 // exist is an error that says so.
 func Candidates(ctx context.Context, cs kubernetes.Interface, namespace string) (resolve.Candidates, error) {
-	if _, err := cs.CoreV1().Namespaces().Get(ctx, namespace, metav1.GetOptions{}); err != nil {
-		return resolve.Candidates{}, fmt.Errorf("namespace %q: %w", namespace, err)
+	c, _, err := lookUp(ctx, cs, namespace, false)
+	return c, err
+}
+
+// CandidatesAndServices lists the namespace's workloads and its Services
+// (what an intercept picks its target from), asking for all of them at
+// once: each is an API round trip, and a CLI command waits for them all.
+// A namespace that does not exist is an error that says so.
+func CandidatesAndServices(ctx context.Context, cs kubernetes.Interface, namespace string) (resolve.Candidates, []corev1.Service, error) {
+	return lookUp(ctx, cs, namespace, true)
+}
+
+func lookUp(ctx context.Context, cs kubernetes.Interface, namespace string, services bool) (resolve.Candidates, []corev1.Service, error) {
+	var (
+		nsErr, svcErr, wlErr error
+		svcs                 []corev1.Service
+		c                    resolve.Candidates
+		wg                   sync.WaitGroup
+	)
+	wg.Go(func() { _, nsErr = cs.CoreV1().Namespaces().Get(ctx, namespace, metav1.GetOptions{}) })
+	if services {
+		wg.Go(func() { svcs, svcErr = Services(ctx, cs, namespace) })
 	}
-	return Workloads(ctx, cs, namespace, labels.Everything())
+	c, wlErr = Workloads(ctx, cs, namespace, labels.Everything())
+	wg.Wait()
+	// The namespace's absence explains any other failure: it comes first.
+	switch {
+	case nsErr != nil:
+		return resolve.Candidates{}, nil, fmt.Errorf("namespace %q: %w", namespace, nsErr)
+	case wlErr != nil:
+		return resolve.Candidates{}, nil, wlErr
+	case svcErr != nil:
+		return resolve.Candidates{}, nil, svcErr
+	}
+	return c, svcs, nil
 }
 
 // Workloads lists the workloads of every kind in the table
 // (client/internal/workload) whose labels sel matches, in namespace (""
-// for every namespace). A custom kind the cluster does not serve is left
-// out, and out of the kinds the candidates name.
+// for every namespace), every kind at once. A custom kind the cluster does
+// not serve is left out, and out of the kinds the candidates name. The
+// first kind in the table that fails gives the error.
 func Workloads(ctx context.Context, cs kubernetes.Interface, namespace string, sel labels.Selector) (resolve.Candidates, error) {
-	var c resolve.Candidates
+	type listed struct {
+		ws     []resolve.Workload
+		served bool
+		err    error
+	}
 	opts := metav1.ListOptions{LabelSelector: sel.String()}
-	for _, k := range workload.Kinds {
-		ws, served, err := k.List(ctx, cs, namespace, opts)
-		if err != nil {
-			return resolve.Candidates{}, err
+	results := make([]listed, len(workload.Kinds))
+	var wg sync.WaitGroup
+	for i, k := range workload.Kinds {
+		wg.Go(func() {
+			r := &results[i]
+			r.ws, r.served, r.err = k.List(ctx, cs, namespace, opts)
+		})
+	}
+	wg.Wait()
+	var c resolve.Candidates
+	for i, r := range results {
+		if r.err != nil {
+			return resolve.Candidates{}, r.err
 		}
-		if served {
-			c.Workloads = append(c.Workloads, ws...)
-			c.Kinds = append(c.Kinds, k.Name)
+		if r.served {
+			c.Workloads = append(c.Workloads, r.ws...)
+			c.Kinds = append(c.Kinds, workload.Kinds[i].Name)
 		}
 	}
 	return c, nil

@@ -3,7 +3,13 @@ package kube
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"path"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -11,7 +17,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/rest"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/detour-dev/detour/client/internal/resolve"
 	"github.com/detour-dev/detour/internal/annotations"
@@ -110,6 +120,66 @@ func TestCandidatesNamesAMissingNamespace(t *testing.T) {
 	_, err := Candidates(context.Background(), fake.NewSimpleClientset(), "ghost")
 	if err == nil || !strings.Contains(err.Error(), `namespace "ghost"`) {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestTargetLookupsGoOutTogether: an intercept's look-ups (the namespace,
+// each workload kind, the Services) are asked at once, not one round trip
+// after the other: the API server here answers none until all of them are
+// in flight, which requests sent one by one never are. (A real loopback
+// server: client-go's fake clientset answers one request at a time.)
+func TestTargetLookupsGoOutTogether(t *testing.T) {
+	// The namespace, Deployments, StatefulSets, ReplicaSets and Services
+	// (Rollouts need a dynamic client, which this clientset has not).
+	lists := map[string]string{"deployments": "apps/v1 DeploymentList", "statefulsets": "apps/v1 StatefulSetList",
+		"replicasets": "apps/v1 ReplicaSetList", "services": "v1 ServiceList"}
+	var inFlight sync.WaitGroup
+	inFlight.Add(len(lists) + 1)
+	all := make(chan struct{})
+	go func() { inFlight.Wait(); close(all) }()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inFlight.Done()
+		select {
+		case <-all:
+		case <-time.After(5 * time.Second):
+			t.Errorf("GET %s waited 5 s for the other look-ups: they are asked one after the other", r.URL.Path)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		last := path.Base(r.URL.Path)
+		if gvk, ok := lists[last]; ok {
+			api, kind, _ := strings.Cut(gvk, " ")
+			fmt.Fprintf(w, `{"apiVersion":%q,"kind":%q,"metadata":{},"items":[{"metadata":{"name":"web","namespace":"ns"}}]}`, api, kind)
+			return
+		}
+		fmt.Fprintf(w, `{"apiVersion":"v1","kind":"Namespace","metadata":{"name":%q}}`, last)
+	}))
+	defer srv.Close()
+	cs, err := kubernetes.NewForConfig(&rest.Config{Host: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, svcs, err := CandidatesAndServices(context.Background(), cs, "ns")
+	if err != nil || len(c.Workloads) != 3 || len(svcs) != 1 {
+		t.Fatalf("got %d workloads, %d services, %v", len(c.Workloads), len(svcs), err)
+	}
+}
+
+// TestMissingNamespaceComesFirst: when the namespace is missing, that is
+// the error, whatever else failed at the same time.
+func TestMissingNamespaceComesFirst(t *testing.T) {
+	cs := fake.NewClientset()
+	cs.PrependReactor("list", "*", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, errors.New("list refused")
+	})
+	_, _, err := CandidatesAndServices(context.Background(), cs, "ghost")
+	if err == nil || !strings.Contains(err.Error(), `namespace "ghost"`) {
+		t.Fatalf("err = %v, want the missing namespace", err)
+	}
+	cs.PrependReactor("get", "namespaces", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ghost"}}, nil
+	})
+	if _, _, err = CandidatesAndServices(context.Background(), cs, "ghost"); err == nil || !strings.Contains(err.Error(), "list refused") {
+		t.Fatalf("err = %v, want the list's", err)
 	}
 }
 
