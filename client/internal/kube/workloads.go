@@ -213,12 +213,19 @@ func WaitForAgents(ctx context.Context, cs kubernetes.Interface, w resolve.Workl
 func waitForPods(ctx context.Context, cs kubernetes.Interface, w resolve.Workload, timeout time.Duration, out io.Writer, what string, accept func(corev1.Pod) bool) ([]corev1.Pod, error) {
 	var ready []corev1.Pod
 	r, timedOut, err := poll.Until(ctx, 500*time.Millisecond, timeout, out, func(ctx context.Context) (bool, string, error) {
-		want, err := Replicas(ctx, cs, w)
-		if err != nil {
-			return false, "", fmt.Errorf("read %s: %w", w.Ref(), err)
-		}
+		// The workload (its desired replicas) and its pods, asked at once.
+		var want int
+		var wantErr error
+		var wg sync.WaitGroup
+		wg.Go(func() { want, wantErr = Replicas(ctx, cs, w) })
 		var total int
-		if ready, total, err = AgentPods(ctx, cs, w); err != nil {
+		var err error
+		ready, total, err = AgentPods(ctx, cs, w)
+		wg.Wait()
+		switch {
+		case wantErr != nil:
+			return false, "", fmt.Errorf("read %s: %w", w.Ref(), wantErr)
+		case err != nil:
 			return false, "", err
 		}
 		if accept != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"path"
@@ -123,18 +124,15 @@ func TestCandidatesNamesAMissingNamespace(t *testing.T) {
 	}
 }
 
-// TestTargetLookupsGoOutTogether: an intercept's look-ups (the namespace,
-// each workload kind, the Services) are asked at once, not one round trip
-// after the other: the API server here answers none until all of them are
-// in flight, which requests sent one by one never are. (A real loopback
-// server: client-go's fake clientset answers one request at a time.)
-func TestTargetLookupsGoOutTogether(t *testing.T) {
-	// The namespace, Deployments, StatefulSets, ReplicaSets and Services
-	// (Rollouts need a dynamic client, which this clientset has not).
-	lists := map[string]string{"deployments": "apps/v1 DeploymentList", "statefulsets": "apps/v1 StatefulSetList",
-		"replicasets": "apps/v1 ReplicaSetList", "services": "v1 ServiceList"}
+// barrierServer is a loopback API server that answers none of n requests
+// until all n are in flight (or 5 s have passed, an error of the test):
+// requests sent one after the other never are. body gives each answer
+// from the request's path. (client-go's fake clientset answers one
+// request at a time, so it cannot show this.)
+func barrierServer(t *testing.T, n int, body func(path string) string) kubernetes.Interface {
+	t.Helper()
 	var inFlight sync.WaitGroup
-	inFlight.Add(len(lists) + 1)
+	inFlight.Add(n)
 	all := make(chan struct{})
 	go func() { inFlight.Wait(); close(all) }()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -142,25 +140,55 @@ func TestTargetLookupsGoOutTogether(t *testing.T) {
 		select {
 		case <-all:
 		case <-time.After(5 * time.Second):
-			t.Errorf("GET %s waited 5 s for the other look-ups: they are asked one after the other", r.URL.Path)
+			t.Errorf("GET %s waited 5 s for the other requests: they are sent one after the other", r.URL.Path)
 		}
 		w.Header().Set("Content-Type", "application/json")
-		last := path.Base(r.URL.Path)
-		if gvk, ok := lists[last]; ok {
-			api, kind, _ := strings.Cut(gvk, " ")
-			fmt.Fprintf(w, `{"apiVersion":%q,"kind":%q,"metadata":{},"items":[{"metadata":{"name":"web","namespace":"ns"}}]}`, api, kind)
-			return
-		}
-		fmt.Fprintf(w, `{"apiVersion":"v1","kind":"Namespace","metadata":{"name":%q}}`, last)
+		io.WriteString(w, body(r.URL.Path))
 	}))
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 	cs, err := kubernetes.NewForConfig(&rest.Config{Host: srv.URL})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return cs
+}
+
+// TestTargetLookupsGoOutTogether: an intercept's look-ups (the namespace,
+// each workload kind, the Services) are asked at once, not one round trip
+// after the other.
+func TestTargetLookupsGoOutTogether(t *testing.T) {
+	// The namespace, Deployments, StatefulSets, ReplicaSets and Services
+	// (Rollouts need a dynamic client, which this clientset has not).
+	lists := map[string]string{"deployments": "apps/v1 DeploymentList", "statefulsets": "apps/v1 StatefulSetList",
+		"replicasets": "apps/v1 ReplicaSetList", "services": "v1 ServiceList"}
+	cs := barrierServer(t, len(lists)+1, func(p string) string {
+		last := path.Base(p)
+		if gvk, ok := lists[last]; ok {
+			api, kind, _ := strings.Cut(gvk, " ")
+			return fmt.Sprintf(`{"apiVersion":%q,"kind":%q,"metadata":{},"items":[{"metadata":{"name":"web","namespace":"ns"}}]}`, api, kind)
+		}
+		return fmt.Sprintf(`{"apiVersion":"v1","kind":"Namespace","metadata":{"name":%q}}`, last)
+	})
 	c, svcs, err := CandidatesAndServices(context.Background(), cs, "ns")
 	if err != nil || len(c.Workloads) != 3 || len(svcs) != 1 {
 		t.Fatalf("got %d workloads, %d services, %v", len(c.Workloads), len(svcs), err)
+	}
+}
+
+// TestWaitForAgentsAsksTogether: waiting for the agents reads the
+// workload (its desired replicas) and its pods at once.
+func TestWaitForAgentsAsksTogether(t *testing.T) {
+	cs := barrierServer(t, 2, func(p string) string {
+		if strings.HasSuffix(p, "/pods") {
+			return `{"apiVersion":"v1","kind":"PodList","metadata":{},"items":[{"metadata":{"name":"web-1","namespace":"ns","labels":{"app":"web"}},
+				"status":{"phase":"Running","containerStatuses":[{"name":"app","ready":true},{"name":"` + annotations.AgentContainerName + `","ready":true}]}}]}`
+		}
+		return `{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web","namespace":"ns"},"spec":{"replicas":1}}`
+	})
+	w := resolve.Workload{Kind: resolve.KindDeployment, Name: "web", Namespace: "ns", Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}}
+	pods, err := WaitForAgents(context.Background(), cs, w, 10*time.Second, io.Discard)
+	if err != nil || len(pods) != 1 {
+		t.Fatalf("got %d pods, %v", len(pods), err)
 	}
 }
 
