@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -29,6 +30,14 @@ func (s *Session) Network(ctx context.Context) (tunnel.Network, error) {
 // A TCP connection is the returned stream's bytes. A UDP association
 // carries one datagram per tunnel.WriteMessage / tunnel.ReadMessage.
 func (s *Session) Dial(ctx context.Context, network string, dst netip.AddrPort) (net.Conn, error) {
+	return s.dial(ctx, network, dst, nil)
+}
+
+// dial opens a dial stream; early, when given, goes out with its header,
+// before the agent's answer (tunnel/spec.md, dial: the agent reads exactly
+// the header and passes what follows on once it has dialled), which saves
+// a round trip to a caller who knows what it will send first.
+func (s *Session) dial(ctx context.Context, network string, dst netip.AddrPort, early []byte) (net.Conn, error) {
 	st, err := s.sess.OpenStream()
 	if err != nil {
 		return nil, fmt.Errorf("dial %s %s through the pod: %w", network, dst, s.sessionErr(err))
@@ -39,7 +48,14 @@ func (s *Session) Dial(ctx context.Context, network string, dst netip.AddrPort) 
 			_ = st.SetReadDeadline(time.Time{})
 		}
 	}()
-	if err := tunnel.WriteStreamHeader(st, tunnel.StreamDial, tunnel.DialHeader{Network: network, Address: dst.String()}); err != nil {
+	// Header and early bytes in one write: one frame, one message.
+	var first bytes.Buffer
+	if err := tunnel.WriteStreamHeader(&first, tunnel.StreamDial, tunnel.DialHeader{Network: network, Address: dst.String()}); err != nil {
+		_ = st.Close()
+		return nil, fmt.Errorf("dial %s %s through the pod: %w", network, dst, err)
+	}
+	first.Write(early)
+	if _, err := st.Write(first.Bytes()); err != nil {
 		_ = st.Close()
 		return nil, fmt.Errorf("dial %s %s through the pod: %w", network, dst, s.sessionErr(err))
 	}

@@ -37,21 +37,19 @@ func NewProbeToken() string {
 var ErrNotProbeAnswer = errors.New("the probe reached something other than an agent holding the intercept")
 
 // Probe connects to svc from the pod's network namespace (a dial stream:
-// the egress rules apply), writes the probe line and waits up to wait for
-// an armed agent's answer.
+// the egress rules apply), with the probe line sent along with the dial
+// (one round trip, not two), and waits up to wait for an armed agent's
+// answer.
 func (s *Session) Probe(ctx context.Context, svc netip.AddrPort, token string, wait time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	c, err := s.Dial(ctx, "tcp", svc)
+	c, err := s.dial(ctx, "tcp", svc, []byte(tunnel.ProbePrefix+token+"\n"))
 	if err != nil {
 		return err
 	}
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
-	if _, err := io.WriteString(c, tunnel.ProbePrefix+token+"\n"); err != nil {
-		return fmt.Errorf("probe %s: %w", svc, err)
-	}
 	line, err := bufio.NewReader(io.LimitReader(c, int64(len(tunnel.ProbeAnswer)))).ReadString('\n')
 	if line == tunnel.ProbeAnswer {
 		return nil
