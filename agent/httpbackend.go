@@ -166,7 +166,8 @@ type backend struct {
 	main    http.RoundTripper
 	upgrade http.RoundTripper
 	proxy   *httputil.ReverseProxy
-	pool    *h1Pool // plain HTTP/1.1 only: the connection loop's (httpconn.go)
+	pool    *h1Pool  // plain HTTP/1.1 only: the connection loop's (httpconn.go)
+	dial    dialFunc // one connection to the peer: the h2c relay's (h2relay.go)
 }
 
 // forwardedHeaders are kept as they arrived: the agent is transparent, not
@@ -175,7 +176,7 @@ var forwardedHeaders = []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Hos
 
 func newBackend(proto httpProtocol, dial dialFunc, tlsCfg *tls.Config, log *zap.Logger, onError func(http.ResponseWriter, *http.Request, error)) *backend {
 	dialContext := func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) }
-	b := &backend{proto: proto}
+	b := &backend{proto: proto, dial: dial}
 	scheme := "http"
 	switch {
 	case proto.tls:

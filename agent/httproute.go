@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -156,9 +157,10 @@ func (hp *httpPort) close() {
 	hp.app.close()
 }
 
-// serveConn sniffs c and serves it: cleartext HTTP on the connection loop
-// (httpconn.go), which hands what it does not proxy itself to the port's
-// net/http server, TLS to that server; it returns when the connection is
+// serveConn sniffs c and serves it: cleartext HTTP/1.1 on the connection
+// loop (httpconn.go), which hands what it does not proxy itself to the
+// port's net/http server, h2c to an h2c app on the relay (h2relay.go),
+// TLS and other h2c to that server; it returns when the connection is
 // done. What is not HTTP (or is TLS with no certificate to terminate it)
 // goes to the app as raw bytes.
 func (hp *httpPort) serveConn(c net.Conn) {
@@ -171,8 +173,19 @@ func (hp *httpPort) serveConn(c net.Conn) {
 	switch b := first[0]; {
 	case b == 0x16 && hp.secure != nil: // a TLS handshake record
 		target = hp.secure
+	case b == 'P' && h2cRelayed(hp.app.proto): // "PRI": the h2c preface, or POST, PUT…
+		br := bufio.NewReaderSize(sc, h2IOBuffer)
+		h2c, err := sniffH2C(br)
+		switch {
+		case h2c:
+			hp.serveH2C(c, br)
+		case err == nil:
+			pending, _ := br.Peek(br.Buffered())
+			hp.serveHTTP1(c, append([]byte(nil), pending...))
+		}
+		return
 	case b >= 'A' && b <= 'Z': // an HTTP/1 method, or the HTTP/2 preface "PRI"
-		hp.serveHTTP1(c, b) // hands what it does not serve to hp.plain
+		hp.serveHTTP1(c, first[:]) // hands what it does not serve to hp.plain
 		return
 	default:
 		hp.a.m.httpUnroutable.Inc()
