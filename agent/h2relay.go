@@ -419,10 +419,12 @@ func (rl *h2Relay) downHeaders(f *http2.MetaHeadersFrame) error {
 func (rl *h2Relay) route(fields []hpack.HeaderField) (b *backend, route, fail string) {
 	hp := rl.hp
 	if h2RequestShape(fields) != proxyHere {
+		hp.h2cFallback.Inc()
 		return nil, routeApp, ""
 	}
 	req := h2MatchRequest(fields)
 	if req == nil {
+		hp.h2cFallback.Inc()
 		return nil, routeApp, ""
 	}
 	st := hp.a.reg.lookup(hp.port)
@@ -438,8 +440,10 @@ func (rl *h2Relay) route(fields []hpack.HeaderField) (b *backend, route, fail st
 		}
 	}
 	if h2RouteShape(armed != nil, st != nil && len(st.httpMirrors) > 0, b.proto) != proxyHere {
+		hp.h2cFallback.Inc()
 		return nil, route, ""
 	}
+	hp.h2cRelayed.Inc()
 	if route == routeApp {
 		hp.routedToApp.Inc()
 	} else {

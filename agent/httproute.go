@@ -35,6 +35,7 @@ type httpPort struct {
 	srvs   []*http.Server
 
 	routedToApp, routedToClient prometheus.Counter
+	h2cRelayed, h2cFallback     prometheus.Counter
 }
 
 // httpPortFor returns the port's router, creating it (and probing the app)
@@ -112,7 +113,8 @@ func (a *Agent) newHTTPPort(ctx context.Context, port uint16, s tunnel.HTTPSetti
 		a.log.Info("app protocol probed", zap.Uint16("port", port), zap.Stringer("protocol", proto), zap.Duration("took", time.Since(start)))
 	}
 	hp := &httpPort{a: a, port: port, plain: newConnListener(),
-		routedToApp: a.m.httpRequests.WithLabelValues(routeApp), routedToClient: a.m.httpRequests.WithLabelValues(routeClient)}
+		routedToApp: a.m.httpRequests.WithLabelValues(routeApp), routedToClient: a.m.httpRequests.WithLabelValues(routeClient),
+		h2cRelayed: a.m.h2cStreams.WithLabelValues("relay"), h2cFallback: a.m.h2cStreams.WithLabelValues("fallback")}
 	hp.app = newBackend(proto, dial, appTLS, a.log, hp.proxyError(routeApp))
 	hp.srvs = append(hp.srvs, hp.server(hp.plain, false))
 	if term != nil {
