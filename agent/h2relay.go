@@ -266,12 +266,17 @@ func (rl *h2Relay) goAway(err error) {
 	rl.down.flush()
 }
 
-// shutdown closes the upstream connections and waits for their readers.
+// shutdown closes the caller's connection (a write to it that waits
+// fails), then the upstream ones, and waits for their readers.
 func (rl *h2Relay) shutdown() {
+	_ = rl.down.c.Close()
 	rl.mu.Lock()
 	rl.closed = true
 	for _, us := range rl.ups {
 		for _, u := range us {
+			if u.key != nil {
+				u.key.removeRelayUp(u)
+			}
 			_ = u.peer.c.Close()
 		}
 	}
@@ -334,12 +339,16 @@ func (rl *h2Relay) fromDown(f http2.Frame) error {
 	return nil // GOAWAY: the caller closes when done; PRIORITY: ignored
 }
 
-// flushIfIdle flushes what was written once p's reader has nothing more
-// buffered: what a burst of frames made is sent in as few writes as it can.
+// flushIfIdle flushes what was written once p's reader (the caller's)
+// has nothing more buffered: what a burst of frames made is sent in as
+// few writes as it can.
 func (rl *h2Relay) flushIfIdle(p *h2Peer) {
-	if p.br.Buffered() > 0 {
-		return
+	if p.br.Buffered() == 0 {
+		rl.flushAll()
 	}
+}
+
+func (rl *h2Relay) flushAll() {
 	rl.down.flush()
 	for _, us := range rl.ups {
 		for _, u := range us {
@@ -480,7 +489,7 @@ func (rl *h2Relay) upstream(b *backend, route string) (*h2Up, error) {
 	u.peer.writeSettings(http2.Setting{ID: http2.SettingEnablePush, Val: 0})
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
-	if rl.closed {
+	if rl.closed || b != nil && !b.addRelayUp(u, rl) {
 		_ = c.Close()
 		return nil, net.ErrClosed
 	}
@@ -560,7 +569,7 @@ func (rl *h2Relay) readUp(u *h2Up) {
 		}
 		if err != nil {
 			rl.upDead(u, err)
-			rl.flushIfIdle(rl.down)
+			rl.flushAll()
 			rl.mu.Unlock()
 			return
 		}
@@ -700,8 +709,20 @@ func (rl *h2Relay) detach(s *h2Stream) {
 	s.toDown.src = nil
 }
 
+// closeUp takes no new streams on u, whose backend is gone (an intercept
+// removed), and closes it once its streams are done.
+func (rl *h2Relay) closeUp(u *h2Up) {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	u.goaway = true
+	rl.retire(u)
+}
+
 // upDead ends every stream of a connection that closed or failed.
 func (rl *h2Relay) upDead(u *h2Up, err error) {
+	if u.key != nil {
+		u.key.removeRelayUp(u)
+	}
 	u.dead = true
 	_ = u.peer.c.Close()
 	us := rl.ups[u.key]

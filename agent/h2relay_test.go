@@ -323,3 +323,50 @@ func TestH2CRelayResets(t *testing.T) {
 		t.Errorf("the caller opened %d connections, want 1: the resets were the streams'", n)
 	}
 }
+
+// TestH2CRelayLetsGoOfARemovedIntercept: once alice's intercept is gone,
+// the relay's idle connection to her process closes, though the caller's
+// connection stays open; her header then reaches the app.
+func TestH2CRelayLetsGoOfARemovedIntercept(t *testing.T) {
+	app, _ := h2cApp(t, h2cTestHandler("app", nil))
+	w := startAgent(t, func(c *agent.Config) {
+		c.Listeners = []agent.PortMap{{Listen: freePort(t), App: uint16(app.Addr().(*net.TCPAddr).Port)}}
+	})
+	var open atomic.Int32
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h2cTestHandler("alice", nil), Protocols: new(http.Protocols), ConnState: func(_ net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			open.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			open.Add(-1)
+		}
+	}}
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	alice, _ := openClient(t, w, "alice@laptop", tunnel.Config{})
+	if err := httpIntercept(t, alice, "web", w.appPort, ln, "x-dev=alice"); err != nil {
+		t.Fatal(err)
+	}
+	rt, dials := h2cCaller(t, w)
+	base := "http://" + w.front
+	if a := h2cDo(rt, http.MethodGet, base+"/", nil, "x-dev", "alice"); a.err != nil || a.name != "alice" {
+		t.Fatalf("alice: %q (%v)", a.body, a.err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := alice.RemoveIntercept(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 3*time.Second, "alice's process has no connection left", func() bool { return open.Load() == 0 })
+	if a := h2cDo(rt, http.MethodGet, base+"/", nil, "x-dev", "alice"); a.err != nil || a.name != "app" {
+		t.Errorf("after the removal: %q from %q (%v), want the app", a.body, a.name, a.err)
+	}
+	if n := dials.Load(); n != 1 {
+		t.Errorf("the caller opened %d connections, want 1", n)
+	}
+}
