@@ -55,25 +55,44 @@ func TestH2RequestShape(t *testing.T) {
 	}
 }
 
+// ruleState is a port with one http intercept whose header rules are rules.
+func ruleState(t testing.TB, rules ...string) *portState {
+	var ms []tunnel.HeaderMatch
+	for _, r := range rules {
+		m, err := tunnel.ParseHeaderMatch(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms = append(ms, m)
+	}
+	return &portState{http: []*intercept{{http: &httpIntercept{settings: tunnel.HTTPSettings{Match: ms}}}}}
+}
+
 // TestH2MatchRequest: the request the relay routes by reads as the one
 // net/http's server would hand ServeHTTP, for what matchRequest looks at.
 func TestH2MatchRequest(t *testing.T) {
+	st := ruleState(t, "x-dev=alice", "baggage:k=v", "X-Team=blue")
 	for _, tc := range []struct {
 		kv  []string
 		raw string // the same request in HTTP/1.1
 	}{
 		{h2GET, "GET /p?q=1 HTTP/1.1\r\nHost: a\r\n\r\n"},
 		{[]string{":method", "POST", ":scheme", "http", ":authority", "a", ":path", "/a%20b/c?x=%41&detour-preview=t",
-			"x-dev", "alice", "baggage", "k=v", "cookie", "a=1", "cookie", "detour-preview=tok", "x-dev", "bob"},
-			"POST /a%20b/c?x=%41&detour-preview=t HTTP/1.1\r\nHost: a\r\nX-Dev: alice\r\nBaggage: k=v\r\nCookie: a=1\r\nCookie: detour-preview=tok\r\nX-Dev: bob\r\n\r\n"},
+			"x-dev", "alice", "baggage", "k=v", "cookie", "a=1", "cookie", "detour-preview=tok", "x-dev", "bob", "x-team", "blue", "x-other", "1"},
+			"POST /a%20b/c?x=%41&detour-preview=t HTTP/1.1\r\nHost: a\r\nX-Dev: alice\r\nBaggage: k=v\r\nCookie: a=1\r\nCookie: detour-preview=tok\r\nX-Dev: bob\r\nX-Team: blue\r\nX-Other: 1\r\n\r\n"},
+		{[]string{":method", "GET", ":scheme", "http", ":path", "//x/y:z#f"}, "GET //x/y:z#f HTTP/1.1\r\nHost: \r\n\r\n"},
 	} {
-		got := h2MatchRequest(fields(tc.kv...))
+		got := h2MatchRequest(fields(tc.kv...), st)
 		want, err := http.ReadRequest(bufio.NewReader(strings.NewReader(tc.raw)))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got == nil {
 			t.Fatalf("%v: nil", tc.kv)
+		}
+		delete(want.Header, "X-Other") // no rule reads it
+		if len(want.Header) == 0 {
+			want.Header = nil // none to keep
 		}
 		if got.Method != want.Method || got.Host != want.Host || got.URL.Path != want.URL.Path || got.URL.RawQuery != want.URL.RawQuery || !reflect.DeepEqual(got.Header, want.Header) {
 			t.Errorf("%v:\n got %s %s %q %q %v\nwant %s %s %q %q %v", tc.kv, got.Method, got.Host, got.URL.Path, got.URL.RawQuery, got.Header,
@@ -84,8 +103,15 @@ func TestH2MatchRequest(t *testing.T) {
 		if (gc == nil) != (wc == nil) || gc != nil && gc.Value != wc.Value {
 			t.Errorf("%v: preview cookie %v, want %v", tc.kv, gc, wc)
 		}
+		for _, st := range []*portState{st, ruleState(t, "x-dev=alice"), nil} {
+			gi, ga := matchRequest(st, got)
+			wi, wa := matchRequest(st, want)
+			if gi != wi || ga != wa {
+				t.Errorf("%v: matchRequest differs from net/http's request's", tc.kv)
+			}
+		}
 	}
-	if r := h2MatchRequest(fields(":method", "GET", ":scheme", "http", ":path", "/%zz")); r != nil {
+	if r := h2MatchRequest(fields(":method", "GET", ":scheme", "http", ":path", "/%zz"), st); r != nil {
 		t.Errorf("unparsable path: %v, want nil (net/http answers it)", r.URL)
 	}
 }
@@ -93,23 +119,30 @@ func TestH2MatchRequest(t *testing.T) {
 func FuzzH2MatchRequest(f *testing.F) {
 	f.Add("/p?q=1", "x-dev", "alice")
 	f.Add("/a%20b?detour-preview=x", "cookie", "detour-preview=t; a=b")
+	f.Add("//x/y:z#f", "X-Dev", "bob")
+	st := ruleState(f, "x-dev=alice")
 	f.Fuzz(func(t *testing.T, path, name, value string) {
-		r := h2MatchRequest(fields(":method", "GET", ":scheme", "http", ":path", path, name, value))
+		name = strings.ToLower(name) // the Framer refuses other field names
+		r := h2MatchRequest(fields(":method", "GET", ":scheme", "http", ":path", path, name, value), st)
 		u, err := url.ParseRequestURI(path)
 		if (r == nil) != (err != nil) {
 			t.Fatalf("path %q: request %v, parse error %v", path, r, err)
 		}
-		if r != nil && (r.URL.Path != u.Path || r.URL.RawQuery != u.RawQuery) {
+		if r == nil {
+			return
+		}
+		if r.URL.Path != u.Path || r.URL.RawQuery != u.RawQuery {
 			t.Fatalf("path %q: %q %q, want %q %q", path, r.URL.Path, r.URL.RawQuery, u.Path, u.RawQuery)
 		}
-		if r != nil && !strings.HasPrefix(name, ":") {
-			if got := r.Header[http.CanonicalHeaderKey(name)]; len(got) != 1 || got[0] != value {
+		got := r.Header[http.CanonicalHeaderKey(name)]
+		if name == "x-dev" || name == "cookie" {
+			if len(got) != 1 || got[0] != value {
 				t.Fatalf("field %q: %q", name, got)
 			}
+		} else if len(r.Header) != 0 {
+			t.Fatalf("field %q, which no rule reads: kept as %v", name, r.Header)
 		}
-		if r != nil {
-			_, _ = matchRequest(&portState{}, r)
-		}
+		_, _ = matchRequest(st, r)
 	})
 }
 

@@ -431,12 +431,12 @@ func (rl *h2Relay) route(fields []hpack.HeaderField) (b *backend, route, fail st
 		hp.h2cFallback.Inc()
 		return nil, routeApp, ""
 	}
-	req := h2MatchRequest(fields)
+	st := hp.a.reg.lookup(hp.port)
+	req := h2MatchRequest(fields, st)
 	if req == nil {
 		hp.h2cFallback.Inc()
 		return nil, routeApp, ""
 	}
-	st := hp.a.reg.lookup(hp.port)
 	ic, armed := matchRequest(st, req)
 	b, route = hp.app, routeApp
 	if ic != nil && !ic.owner.session.IsClosed() {
@@ -835,17 +835,44 @@ func (rl *h2Relay) data(fl *h2Flow, f *http2.DataFrame) error {
 		return http2.StreamError{StreamID: f.StreamID, Code: http2.ErrCodeStreamClosed}
 	}
 	fl.ended = f.StreamEnded()
-	if fl.dst == nil {
+	switch {
+	case fl.dst == nil:
 		rl.drop(src, int64(len(d)))
-	} else {
-		if int64(len(fl.buf)+len(d)) > h2StreamWindow || src.buffered+int64(len(d)) > h2ConnWindow {
-			return fmt.Errorf("%w: window exceeded", errH2Protocol)
+	case int64(len(fl.buf)+len(d)) > h2StreamWindow || src.buffered+int64(len(d)) > h2ConnWindow:
+		return fmt.Errorf("%w: window exceeded", errH2Protocol)
+	default:
+		if len(fl.buf) == 0 { // the common case: written at once, not copied
+			d = d[fl.send(d, fl.ended):]
 		}
 		fl.buf = append(fl.buf, d...)
 		src.buffered += int64(len(d))
 	}
 	rl.push(fl.s, fl)
 	return nil
+}
+
+// send writes as much of p as the windows allow to fl's destination in
+// DATA frames, the last with END_STREAM if end and all of p went, and
+// returns how much went.
+func (fl *h2Flow) send(p []byte, end bool) int {
+	dst, sent := fl.dst, 0
+	for len(p) > 0 {
+		n := int(min(int64(len(p)), fl.win, dst.sendWin, int64(dst.maxFrame)))
+		if n <= 0 {
+			break
+		}
+		last := end && n == len(p)
+		_ = dst.fr.WriteData(fl.dstID, last, p[:n])
+		dst.dirty, fl.sentEnd = true, last
+		p, sent = p[n:], sent+n
+		fl.win -= int64(n)
+		dst.sendWin -= int64(n)
+		if fl.src != nil {
+			fl.src.unacked += int64(n)
+			fl.unacked += int64(n)
+		}
+	}
+	return sent
 }
 
 // trailers passes trailers on along fl, after what it holds.
@@ -866,22 +893,11 @@ func (rl *h2Relay) push(s *h2Stream, fl *h2Flow) {
 		rl.settle(s)
 		return
 	}
-	for len(fl.buf) > 0 {
-		n := min(int64(len(fl.buf)), fl.win, dst.sendWin, int64(dst.maxFrame))
-		if n <= 0 {
-			break
-		}
-		last := n == int64(len(fl.buf)) && fl.ended && fl.trailer == nil
-		_ = dst.fr.WriteData(fl.dstID, last, fl.buf[:n])
-		dst.dirty = true
-		fl.sentEnd = last
+	if len(fl.buf) > 0 {
+		n := fl.send(fl.buf, fl.ended && fl.trailer == nil)
 		fl.buf = fl.buf[n:]
-		fl.win -= n
-		dst.sendWin -= n
-		if src := fl.src; src != nil {
-			src.buffered -= n
-			src.unacked += n
-			fl.unacked += n
+		if fl.src != nil {
+			fl.src.buffered -= int64(n)
 		}
 	}
 	if len(fl.buf) == 0 {

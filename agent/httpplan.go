@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"strings"
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2/hpack"
@@ -128,33 +129,80 @@ func h2RequestShape(fields []hpack.HeaderField) handOffReason {
 	return proxyHere
 }
 
-// h2MatchRequest is the request matchRequest reads, built from an HTTP/2
-// request's fields: method, URL path and query, header. nil when its path
-// does not parse (net/http's server then answers it).
-func h2MatchRequest(fields []hpack.HeaderField) *http.Request {
-	r := &http.Request{Header: make(http.Header, len(fields))}
+// h2MatchRequest is the request matchRequest reads for st, built from an
+// HTTP/2 request's fields: method, URL path and query, and of its header
+// only what matchRequest looks at (the cookie, the fields st's header
+// rules name). nil when its path does not parse (net/http's server then
+// answers it).
+func h2MatchRequest(fields []hpack.HeaderField, st *portState) *http.Request {
+	r := &http.Request{} // a nil Header reads as empty: most requests need none
+	add := func(k, v string) {
+		if r.Header == nil {
+			r.Header = http.Header{}
+		}
+		r.Header[k] = append(r.Header[k], v)
+	}
 	for _, f := range fields {
 		switch {
 		case f.Name == ":method":
 			r.Method = f.Value
 		case f.Name == ":path":
-			u, err := url.ParseRequestURI(f.Value)
-			if err != nil {
+			if r.URL = h2ParsePath(f.Value); r.URL == nil {
 				return nil
 			}
-			r.URL = u
 		case f.Name == ":authority":
 			r.Host = f.Value
 		case f.IsPseudo():
+		case f.Name == "cookie":
+			add("Cookie", f.Value)
 		default:
-			k := textproto.CanonicalMIMEHeaderKey(f.Name)
-			r.Header[k] = append(r.Header[k], f.Value)
+			if k := ruleKey(st, f.Name); k != "" {
+				add(k, f.Value)
+			}
 		}
 	}
 	if r.URL == nil {
 		return nil
 	}
 	return r
+}
+
+// h2ParsePath is url.ParseRequestURI, without its work for a plain path
+// (no query, no escapes, nothing it would refuse).
+func h2ParsePath(p string) *url.URL {
+	plain := p != "" && p[0] == '/'
+	for i := 0; plain && i < len(p); i++ {
+		c := p[i]
+		plain = c > ' ' && c != '%' && c != '?' && c != 0x7f
+	}
+	if plain {
+		return &url.URL{Path: p}
+	}
+	u, err := url.ParseRequestURI(p)
+	if err != nil {
+		return nil
+	}
+	return u
+}
+
+// ruleKey is the header key under which a header rule of st reads the
+// field name (lower case, as HTTP/2 sends it); "" when none does.
+func ruleKey(st *portState, name string) string {
+	if st == nil {
+		return ""
+	}
+	for _, x := range st.http {
+		for i := range x.http.settings.Match {
+			m := &x.http.settings.Match[i]
+			if len(m.Name) == len(name) && strings.EqualFold(m.Name, name) {
+				if m.Canonical != "" {
+					return m.Canonical
+				}
+				return textproto.CanonicalMIMEHeaderKey(name)
+			}
+		}
+	}
+	return ""
 }
 
 // h2RouteShape is routeShape for the relay: it passes streams on to an
