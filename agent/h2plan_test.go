@@ -82,7 +82,7 @@ func TestH2MatchRequest(t *testing.T) {
 			"POST /a%20b/c?x=%41&detour-preview=t HTTP/1.1\r\nHost: a\r\nX-Dev: alice\r\nBaggage: k=v\r\nCookie: a=1\r\nCookie: detour-preview=tok\r\nX-Dev: bob\r\nX-Team: blue\r\nX-Other: 1\r\n\r\n"},
 		{[]string{":method", "GET", ":scheme", "http", ":path", "//x/y:z#f"}, "GET //x/y:z#f HTTP/1.1\r\nHost: \r\n\r\n"},
 	} {
-		got := h2MatchRequest(fields(tc.kv...), st)
+		got := h2MatchRequest(nil, fields(tc.kv...), st)
 		want, err := http.ReadRequest(bufio.NewReader(strings.NewReader(tc.raw)))
 		if err != nil {
 			t.Fatal(err)
@@ -111,8 +111,19 @@ func TestH2MatchRequest(t *testing.T) {
 			}
 		}
 	}
-	if r := h2MatchRequest(fields(":method", "GET", ":scheme", "http", ":path", "/%zz"), st); r != nil {
+	if r := h2MatchRequest(nil, fields(":method", "GET", ":scheme", "http", ":path", "/%zz"), st); r != nil {
 		t.Errorf("unparsable path: %v, want nil (net/http answers it)", r.URL)
+	}
+	// Reused, it keeps nothing of the request before.
+	var into h2MatchReq
+	h2MatchRequest(&into, fields(":method", "POST", ":scheme", "http", ":path", "/a?b", "x-dev", "alice", "cookie", "c=1"), st)
+	r := h2MatchRequest(&into, fields(h2GET...), st)
+	if r.Method != "GET" || r.URL.Path != "/p" || r.URL.RawQuery != "q=1" || len(r.Header) != 0 {
+		t.Errorf("reused: %s %v %v", r.Method, r.URL, r.Header)
+	}
+	r = h2MatchRequest(&into, fields(":method", "GET", ":scheme", "http", ":path", "/plain"), st)
+	if r.URL.Path != "/plain" || r.URL.RawQuery != "" || len(r.Header) != 0 {
+		t.Errorf("reused: %v %v", r.URL, r.Header)
 	}
 }
 
@@ -123,7 +134,7 @@ func FuzzH2MatchRequest(f *testing.F) {
 	st := ruleState(f, "x-dev=alice")
 	f.Fuzz(func(t *testing.T, path, name, value string) {
 		name = strings.ToLower(name) // the Framer refuses other field names
-		r := h2MatchRequest(fields(":method", "GET", ":scheme", "http", ":path", path, name, value), st)
+		r := h2MatchRequest(nil, fields(":method", "GET", ":scheme", "http", ":path", path, name, value), st)
 		u, err := url.ParseRequestURI(path)
 		if (r == nil) != (err != nil) {
 			t.Fatalf("path %q: request %v, parse error %v", path, r, err)

@@ -213,6 +213,8 @@ type h2Relay struct {
 	lastID  uint32
 	closed  bool
 	readers sync.WaitGroup
+
+	match h2MatchReq // the caller's reader's, for routing
 }
 
 // serveH2C relays c, whose preface is the next thing br holds, until the
@@ -432,7 +434,7 @@ func (rl *h2Relay) route(fields []hpack.HeaderField) (b *backend, route, fail st
 		return nil, routeApp, ""
 	}
 	st := hp.a.reg.lookup(hp.port)
-	req := h2MatchRequest(fields, st)
+	req := h2MatchRequest(&rl.match, fields, st)
 	if req == nil {
 		hp.h2cFallback.Inc()
 		return nil, routeApp, ""

@@ -133,13 +133,20 @@ func h2RequestShape(fields []hpack.HeaderField) handOffReason {
 // HTTP/2 request's fields: method, URL path and query, and of its header
 // only what matchRequest looks at (the cookie, the fields st's header
 // rules name). nil when its path does not parse (net/http's server then
-// answers it).
-func h2MatchRequest(fields []hpack.HeaderField, st *portState) *http.Request {
-	r := &http.Request{} // a nil Header reads as empty: most requests need none
+// answers it). into, when not nil, is reused: the relay's reader keeps
+// one, valid until its next request.
+func h2MatchRequest(into *h2MatchReq, fields []hpack.HeaderField, st *portState) *http.Request {
+	if into == nil {
+		into = new(h2MatchReq)
+	}
+	clear(into.header)
+	into.req, into.url = http.Request{}, url.URL{}
+	r := &into.req
 	add := func(k, v string) {
-		if r.Header == nil {
-			r.Header = http.Header{}
+		if into.header == nil {
+			into.header = http.Header{}
 		}
+		r.Header = into.header
 		r.Header[k] = append(r.Header[k], v)
 	}
 	for _, f := range fields {
@@ -147,7 +154,7 @@ func h2MatchRequest(fields []hpack.HeaderField, st *portState) *http.Request {
 		case f.Name == ":method":
 			r.Method = f.Value
 		case f.Name == ":path":
-			if r.URL = h2ParsePath(f.Value); r.URL == nil {
+			if r.URL = h2ParsePath(f.Value, &into.url); r.URL == nil {
 				return nil
 			}
 		case f.Name == ":authority":
@@ -167,16 +174,25 @@ func h2MatchRequest(fields []hpack.HeaderField, st *portState) *http.Request {
 	return r
 }
 
+// h2MatchReq holds what h2MatchRequest builds (a nil Header reads as
+// empty: most requests need none).
+type h2MatchReq struct {
+	req    http.Request
+	url    url.URL
+	header http.Header
+}
+
 // h2ParsePath is url.ParseRequestURI, without its work for a plain path
-// (no query, no escapes, nothing it would refuse).
-func h2ParsePath(p string) *url.URL {
+// (no query, no escapes, nothing it would refuse), which it puts in into.
+func h2ParsePath(p string, into *url.URL) *url.URL {
 	plain := p != "" && p[0] == '/'
 	for i := 0; plain && i < len(p); i++ {
 		c := p[i]
 		plain = c > ' ' && c != '%' && c != '?' && c != 0x7f
 	}
 	if plain {
-		return &url.URL{Path: p}
+		into.Path = p
+		return into
 	}
 	u, err := url.ParseRequestURI(p)
 	if err != nil {
