@@ -57,15 +57,7 @@ func TestH2RequestShape(t *testing.T) {
 
 // ruleState is a port with one http intercept whose header rules are rules.
 func ruleState(t testing.TB, rules ...string) *portState {
-	var ms []tunnel.HeaderMatch
-	for _, r := range rules {
-		m, err := tunnel.ParseHeaderMatch(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ms = append(ms, m)
-	}
-	return &portState{http: []*intercept{{http: &httpIntercept{settings: tunnel.HTTPSettings{Match: ms}}}}}
+	return &portState{http: []*intercept{httpIC(t, "web", nil, rules...)}}
 }
 
 // TestH2MatchRequest: the request the relay routes by reads as the one

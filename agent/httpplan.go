@@ -57,12 +57,17 @@ func requestShape(r *http.Request) handOffReason {
 // to its backend only, and leaves preview links and mirrored ports to
 // ServeHTTP.
 func routeShape(armed, mirrored bool, to httpProtocol) handOffReason {
+	return proxyShape(armed, mirrored, to, httpProtocol{})
+}
+
+// proxyShape is routeShape for a proxy that speaks speaks to its backend.
+func proxyShape(armed, mirrored bool, to, speaks httpProtocol) handOffReason {
 	switch {
 	case armed:
 		return handOffPreview
 	case mirrored:
 		return handOffMirror
-	case to.h2 || to.tls:
+	case to != speaks:
 		return handOffBackend
 	}
 	return proxyHere
@@ -225,15 +230,7 @@ func ruleKey(st *portState, name string) string {
 // h2c backend only, and leaves preview links and mirrored ports to
 // ServeHTTP.
 func h2RouteShape(armed, mirrored bool, to httpProtocol) handOffReason {
-	switch {
-	case armed:
-		return handOffPreview
-	case mirrored:
-		return handOffMirror
-	case !to.h2 || to.tls:
-		return handOffBackend
-	}
-	return proxyHere
+	return proxyShape(armed, mirrored, to, httpProtocol{h2: true})
 }
 
 // h2Ack says how much of what a peer sent, now passed on (unacked bytes),
