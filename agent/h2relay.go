@@ -194,6 +194,7 @@ type h2Up struct {
 	streams    map[uint32]*h2Stream
 	nextID     uint32
 	maxStreams uint32
+	settled    bool // maxStreams is the peer's own
 	goaway     bool // no new streams
 	dead       bool
 }
@@ -486,7 +487,7 @@ func (rl *h2Relay) upstream(b *backend, route string) (*h2Up, error) {
 	if err != nil {
 		return nil, err
 	}
-	u := &h2Up{peer: newH2Peer(c, c), key: b, route: route, streams: map[uint32]*h2Stream{}, nextID: 1, maxStreams: h2UpStreams}
+	u := &h2Up{peer: newH2Peer(c, c), key: b, route: route, streams: map[uint32]*h2Stream{}, nextID: 1, maxStreams: rl.upLimit(b)}
 	_, _ = u.peer.bw.WriteString(http2.ClientPreface)
 	u.peer.writeSettings(http2.Setting{ID: http2.SettingEnablePush, Val: 0})
 	rl.mu.Lock()
@@ -499,6 +500,21 @@ func (rl *h2Relay) upstream(b *backend, route string) (*h2Up, error) {
 	rl.readers.Add(1)
 	go rl.readUp(u)
 	return u, nil
+}
+
+// upLimit is the number of streams a new connection to b is assumed to
+// take until its SETTINGS say: what another connection of the relay's to
+// b said, else h2UpStreams. (Beyond its limit the peer would refuse the
+// streams, and the caller would have to retry them.)
+func (rl *h2Relay) upLimit(b *backend) uint32 {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	for _, u := range rl.ups[b] {
+		if u.settled {
+			return u.maxStreams
+		}
+	}
+	return h2UpStreams
 }
 
 // fallbackConn is an internal connection to the port's net/http server,
@@ -628,7 +644,7 @@ func (rl *h2Relay) fromUp(u *h2Up, f http2.Frame) error {
 			return nil
 		}
 		if v, ok := f.Value(http2.SettingMaxConcurrentStreams); ok {
-			u.maxStreams = v
+			u.maxStreams, u.settled = v, true
 		}
 		if err := u.peer.settings(f, func(do func(*h2Flow)) {
 			for _, s := range u.streams {

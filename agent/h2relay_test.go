@@ -370,3 +370,65 @@ func TestH2CRelayLetsGoOfARemovedIntercept(t *testing.T) {
 		t.Errorf("the caller opened %d connections, want 1", n)
 	}
 }
+
+// TestH2CRelayFollowsTheAppsLimits: an app that allows 2 concurrent
+// streams per connection gets more connections from the relay for the
+// caller's 8; an app that closes an idle connection (GOAWAY) gets the next
+// request on a new one.
+func TestH2CRelayFollowsTheAppsLimits(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns atomic.Int32
+	release := make(chan struct{})
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			<-release
+		}
+		io.WriteString(w, "app")
+	}), Protocols: new(http.Protocols), HTTP2: &http.HTTP2Config{MaxConcurrentStreams: 2},
+		IdleTimeout: 300 * time.Millisecond,
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				conns.Add(1)
+			}
+		}}
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	w := startAgent(t, func(c *agent.Config) {
+		c.Listeners = []agent.PortMap{{Listen: freePort(t), App: uint16(ln.Addr().(*net.TCPAddr).Port)}}
+	})
+	alice, _ := openClient(t, w, "alice@laptop", tunnel.Config{})
+	if err := httpIntercept(t, alice, "web", w.appPort, nameServer(t, "alice"), "x-dev=alice"); err != nil {
+		t.Fatal(err)
+	}
+	rt, dials := h2cCaller(t, w)
+	base := "http://" + w.front
+	if a := h2cDo(rt, http.MethodGet, base+"/", nil); a.err != nil || string(a.body) != "app" {
+		t.Fatalf("first request: %q (%v)", a.body, a.err)
+	}
+	before := conns.Load()
+	answers := make(chan h2cAnswer, 8)
+	for range 8 {
+		go func() { answers <- h2cDo(rt, http.MethodGet, base+"/hold", nil) }()
+	}
+	eventually(t, 3*time.Second, "the relay opens connections for 8 streams, 2 each", func() bool { return conns.Load()-before >= 3 })
+	close(release)
+	for range 8 {
+		if a := <-answers; a.err != nil || string(a.body) != "app" {
+			t.Errorf("held request: %q (%v)", a.body, a.err)
+		}
+	}
+	time.Sleep(time.Second) // the app closes the idle connections
+	if a := h2cDo(rt, http.MethodGet, base+"/after-idle", nil); a.err != nil || string(a.body) != "app" {
+		t.Errorf("after the app closed its idle connections: %q (%v)", a.body, a.err)
+	}
+	if n := dials.Load(); n != 1 {
+		t.Errorf("the caller opened %d connections, want 1", n)
+	}
+	if relay, fallback := h2cStreams(t, w); relay != 10 || fallback != 0 {
+		t.Errorf("h2c streams: %d relayed, %d handed to net/http; want 10 and 0", relay, fallback)
+	}
+}
