@@ -67,7 +67,8 @@ type h2Peer struct {
 
 	// What the peer allows the relay to send.
 	maxFrame uint32
-	initWin  int64 // its SETTINGS_INITIAL_WINDOW_SIZE
+	initWin  int64 // its SETTINGS_INITIAL_WINDOW_SIZE; 0 until its first SETTINGS (settled)
+	settled  bool
 	sendWin  int64 // the connection's window
 
 	// What the peer sent that the relay has passed on (or dropped) and not
@@ -77,7 +78,7 @@ type h2Peer struct {
 
 func newH2Peer(c net.Conn, r io.Reader) *h2Peer {
 	p := &h2Peer{c: c, br: bufio.NewReaderSize(r, h2IOBuffer), bw: bufio.NewWriterSize(c, h2IOBuffer),
-		maxFrame: 16384, initWin: 65535, sendWin: 65535}
+		maxFrame: 16384, sendWin: 65535}
 	p.fr = http2.NewFramer(p.bw, p.br)
 	p.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	p.fr.MaxHeaderListSize = h2MaxHeaderList
@@ -136,16 +137,31 @@ func (p *h2Peer) flush() {
 
 // settings applies the peer's SETTINGS to what the relay sends it; flows
 // are the streams sent to it, whose windows move with its initial window.
+//
+// Until the first SETTINGS the relay sends no DATA (a stream's window is
+// 0): a server may hold a new stream to its own initial window from the
+// start (net/http's does, and resets a stream sent more with
+// FLOW_CONTROL_ERROR), and that window is known only from its SETTINGS,
+// the first frame it sends. A caller's SETTINGS come before its streams.
 func (p *h2Peer) settings(f *http2.SettingsFrame, flows func(func(*h2Flow))) error {
+	setWin := func(v int64) {
+		delta := v - p.initWin
+		p.initWin = v
+		flows(func(fl *h2Flow) { fl.win += delta })
+	}
+	if !p.settled {
+		p.settled = true
+		if _, ok := f.Value(http2.SettingInitialWindowSize); !ok {
+			setWin(65535) // the protocol's default
+		}
+	}
 	err := f.ForeachSetting(func(s http2.Setting) error {
 		if err := s.Valid(); err != nil {
 			return err
 		}
 		switch s.ID {
 		case http2.SettingInitialWindowSize:
-			delta := int64(s.Val) - p.initWin
-			p.initWin = int64(s.Val)
-			flows(func(fl *h2Flow) { fl.win += delta })
+			setWin(int64(s.Val))
 		case http2.SettingMaxFrameSize:
 			p.maxFrame = s.Val
 		case http2.SettingHeaderTableSize:

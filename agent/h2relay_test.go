@@ -432,3 +432,67 @@ func TestH2CRelayFollowsTheAppsLimits(t *testing.T) {
 		t.Errorf("h2c streams: %d relayed, %d handed to net/http; want 10 and 0", relay, fallback)
 	}
 }
+
+// TestH2CRelaySmallWindows: a caller and an app that give small windows
+// (4 KiB per stream, 64 KiB per connection) and read slowly: the relay
+// holds what they cannot take yet and loses, reorders and stalls nothing.
+func TestH2CRelaySmallWindows(t *testing.T) {
+	small := &http.HTTP2Config{MaxReceiveBufferPerStream: 4 << 10, MaxReceiveBufferPerConnection: 64 << 10}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h2cTestHandler("app", nil), Protocols: new(http.Protocols), HTTP2: small}
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	w := startAgent(t, func(c *agent.Config) {
+		c.Listeners = []agent.PortMap{{Listen: freePort(t), App: uint16(ln.Addr().(*net.TCPAddr).Port)}}
+	})
+	alice, _ := openClient(t, w, "alice@laptop", tunnel.Config{})
+	if err := httpIntercept(t, alice, "web", w.appPort, nameServer(t, "alice"), "x-dev=alice"); err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{Protocols: new(http.Protocols), HTTP2: small}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	t.Cleanup(tr.CloseIdleConnections)
+	base := "http://" + w.front
+	body := bigBody(1<<20 + 777)
+	sum := sha256.Sum256(body)
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Go(func() {
+			a := h2cDo(slowReader{tr}, http.MethodPost, base+"/echo", struct{ io.Reader }{bytes.NewReader(body)})
+			if a.err != nil || !bytes.Equal(a.body, body) || a.trailer.Get("X-Sum") != fmt.Sprintf("%x", sum) {
+				t.Errorf("echo %d: %d %d bytes %.80q, trailer %q (%v)", i, a.status, len(a.body), a.body, a.trailer.Get("X-Sum"), a.err)
+			}
+		})
+	}
+	wg.Wait()
+	if relay, _ := h2cStreams(t, w); relay != 4 {
+		t.Errorf("%d streams relayed, want 4", relay)
+	}
+}
+
+// slowReader reads response bodies in small pieces, pausing between them.
+type slowReader struct{ rt http.RoundTripper }
+
+func (s slowReader) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := s.rt.RoundTrip(r)
+	if err == nil {
+		resp.Body = &slowBody{ReadCloser: resp.Body}
+	}
+	return resp, err
+}
+
+type slowBody struct {
+	io.ReadCloser
+	n int
+}
+
+func (b *slowBody) Read(p []byte) (int, error) {
+	if b.n++; b.n%64 == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	return b.ReadCloser.Read(p[:min(len(p), 3000)])
+}
