@@ -11,8 +11,9 @@
 // answer wait, and dropped whole when the client falls behind. On a port
 // with http intercepts each request is routed by its headers
 // (httproute.go): HTTP/1.1 between HTTP/1.1 peers on a connection loop of
-// the agent's own (httpconn.go), everything else through net/http's server
-// and ReverseProxy.
+// the agent's own (httpconn.go), h2c between h2c peers on a frame relay of
+// its own (h2relay.go), everything else through net/http's server and
+// ReverseProxy.
 //
 // Clients reach the agent's tunnel listener, bound to 127.0.0.1 only, through
 // a Kubernetes port-forward: only someone allowed to port-forward to the pod

@@ -31,7 +31,11 @@ func TestDocsQuoteTheAgentsValues(t *testing.T) {
 		fmt.Sprintf("`--redirect-addr :%d`", annotations.RedirectPort),
 		fmt.Sprintf("redirect to :%d", annotations.RedirectPort),
 		fmt.Sprintf("(e.g. %d)", annotations.FirstListenPort),
+		fmt.Sprintf("advertises (%s per stream and per connection", docsync.Size(max(h2StreamWindow, h2ConnWindow))),
 	)
+	if h2StreamWindow != h2ConnWindow {
+		t.Errorf("docs/architecture.md gives the h2c relay one window for streams and connections; the code has %d and %d", h2StreamWindow, h2ConnWindow)
+	}
 	docsync.Check(t, "tunnel/spec.md",
 		fmt.Sprintf("within %s of the session opening", docsync.Dur(cfg.HelloTimeout)),
 		fmt.Sprintf("the agent's dial timeout, %s", docsync.Dur(cfg.DialTimeout)),

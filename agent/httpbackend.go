@@ -166,7 +166,34 @@ type backend struct {
 	main    http.RoundTripper
 	upgrade http.RoundTripper
 	proxy   *httputil.ReverseProxy
-	pool    *h1Pool // plain HTTP/1.1 only: the connection loop's (httpconn.go)
+	pool    *h1Pool  // plain HTTP/1.1 only: the connection loop's (httpconn.go)
+	dial    dialFunc // one connection to the peer: the h2c relay's (h2relay.go)
+
+	// The h2c relays' connections to this peer: close ends those that
+	// are idle, and the others once their streams are done.
+	relayMu  sync.Mutex
+	relayUps map[*h2Up]*h2Relay
+	closed   bool
+}
+
+// addRelayUp registers u of rl; false once b is closed.
+func (b *backend) addRelayUp(u *h2Up, rl *h2Relay) bool {
+	b.relayMu.Lock()
+	defer b.relayMu.Unlock()
+	if b.closed {
+		return false
+	}
+	if b.relayUps == nil {
+		b.relayUps = map[*h2Up]*h2Relay{}
+	}
+	b.relayUps[u] = rl
+	return true
+}
+
+func (b *backend) removeRelayUp(u *h2Up) {
+	b.relayMu.Lock()
+	defer b.relayMu.Unlock()
+	delete(b.relayUps, u)
 }
 
 // forwardedHeaders are kept as they arrived: the agent is transparent, not
@@ -175,7 +202,7 @@ var forwardedHeaders = []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Hos
 
 func newBackend(proto httpProtocol, dial dialFunc, tlsCfg *tls.Config, log *zap.Logger, onError func(http.ResponseWriter, *http.Request, error)) *backend {
 	dialContext := func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) }
-	b := &backend{proto: proto}
+	b := &backend{proto: proto, dial: dial}
 	scheme := "http"
 	switch {
 	case proto.tls:
@@ -243,6 +270,14 @@ func (b *backend) RoundTrip(r *http.Request) (*http.Response, error) {
 func (b *backend) close() {
 	if b.pool != nil {
 		b.pool.close()
+	}
+	b.relayMu.Lock()
+	b.closed = true
+	ups := b.relayUps
+	b.relayUps = nil
+	b.relayMu.Unlock()
+	for u, rl := range ups {
+		rl.closeUp(u)
 	}
 	type idleCloser interface{ CloseIdleConnections() }
 	for _, t := range []http.RoundTripper{b.main, b.upgrade} {

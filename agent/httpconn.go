@@ -53,7 +53,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 // server with the head unread.
 type headRecorder struct {
 	r     io.Reader
-	first []byte // the sniffed first byte, read again first
+	first []byte // the sniffed first bytes, read again first
 	on    bool
 	buf   []byte
 }
@@ -123,11 +123,11 @@ var (
 	h1Writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
 )
 
-// serveHTTP1 serves c, whose first byte (already read) is first, until it
-// closes or is handed to net/http's server.
-func (hp *httpPort) serveHTTP1(c net.Conn, first byte) {
+// serveHTTP1 serves c, whose first bytes (already read) are first, until
+// it closes or is handed to net/http's server.
+func (hp *httpPort) serveHTTP1(c net.Conn, first []byte) {
 	hc := &h1Conn{hp: hp, c: c}
-	hc.rec.r, hc.rec.first = c, []byte{first}
+	hc.rec.r, hc.rec.first = c, first
 	hc.br = h1Readers.Get().(*bufio.Reader)
 	hc.br.Reset(&hc.rec)
 	hc.bw = h1Writers.Get().(*bufio.Writer)

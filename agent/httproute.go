@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -34,6 +35,7 @@ type httpPort struct {
 	srvs   []*http.Server
 
 	routedToApp, routedToClient prometheus.Counter
+	h2cRelayed, h2cFallback     prometheus.Counter
 }
 
 // httpPortFor returns the port's router, creating it (and probing the app)
@@ -111,7 +113,8 @@ func (a *Agent) newHTTPPort(ctx context.Context, port uint16, s tunnel.HTTPSetti
 		a.log.Info("app protocol probed", zap.Uint16("port", port), zap.Stringer("protocol", proto), zap.Duration("took", time.Since(start)))
 	}
 	hp := &httpPort{a: a, port: port, plain: newConnListener(),
-		routedToApp: a.m.httpRequests.WithLabelValues(routeApp), routedToClient: a.m.httpRequests.WithLabelValues(routeClient)}
+		routedToApp: a.m.httpRequests.WithLabelValues(routeApp), routedToClient: a.m.httpRequests.WithLabelValues(routeClient),
+		h2cRelayed: a.m.h2cStreams.WithLabelValues("relay"), h2cFallback: a.m.h2cStreams.WithLabelValues("fallback")}
 	hp.app = newBackend(proto, dial, appTLS, a.log, hp.proxyError(routeApp))
 	hp.srvs = append(hp.srvs, hp.server(hp.plain, false))
 	if term != nil {
@@ -156,9 +159,10 @@ func (hp *httpPort) close() {
 	hp.app.close()
 }
 
-// serveConn sniffs c and serves it: cleartext HTTP on the connection loop
-// (httpconn.go), which hands what it does not proxy itself to the port's
-// net/http server, TLS to that server; it returns when the connection is
+// serveConn sniffs c and serves it: cleartext HTTP/1.1 on the connection
+// loop (httpconn.go), which hands what it does not proxy itself to the
+// port's net/http server, h2c to an h2c app on the relay (h2relay.go),
+// TLS and other h2c to that server; it returns when the connection is
 // done. What is not HTTP (or is TLS with no certificate to terminate it)
 // goes to the app as raw bytes.
 func (hp *httpPort) serveConn(c net.Conn) {
@@ -171,8 +175,19 @@ func (hp *httpPort) serveConn(c net.Conn) {
 	switch b := first[0]; {
 	case b == 0x16 && hp.secure != nil: // a TLS handshake record
 		target = hp.secure
+	case b == 'P' && h2cRelayed(hp.app.proto): // "PRI": the h2c preface, or POST, PUT…
+		br := bufio.NewReaderSize(sc, h2IOBuffer)
+		h2c, err := sniffH2C(br)
+		switch {
+		case h2c:
+			hp.serveH2C(c, br)
+		case err == nil:
+			pending, _ := br.Peek(br.Buffered())
+			hp.serveHTTP1(c, append([]byte(nil), pending...))
+		}
+		return
 	case b >= 'A' && b <= 'Z': // an HTTP/1 method, or the HTTP/2 preface "PRI"
-		hp.serveHTTP1(c, b) // hands what it does not serve to hp.plain
+		hp.serveHTTP1(c, first[:]) // hands what it does not serve to hp.plain
 		return
 	default:
 		hp.a.m.httpUnroutable.Inc()

@@ -29,6 +29,7 @@ type metrics struct {
 	httpRequests    *prometheus.CounterVec // by route
 	httpProxyErrors *prometheus.CounterVec // by route
 	httpUnroutable  prometheus.Counter
+	h2cStreams      *prometheus.CounterVec // by path: relay or fallback
 	reconnects      prometheus.Counter
 
 	egress     *prometheus.CounterVec // by network, outcome, rule
@@ -108,6 +109,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "detour_agent_dns_queries_total",
 			Help: "Client DNS queries answered with the pod's nameservers, by outcome (the answer's rcode, or unanswered, no_nameserver, bad_query).",
 		}, []string{"outcome"}),
+		h2cStreams: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "detour_agent_http_h2c_streams_total",
+			Help: "Requests of h2c callers on ports whose app speaks h2c, by path: relay (passed on by the agent's h2c relay itself) or fallback (handed to its net/http server: preview links, mirrored ports, local processes not speaking h2c, unusual requests).",
+		}, []string{"path"}),
 		httpUnroutable: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "detour_agent_http_unroutable_connections_total",
 			Help: "Connections on ports with http intercepts that were not HTTP (or TLS without a terminating certificate), passed to the app unrouted.",
@@ -115,7 +120,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	reg.MustRegister(m.connections, m.active, m.bytes, m.failOpen, m.rejected, m.sessions,
 		m.intercepts, m.dialPod, m.sessionEnds, m.interceptOps, m.appDialErrors,
-		m.httpRequests, m.httpProxyErrors, m.httpUnroutable, m.reconnects,
+		m.httpRequests, m.httpProxyErrors, m.httpUnroutable, m.h2cStreams, m.reconnects,
 		m.egress, m.udpDropped, m.dnsQueries)
 	for _, mech := range tunnel.Mechanisms {
 		m.intercepts.WithLabelValues(mech).Set(0)

@@ -8,7 +8,7 @@ import (
 	"github.com/detour-dev/detour/tunnel"
 )
 
-func httpIC(t *testing.T, name string, o *owner, rules ...string) *intercept {
+func httpIC(t testing.TB, name string, o *owner, rules ...string) *intercept {
 	t.Helper()
 	var ms []tunnel.HeaderMatch
 	for _, r := range rules {

@@ -426,8 +426,22 @@ func TestHTTPRouting(t *testing.T) {
 			if !tc.opts.http1 { // gRPC needs HTTP/2 at the app
 				t.Run("grpc", func(t *testing.T) { htGRPC(t, hp) })
 			}
+			// h2c callers of an h2c app went through the agent's h2c relay,
+			// none of their requests through its fallback; the others never
+			// reach the relay.
+			relay, fallback := hp.h2cStreams(t)
+			if wantRelay := !tc.opts.tls && !tc.opts.http1; (relay > 0) != wantRelay || fallback != 0 {
+				t.Errorf("h2c streams: %v relayed, %v through the fallback; want relayed %v, none through the fallback", relay, fallback, wantRelay)
+			}
 		})
 	}
+}
+
+// h2cStreams reads the agent's count of h2c requests its relay passed on
+// itself, and of those it handed to its net/http server.
+func (hp *htPod) h2cStreams(t *testing.T) (relay, fallback float64) {
+	m := hp.lngMetrics(t)
+	return m[`detour_agent_http_h2c_streams_total{path="relay"}`], m[`detour_agent_http_h2c_streams_total{path="fallback"}`]
 }
 
 // htKeepAlive sends every route twice, interleaved, on one connection.
@@ -803,6 +817,17 @@ func TestHTTPClientDeath(t *testing.T) {
 		{"h2c caller, HTTP/1.1 local process", "h2c", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			relay0, fallback0 := hp.h2cStreams(t)
+			defer func() {
+				// The h2c relay passes on what goes to h2c processes, and hands
+				// alice's requests for her HTTP/1.1 process to net/http's server.
+				relay, fallback := hp.h2cStreams(t)
+				h2c := tc.caller == "h2c"
+				if (relay > relay0) != h2c || (fallback > fallback0) != (h2c && !tc.localH2C) {
+					t.Errorf("h2c streams: %v relayed, %v through the fallback; want relayed %v, through the fallback %v",
+						relay-relay0, fallback-fallback0, h2c, h2c && !tc.localH2C)
+				}
+			}()
 			local, arrived, ended := htBlockingLocal(t, tc.localH2C)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
