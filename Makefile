@@ -43,6 +43,7 @@ fuzz:
 	$(GO) test ./webhook -run '^$$' -fuzz '^FuzzAdmission$$' $(FUZZFLAGS)
 	$(GO) test ./agent -run '^$$' -fuzz '^FuzzHTTPRouting$$' $(FUZZFLAGS)
 	$(GO) test ./agent -run '^$$' -fuzz '^FuzzParseRequestHead$$' $(FUZZFLAGS)
+	$(GO) test ./agent -run '^$$' -fuzz '^FuzzH2MatchRequest$$' $(FUZZFLAGS)
 	$(GO) test ./client/cli -run '^$$' -fuzz '^FuzzLoadConfig$$' $(FUZZFLAGS)
 	$(GO) test ./client/cli -run '^$$' -fuzz '^FuzzLoadExtensions$$' $(FUZZFLAGS)
 	$(GO) test ./client/internal/clusternet -run '^$$' -fuzz '^FuzzResolve$$' $(FUZZFLAGS)
