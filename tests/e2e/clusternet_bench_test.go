@@ -15,10 +15,13 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
 
+	"github.com/detour-dev/detour/internal/annotations"
 	"github.com/detour-dev/detour/tests/internal/images"
 )
 
@@ -91,11 +94,35 @@ func BenchmarkClusterNetworkBulk(b *testing.B) {
 		other = &o
 		other.must(append([]string{"run", "-n", ns, "--workload", "app", "--"}, curl("http://db:80/")...)...)
 	}
+	// DETOUR_BENCH_OTHER_AGENT: a directory with another build's binaries
+	// (as make build leaves in bin/): that build's agent, injected into a
+	// second workload, measured with this tree's detour in the same
+	// rounds (the "other build" figures).
+	otherWorkload := "app"
+	if dir := os.Getenv("DETOUR_BENCH_OTHER_AGENT"); dir != "" {
+		if other != nil {
+			b.Fatal("DETOUR_BENCH_OTHER_DETOUR and DETOUR_BENCH_OTHER_AGENT: one at a time")
+		}
+		ref := importOtherAgent(ctx, b, dir)
+		otherWorkload = "app-other"
+		deployEcho(ctx, b, cs, ns, otherWorkload)
+		patch := fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{%q:%q}}}}}`, annotations.AgentImage, ref)
+		if _, err := cs.AppsV1().Deployments(ns).Patch(ctx, otherWorkload, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+			b.Fatal(err)
+		}
+		o := *u
+		other = &o
+		other.must(append([]string{"run", "-n", ns, "--workload", otherWorkload, "--"}, curl("http://db:80/")...)...)
+	}
 	var detour, raw, ratio, oth, vsOther, ws, wsRatio []float64
 	mb := float64(2*16<<20) / 1e6 // up and back
 	var connectMs []float64
 	viaDetour := func(x *user) float64 {
-		r := x.must(append([]string{"run", "-n", ns, "--workload", "app", "--"}, curl("http://db:80/")...)...)
+		workload := "app"
+		if x == other {
+			workload = otherWorkload
+		}
+		r := x.must(append([]string{"run", "-n", ns, "--workload", workload, "--"}, curl("http://db:80/")...)...)
 		c, t := times(r.stdout)
 		if x == u { // not the other build's
 			connectMs = append(connectMs, c[0]*1e3)
