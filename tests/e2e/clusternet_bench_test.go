@@ -117,12 +117,23 @@ func BenchmarkClusterNetworkBulk(b *testing.B) {
 	var detour, raw, ratio, oth, vsOther, ws, wsRatio []float64
 	mb := float64(2*16<<20) / 1e6 // up and back
 	var connectMs []float64
+	// The CPU each variant's transfer cost its agent (every thread's
+	// run time, /proc/PID/task/*/schedstat) and the `detour run` process
+	// tree (the runner, CMD's shell and curl, start-up included; rusage
+	// of the test's reaped children), per MB: an agent or runner change
+	// shows here even when the shared machine's load hides it in MB/s.
+	agentCPU := map[*user][]float64{}
+	runCPU := map[*user][]float64{}
 	viaDetour := func(x *user) float64 {
 		workload := "app"
 		if x == other {
 			workload = otherWorkload
 		}
+		agent := agentPid(ctx, b, cs, ns, workload)
+		a0, c0 := threadsCPU(agent), takeCPUSnapshot().children
 		r := x.must(append([]string{"run", "-n", ns, "--workload", workload, "--"}, curl("http://db:80/")...)...)
+		agentCPU[x] = append(agentCPU[x], float64(threadsCPU(agent)-a0)/1e6/mb)
+		runCPU[x] = append(runCPU[x], (takeCPUSnapshot().children-c0)/mb)
 		c, t := times(r.stdout)
 		if x == u { // not the other build's
 			connectMs = append(connectMs, c[0]*1e3)
@@ -234,7 +245,46 @@ func BenchmarkClusterNetworkBulk(b *testing.B) {
 		b.ReportMetric(median(oth), "other-MB/s")
 		b.ReportMetric(median(otherRatio), "other-ratio-median")
 		b.ReportMetric(median(vsOther), "vs-other-median")
+		b.ReportMetric(median(agentCPU[other]), "other-agent-cpu-ms/MB")
+		b.ReportMetric(median(runCPU[other]), "other-run-cpu-ms/MB")
+		b.Logf("CPU ms per MB per round: agent %v, other build's %v; detour run %v, other build's %v",
+			round2(agentCPU[u]), round2(agentCPU[other]), round2(runCPU[u]), round2(runCPU[other]))
 	}
+	b.ReportMetric(median(agentCPU[u]), "agent-cpu-ms/MB")
+	b.ReportMetric(median(runCPU[u]), "run-cpu-ms/MB")
+}
+
+// agentPid finds the agent process of workload's live pod on this machine
+// (the local cluster's node): the detour-agent whose cgroup is the pod's.
+func agentPid(ctx context.Context, b *testing.B, cs kubernetes.Interface, ns, workload string) int {
+	pod := livePod(ctx, b, cs, ns, "app="+workload)
+	mark := "pod" + string(pod.UID)
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		comm, err1 := os.ReadFile(d + "/comm")
+		cg, err2 := os.ReadFile(d + "/cgroup")
+		if err1 == nil && err2 == nil && strings.TrimSpace(string(comm)) == "detour-agent" && strings.Contains(string(cg), mark) {
+			pid, _ := strconv.Atoi(filepath.Base(d))
+			return pid
+		}
+	}
+	b.Fatalf("no detour-agent process in pod %s (%s)", pod.Name, mark)
+	return 0
+}
+
+// threadsCPU is the time every thread of pid has run, in ns (schedstat).
+func threadsCPU(pid int) int64 {
+	files, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	var t int64
+	for _, f := range files {
+		if b, err := os.ReadFile(f); err == nil {
+			if f := strings.Fields(string(b)); len(f) > 0 {
+				n, _ := strconv.ParseInt(f[0], 10, 64)
+				t += n
+			}
+		}
+	}
+	return t
 }
 
 func median(v []float64) float64 {
