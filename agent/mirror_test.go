@@ -40,8 +40,11 @@ func newCopyServer(t *testing.T, stalled bool) *copyServer {
 		cs.gate = make(chan struct{})
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if cs.gate != nil {
-			<-cs.gate
+		cs.mu.Lock()
+		gate := cs.gate // release sets it to nil
+		cs.mu.Unlock()
+		if gate != nil {
+			<-gate
 		}
 		body, err := io.ReadAll(r.Body)
 		if err != nil || r.URL.Path == "/detour-http2-check" {
