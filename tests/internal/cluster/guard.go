@@ -62,19 +62,19 @@ delete table inet %[1]s
 table inet %[1]s {
 	chain guard_forward {
 		type filter hook forward priority -200; policy accept;
-		oifname %[2]s counter drop comment "no forwarding out of the machine"
-		iifname %[3]q counter drop comment "host never forwards cluster traffic"
-		oifname %[3]q counter drop comment "host never forwards into the cluster"
+		oifname %[2]s counter log prefix "detour-guard forward: " drop comment "no forwarding out of the machine"
+		iifname %[3]q counter log prefix "detour-guard forward: " drop comment "host never forwards cluster traffic"
+		oifname %[3]q counter log prefix "detour-guard forward: " drop comment "host never forwards into the cluster"
 	}
 	chain guard_output {
 		type filter hook output priority -200; policy accept;
-		ip daddr %[4]s oifname != %[3]q counter drop comment "cluster ranges only via the veth"
-		oifname %[2]s ip saddr %[4]s counter drop comment "cluster sources never leave"
+		ip daddr %[4]s oifname != %[3]q counter log prefix "detour-guard output: " drop comment "cluster ranges only via the veth"
+		oifname %[2]s ip saddr %[4]s counter log prefix "detour-guard output: " drop comment "cluster sources never leave"
 	}
 	chain guard_input {
 		type filter hook input priority -200; policy accept;
 		iifname %[3]q ct state established,related accept comment "replies to host connections"
-		iifname %[3]q counter drop comment "cluster cannot open connections to the host"
+		iifname %[3]q counter log prefix "detour-guard input: " drop comment "cluster cannot open connections to the host"
 	}
 }
 `, GuardTable, extSet, VethHost, ranges)
@@ -238,9 +238,30 @@ func CheckGuardCounters(ctx context.Context, w io.Writer) error {
 		}
 	}
 	if len(bad) > 0 {
+		printDroppedPackets(ctx, w)
 		return fmt.Errorf("%w: %s", ErrGuardDropped, strings.Join(bad, "; "))
 	}
 	return nil
+}
+
+// printDroppedPackets prints the kernel's log lines of the guard's drops
+// (each drop rule logs the packet with a "detour-guard" prefix): which
+// addresses, ports and protocol, so that a count says what it was.
+func printDroppedPackets(ctx context.Context, w io.Writer) {
+	out, err := sh(ctx, "dmesg")
+	if err != nil {
+		fmt.Fprintf(w, "guard: the kernel log is not readable (%v): the dropped packets are not shown\n", err)
+		return
+	}
+	var lines []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "detour-guard ") {
+			lines = append(lines, l)
+		}
+	}
+	for _, l := range lines[max(0, len(lines)-20):] {
+		fmt.Fprintf(w, "guard dropped: %s\n", l)
+	}
 }
 
 // RemoveGuard deletes the guard table.
