@@ -3,8 +3,8 @@ package cluster
 import (
 	"context"
 	"os"
-	"regexp"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 )
