@@ -371,15 +371,33 @@ func TestH2CRelayLetsGoOfARemovedIntercept(t *testing.T) {
 	}
 }
 
+// h2cAppBehindAgent serves srv as an h2c app on a loopback port, starts
+// an agent in front of it and gives alice an http intercept of it
+// (x-dev=alice to her own server).
+func h2cAppBehindAgent(t *testing.T, srv *http.Server) *world {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	w := startAgent(t, func(c *agent.Config) {
+		c.Listeners = []agent.PortMap{{Listen: freePort(t), App: uint16(ln.Addr().(*net.TCPAddr).Port)}}
+	})
+	alice, _ := openClient(t, w, "alice@laptop", tunnel.Config{})
+	if err := httpIntercept(t, alice, "web", w.appPort, nameServer(t, "alice"), "x-dev=alice"); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
 // TestH2CRelayFollowsTheAppsLimits: an app that allows 2 concurrent
 // streams per connection gets more connections from the relay for the
 // caller's 8; an app that closes an idle connection (GOAWAY) gets the next
 // request on a new one.
 func TestH2CRelayFollowsTheAppsLimits(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var conns atomic.Int32
 	release := make(chan struct{})
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -394,16 +412,7 @@ func TestH2CRelayFollowsTheAppsLimits(t *testing.T) {
 				conns.Add(1)
 			}
 		}}
-	srv.Protocols.SetUnencryptedHTTP2(true)
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	w := startAgent(t, func(c *agent.Config) {
-		c.Listeners = []agent.PortMap{{Listen: freePort(t), App: uint16(ln.Addr().(*net.TCPAddr).Port)}}
-	})
-	alice, _ := openClient(t, w, "alice@laptop", tunnel.Config{})
-	if err := httpIntercept(t, alice, "web", w.appPort, nameServer(t, "alice"), "x-dev=alice"); err != nil {
-		t.Fatal(err)
-	}
+	w := h2cAppBehindAgent(t, srv)
 	rt, dials := h2cCaller(t, w)
 	base := "http://" + w.front
 	if a := h2cDo(rt, http.MethodGet, base+"/", nil); a.err != nil || string(a.body) != "app" {
@@ -438,21 +447,8 @@ func TestH2CRelayFollowsTheAppsLimits(t *testing.T) {
 // holds what they cannot take yet and loses, reorders and stalls nothing.
 func TestH2CRelaySmallWindows(t *testing.T) {
 	small := &http.HTTP2Config{MaxReceiveBufferPerStream: 4 << 10, MaxReceiveBufferPerConnection: 64 << 10}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	srv := &http.Server{Handler: h2cTestHandler("app", nil), Protocols: new(http.Protocols), HTTP2: small}
-	srv.Protocols.SetUnencryptedHTTP2(true)
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	w := startAgent(t, func(c *agent.Config) {
-		c.Listeners = []agent.PortMap{{Listen: freePort(t), App: uint16(ln.Addr().(*net.TCPAddr).Port)}}
-	})
-	alice, _ := openClient(t, w, "alice@laptop", tunnel.Config{})
-	if err := httpIntercept(t, alice, "web", w.appPort, nameServer(t, "alice"), "x-dev=alice"); err != nil {
-		t.Fatal(err)
-	}
+	w := h2cAppBehindAgent(t, srv)
 	tr := &http.Transport{Protocols: new(http.Protocols), HTTP2: small}
 	tr.Protocols.SetUnencryptedHTTP2(true)
 	t.Cleanup(tr.CloseIdleConnections)
