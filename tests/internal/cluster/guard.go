@@ -74,6 +74,8 @@ table inet %[1]s {
 	chain guard_input {
 		type filter hook input priority -200; policy accept;
 		iifname %[3]q ct state established,related accept comment "replies to host connections"
+		iifname %[3]q icmp type destination-unreachable accept comment "errors about host connections (kube-proxy's reject of a Service without endpoints)"
+		iifname %[3]q icmpv6 type destination-unreachable accept comment "errors about host connections (kube-proxy's reject of a Service without endpoints)"
 		iifname %[3]q counter log prefix "detour-guard input: " drop comment "cluster cannot open connections to the host"
 	}
 }
