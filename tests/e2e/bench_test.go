@@ -127,6 +127,28 @@ func setupAndLeave(b *testing.B, u *user, ns string, localHTTP int, httpURL stri
 	return toFirst, time.Since(start)
 }
 
+// setupRounds times 8 rounds of setupAndLeave by each of users, every
+// other round in reverse order: each user's intercept → first request,
+// and the first user's leave → app.
+func setupRounds(b *testing.B, users []*user, ns string, localHTTP int, httpURL string) (toFirst [][]time.Duration, toApp []time.Duration) {
+	b.Helper()
+	const rounds = 8
+	toFirst = make([][]time.Duration, len(users))
+	for i := 0; i < rounds; i++ {
+		for j := range users {
+			if i%2 == 1 {
+				j = len(users) - 1 - j
+			}
+			first, back := setupAndLeave(b, users[j], ns, localHTTP, httpURL)
+			toFirst[j] = append(toFirst[j], first)
+			if j == 0 {
+				toApp = append(toApp, back)
+			}
+		}
+	}
+	return toFirst, toApp
+}
+
 // BenchmarkClusterIntercept measures an intercept on the local cluster,
 // each figure beside a raw client-go port-forward (what kubectl
 // port-forward does) to the same pod, in the same run. It measures once,
@@ -161,21 +183,7 @@ func BenchmarkClusterIntercept(b *testing.B) {
 		setups = append(setups, o)
 		setupAndLeave(b, o, ns, localHTTP, httpURL) // its daemon starts: not measured
 	}
-	const setupRounds = 8
-	toFirst := make([][]time.Duration, len(setups))
-	var toApp []time.Duration
-	for i := 0; i < setupRounds; i++ {
-		for j := range setups {
-			if i%2 == 1 {
-				j = len(setups) - 1 - j
-			}
-			first, back := setupAndLeave(b, setups[j], ns, localHTTP, httpURL)
-			toFirst[j] = append(toFirst[j], first)
-			if j == 0 {
-				toApp = append(toApp, back)
-			}
-		}
-	}
+	toFirst, toApp := setupRounds(b, setups, ns, localHTTP, httpURL)
 
 	pod := livePod(ctx, b, cs, ns, "app=web")
 	fwd := portForward(ctx, b, cfg, cs, &pod, echoTCPPort, echoHTTPPort)
