@@ -103,7 +103,8 @@ type barrierConn struct {
 	waiting int
 	all     chan struct{}
 	created []http.Header
-	fail    string // the stream type whose creation fails
+	streams []*fakeStream // those created
+	fail    string        // the stream type whose creation fails
 }
 
 func (c *barrierConn) CreateStream(h http.Header) (httpstream.Stream, error) {
@@ -121,7 +122,11 @@ func (c *barrierConn) CreateStream(h http.Header) (httpstream.Stream, error) {
 	if h.Get(corev1.StreamType) == c.fail {
 		return nil, errors.New("refused")
 	}
-	return &fakeStream{h: h}, nil
+	st := &fakeStream{h: h}
+	c.mu.Lock()
+	c.streams = append(c.streams, st)
+	c.mu.Unlock()
+	return st, nil
 }
 
 type fakeStream struct {
@@ -165,6 +170,9 @@ func TestPortForwardStreamFailureLeavesNothingOpen(t *testing.T) {
 		c := &barrierConn{want: 2, all: make(chan struct{}), fail: failing}
 		if _, _, err := openStreams(c, 9900); err == nil || !strings.Contains(err.Error(), "create "+failing+" stream") {
 			t.Fatalf("%s failing: err = %v", failing, err)
+		}
+		if len(c.streams) != 1 || !c.streams[0].reset {
+			t.Fatalf("%s failing: the other stream was not reset (%d created)", failing, len(c.streams))
 		}
 	}
 }
