@@ -234,11 +234,11 @@ type h2Relay struct {
 	match h2MatchReq // the caller's reader's, for routing
 }
 
-// serveH2C relays c, whose preface is the next thing br holds, until the
+// serveH2C relays c, whose bytes are read from r (the preface first), until the
 // caller closes it.
-func (hp *httpPort) serveH2C(c net.Conn, br *bufio.Reader) {
+func (hp *httpPort) serveH2C(c net.Conn, r io.Reader) {
 	rl := &h2Relay{hp: hp, streams: map[uint32]*h2Stream{}, ups: map[*backend][]*h2Up{}}
-	rl.down = newH2Peer(c, br)
+	rl.down = newH2Peer(c, r)
 	defer rl.shutdown()
 	if _, err := rl.down.br.Discard(len(http2.ClientPreface)); err != nil {
 		return

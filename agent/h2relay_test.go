@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -491,4 +492,49 @@ func (b *slowBody) Read(p []byte) (int, error) {
 		time.Sleep(time.Millisecond)
 	}
 	return b.ReadCloser.Read(p[:min(len(p), 3000)])
+}
+
+// TestHTTP1CallersOfAnH2CApp: on a port whose app speaks h2c, HTTP/1.1
+// connections whose first request starts with 'P' (POST, PUT, PATCH: what
+// the agent must tell from the h2c preface) are served whole by the
+// HTTP/1.1 path, each request where its headers say, body included; the
+// relay sees none of them.
+func TestHTTP1CallersOfAnH2CApp(t *testing.T) {
+	w, _ := startH2CAgent(t, false, nil)
+	for _, tc := range []struct {
+		method, dev, want string
+	}{
+		{"POST", "alice", "alice"},
+		{"PUT", "", "app"},
+		{"PATCH", "alice", "alice"},
+		{"POST", "", "app"},
+	} {
+		c, err := net.Dial("tcp", w.front)
+		if err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(c)
+		for i := range 2 { // a second request on the same connection
+			head := fmt.Sprintf("%s /sum HTTP/1.1\r\nHost: web\r\nContent-Length: 5\r\n", tc.method)
+			if tc.dev != "" {
+				head += "X-Dev: " + tc.dev + "\r\n"
+			}
+			if _, err := io.WriteString(c, head+"\r\nhello"); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("%s %s, request %d: %v", tc.method, tc.dev, i, err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Name") != tc.want || !strings.HasPrefix(string(body), "5 ") {
+				t.Errorf("%s (x-dev %q), request %d: %d from %q, %q; want 200 from %s with the 5 bytes", tc.method, tc.dev, i, resp.StatusCode, resp.Header.Get("X-Name"), body, tc.want)
+			}
+		}
+		c.Close()
+	}
+	if relay, _ := h2cStreams(t, w); relay != 0 {
+		t.Errorf("the h2c relay passed on %d requests, want none", relay)
+	}
 }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -176,14 +177,13 @@ func (hp *httpPort) serveConn(c net.Conn) {
 	case b == 0x16 && hp.secure != nil: // a TLS handshake record
 		target = hp.secure
 	case b == 'P' && h2cRelayed(hp.app.proto): // "PRI": the h2c preface, or POST, PUT…
-		br := bufio.NewReaderSize(sc, h2IOBuffer)
-		h2c, err := sniffH2C(br)
+		h2c, read, err := sniffConn(sc)
 		switch {
+		case err != nil:
 		case h2c:
-			hp.serveH2C(c, br)
-		case err == nil:
-			pending, _ := br.Peek(br.Buffered())
-			hp.serveHTTP1(c, append([]byte(nil), pending...))
+			hp.serveH2C(c, io.MultiReader(bytes.NewReader(read), c))
+		default:
+			hp.serveHTTP1(c, read)
 		}
 		return
 	case b >= 'A' && b <= 'Z': // an HTTP/1 method, or the HTTP/2 preface "PRI"
@@ -547,6 +547,25 @@ func (l tlsListener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	return tls.Server(c, l.cfg), nil
+}
+
+// sniffConn tells the h2c preface from an HTTP/1 request that starts with
+// 'P' (POST, PUT, PATCH) and returns what it read to tell them apart
+// (whole reads: the first bytes of the connection, replayed by whichever
+// serves it). It reads through a pooled reader of the HTTP/1.1 loop: a
+// fresh h2c-sized one for every such connection cost 32 KiB each.
+func sniffConn(c net.Conn) (h2c bool, read []byte, err error) {
+	br := h1Readers.Get().(*bufio.Reader)
+	br.Reset(c)
+	defer func() {
+		br.Reset(nil)
+		h1Readers.Put(br)
+	}()
+	if h2c, err = sniffH2C(br); err != nil {
+		return false, nil, err
+	}
+	buf, _ := br.Peek(br.Buffered())
+	return h2c, append([]byte(nil), buf...), nil
 }
 
 // servedConn is an inbound connection whose first byte was read to sniff
