@@ -288,8 +288,9 @@ func (s *syncBuffer) String() string {
 
 // TestTreesUpdateWhileTheCommandRuns: new contents for trees already
 // shown (a refreshed token) reach the running command at the same paths —
-// a directory's file replaced, a file gone, a single-file bind rewritten —
-// and the trees stay read-only.
+// a directory's file replaced, a file gone; a single-file bind keeps its
+// first contents, as a subPath mount does in the pod — and the trees stay
+// read-only.
 func TestTreesUpdateWhileTheCommandRuns(t *testing.T) {
 	for _, p := range []string{"/etc/config", "/etc/detour-app.conf"} {
 		if _, err := os.Stat(p); err == nil {
@@ -302,8 +303,9 @@ func TestTreesUpdateWhileTheCommandRuns(t *testing.T) {
 	}
 	os.Chmod(filepath.Dir(out.Name()), 0o777)
 	os.Chmod(out.Name(), 0o666)
-	// The trees change one after the other: wait for both.
-	script := `i=0; while { [ "$(cat /etc/config/token)" != "v2" ] || [ "$(cat /etc/detour-app.conf)" != "conf=v2" ]; } && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
+	// The directory changes; the file mounted alone (subPath) does not,
+	// as in the pod (TestUpdatesLeaveSubPathFilesAlone).
+	script := `i=0; while [ "$(cat /etc/config/token)" != "v2" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
 { cat /etc/config/token; echo; cat /etc/detour-app.conf; test -e /etc/config/old && echo old-kept; touch /etc/config/new 2>/dev/null || echo read-only; stat -c '%a' /etc/config/token; } >` + out.Name() + ` 2>&1`
 	trees := func(v string, old bool) []Tree {
 		dir := Tree{Target: "/etc/config", Files: map[string]TreeFile{"token": {Data: []byte(v), Mode: 0o600}}}
@@ -321,7 +323,7 @@ func TestTreesUpdateWhileTheCommandRuns(t *testing.T) {
 		t.Fatalf("exit %d, %v", code, err)
 	}
 	b, _ := os.ReadFile(out.Name())
-	if want := "v2\nconf=v2\nread-only\n600\n"; string(b) != want {
+	if want := "v2\nconf=v1\nread-only\n600\n"; string(b) != want {
 		t.Fatalf("after the update the command saw:\n%s\nwant:\n%s", b, want)
 	}
 }
@@ -350,5 +352,46 @@ func TestUpdatesRacingTheEndAreNotErrors(t *testing.T) {
 			}
 		}
 		n.Close()
+	}
+}
+
+// TestUpdatesLeaveSubPathFilesAlone: a file mounted alone (a subPath
+// mount) inside a directory tree is another mount point in that tree. A
+// refresh of the directory must go round it — it removed the files gone
+// from the tree in order and gave up at the mount point ("device or
+// resource busy"), leaving the rest behind on every refresh — and, as the
+// kubelet does for subPath mounts, the file itself keeps what it showed
+// first: a rewrite in place (no rename over a mount) could be read half
+// done.
+func TestUpdatesLeaveSubPathFilesAlone(t *testing.T) {
+	if _, err := os.Stat("/etc/detour-sub"); err == nil {
+		t.Skip("/etc/detour-sub exists on this machine")
+	}
+	out, err := os.CreateTemp(t.TempDir(), "out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(filepath.Dir(out.Name()), 0o777)
+	os.Chmod(out.Name(), 0o666)
+	script := `i=0; while [ "$(cat /etc/detour-sub/token)" != "v2" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; sleep 0.2
+{ cat /etc/detour-sub/token; echo; cat /etc/detour-sub/extra.conf; ls /etc/detour-sub; } >` + out.Name() + ` 2>&1`
+	trees := func(v string, old bool) []Tree {
+		dir := Tree{Target: "/etc/detour-sub", Files: map[string]TreeFile{"token": {Data: []byte(v), Mode: 0o600}}}
+		if old {
+			dir.Files["zz-old"] = TreeFile{Data: []byte("x"), Mode: 0o644}
+		}
+		return []Tree{dir, {Target: "/etc/detour-sub/extra.conf", SingleFile: true, Files: map[string]TreeFile{"extra.conf": {Data: []byte("extra=" + v + "\n"), Mode: 0o644}}}}
+	}
+	n := startOrSkip(t, Options{Command: []string{"sh", "-c", script}, Env: []string{"PATH=" + os.Getenv("PATH")}, Trees: trees("v1", true)})
+	time.Sleep(200 * time.Millisecond)
+	if err := n.UpdateTrees(trees("v2", false)); err != nil {
+		t.Fatal(err)
+	}
+	if code, err := n.Wait(); err != nil || code != 0 {
+		t.Fatalf("exit %d, %v", code, err)
+	}
+	b, _ := os.ReadFile(out.Name())
+	if want := "v2\nextra=v1\nextra.conf\ntoken\n"; string(b) != want {
+		t.Fatalf("after the update the command saw:\n%s\nwant:\n%s", b, want)
 	}
 }

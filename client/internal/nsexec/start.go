@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -242,9 +243,15 @@ func (n *Namespace) DialLoopback(ctx context.Context, port uint16) (net.Conn, er
 // UpdateTrees gives trees already shown (the same targets as Options.Trees)
 // new contents: a refreshed service-account token, a changed ConfigMap.
 // The first process applies them in the background; what it cannot apply
-// it reports on stderr.
+// it reports on stderr. Only directory trees change: a file mounted alone
+// (SingleFile, a subPath mount) keeps what it showed first, as in the pod,
+// where the kubelet never updates subPath mounts.
 func (n *Namespace) UpdateTrees(trees []Tree) error {
-	err := n.sendUpdate(trees)
+	dirs := slices.DeleteFunc(slices.Clone(trees), func(t Tree) bool { return t.SingleFile })
+	if len(dirs) == 0 {
+		return nil
+	}
+	err := n.sendUpdate(dirs)
 	if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
 		// The first process closed its end: it is ending, and detour reaps
 		// it in a moment. Its end, not the update, is what happened.

@@ -299,21 +299,18 @@ func copyFile(src, dst string, mode os.FileMode) error {
 	return os.Chmod(dst, mode)
 }
 
-// updateTrees writes new contents into trees already shown: each target
-// is made writable for a moment (the first process keeps CAP_SYS_ADMIN in
-// the namespace), rewritten, and made read-only again. A directory's
-// files are replaced by rename, so a reader sees the old file or the new
-// one; files gone from the tree are removed.
+// updateTrees writes new contents into the directory trees already
+// shown: each target is made writable for a moment (the first process
+// keeps CAP_SYS_ADMIN in the namespace), rewritten, and made read-only
+// again. A directory's files are replaced by rename, so a reader sees the
+// old file or the new one; files gone from the tree are removed. Files
+// mounted alone (subPath mounts) are not updated (see UpdateTrees).
 func updateTrees(trees []treeMount) error {
 	var errs []error
 	for _, t := range trees {
 		target, err := resolveTarget(t.Target)
-		if err == nil {
-			if t.SingleFile {
-				err = refreshFile(t.Source, target)
-			} else {
-				err = refreshDir(t.Source, target)
-			}
+		if err == nil && !t.SingleFile {
+			err = refreshDir(t.Source, target)
 		}
 		_ = os.RemoveAll(t.Source)
 		if err != nil {
@@ -344,6 +341,9 @@ func syncTree(src, dst string) error {
 		rel, _ := filepath.Rel(src, p)
 		keep[rel] = true
 		out := filepath.Join(dst, rel)
+		if isMountRoot(out) {
+			return skipEntry(d) // another tree's mount shows there, as in the pod
+		}
 		if d.IsDir() {
 			return os.MkdirAll(out, 0o755)
 		}
@@ -365,11 +365,12 @@ func syncTree(src, dst string) error {
 		if err != nil || p == dst {
 			return err
 		}
+		if isMountRoot(p) {
+			return skipEntry(d) // a file mounted alone inside the tree: its own
+		}
 		if rel, _ := filepath.Rel(dst, p); !keep[rel] {
 			gone = append(gone, p)
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
+			return skipEntry(d)
 		}
 		return nil
 	})
@@ -381,24 +382,21 @@ func syncTree(src, dst string) error {
 	return nil
 }
 
-// refreshFile rewrites a file shown by a bind mount (it cannot be renamed
-// over: the mount is on the file itself).
-func refreshFile(src, target string) error {
-	files, err := os.ReadDir(src)
-	if err != nil || len(files) != 1 {
-		return fmt.Errorf("staged file: %v", err)
+// isMountRoot tells whether p is the root of a mount of its own (a file
+// mounted alone inside a directory tree): such an entry can be neither
+// renamed over nor removed, and belongs to the other mount.
+func isMountRoot(p string) bool {
+	var stx unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, p, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BASIC_STATS, &stx); err != nil {
+		return false
 	}
-	data, err := os.ReadFile(filepath.Join(src, files[0].Name()))
-	if err != nil {
-		return err
+	return stx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT != 0 && stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0
+}
+
+// skipEntry leaves d out of a walk: its subtree if it is a directory.
+func skipEntry(d fs.DirEntry) error {
+	if d.IsDir() {
+		return filepath.SkipDir
 	}
-	flags := uintptr(unix.MS_BIND|unix.MS_REMOUNT) | lockedFlags(target)
-	if err := unix.Mount("", target, "", flags, ""); err != nil {
-		return fmt.Errorf("make it writable: %w", err)
-	}
-	err = os.WriteFile(target, data, 0o644)
-	if rerr := unix.Mount("", target, "", flags|unix.MS_RDONLY, ""); rerr != nil && err == nil {
-		err = fmt.Errorf("make it read-only again: %w", rerr)
-	}
-	return err
+	return nil
 }
