@@ -159,24 +159,46 @@ func podDialer(cfg *rest.Config, u *url.URL) (httpstream.Dialer, error) {
 	if err != nil {
 		return nil, err
 	}
-	var dialer httpstream.Dialer = spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, u)
+	spdyDialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, u)
 	ws, err := portforward.NewSPDYOverWebsocketDialer(u, cfg)
-	if err == nil && os.Getenv(TransportEnv) == "websocket" {
+	if err != nil {
+		return spdyDialer, nil
+	}
+	if os.Getenv(TransportEnv) == "websocket" {
 		// WebSocket first, as kubectl does (for comparison and for a
 		// way that fails SPDY slowly rather than refusing it).
-		return portforward.NewFallbackDialer(ws, dialer, func(err error) bool {
+		return &fallbackDialer{first: ws, second: spdyDialer, names: [2]string{"WebSocket", "SPDY"}, retry: func(err error) bool {
 			return streamhttp.IsUpgradeFailure(err) || httpstream.IsUpgradeFailure(err) ||
 				streamhttp.IsHTTPSProxyError(err) || httpstream.IsHTTPSProxyError(err)
-		}), nil
+		}}, nil
 	}
-	if err == nil {
-		// client-go's SPDY dialer reports a refused upgrade as a plain
-		// error ("unable to upgrade connection: …"), so any failure but a
-		// refusal by RBAC (which WebSocket would meet too: both need create
-		// on pods/portforward) tries WebSocket.
-		dialer = portforward.NewFallbackDialer(dialer, ws, func(err error) bool { return !forbidden(err) })
+	// client-go's SPDY dialer reports a refused upgrade as a plain error
+	// ("unable to upgrade connection: …"), so any failure but a refusal by
+	// RBAC (which WebSocket would meet too: both need create on
+	// pods/portforward) tries WebSocket.
+	return &fallbackDialer{first: spdyDialer, second: ws, names: [2]string{"SPDY", "WebSocket"}, retry: func(err error) bool { return !forbidden(err) }}, nil
+}
+
+// fallbackDialer dials second when first fails in a way retry accepts.
+// client-go's portforward.FallbackDialer does the same but returns only
+// the second error, hiding why the first way failed (a proxy's reason);
+// this one keeps both.
+type fallbackDialer struct {
+	first, second httpstream.Dialer
+	names         [2]string
+	retry         func(error) bool
+}
+
+func (d *fallbackDialer) Dial(protocols ...string) (httpstream.Connection, string, error) {
+	conn, proto, err := d.first.Dial(protocols...)
+	if err == nil || !d.retry(err) {
+		return conn, proto, err
 	}
-	return dialer, nil
+	conn, proto, err2 := d.second.Dial(protocols...)
+	if err2 != nil {
+		return nil, "", fmt.Errorf("over %s: %w; over %s: %w", d.names[0], err, d.names[1], err2)
+	}
+	return conn, proto, nil
 }
 
 // forbidden says whether a port-forward dial failed because the API server

@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/http"
@@ -81,6 +82,27 @@ func TestPodDialerDoesNotRetryAForbiddenUpgrade(t *testing.T) {
 	}
 	if len(rs.tried()) != 1 {
 		t.Fatalf("tried %q, want one SPDY attempt", rs.tried())
+	}
+}
+
+// TestPodDialerKeepsBothRefusals: when the fallback fails too, the error
+// says why each way failed; it was the second one's alone, so a proxy
+// that refused SPDY for a reason of its own hid that reason.
+func TestPodDialerKeepsBothRefusals(t *testing.T) {
+	for _, first := range []string{"", "websocket"} {
+		t.Setenv(TransportEnv, first)
+		var rs refusingServer
+		err := rs.dial(t, func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "refused-"+strings.ToLower(r.Header.Get("Upgrade")), http.StatusBadRequest)
+		})
+		if err == nil {
+			t.Fatal("a server refusing every upgrade: no error")
+		}
+		for _, want := range []string{"SPDY", "refused-spdy/3.1", "WebSocket", "refused-websocket"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("%s first: the error %q does not say %q", cmp.Or(first, "spdy"), err, want)
+			}
+		}
 	}
 }
 
