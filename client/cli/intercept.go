@@ -59,9 +59,66 @@ type interceptFlags struct {
 func (a *app) interceptCommand() *cobra.Command {
 	var f interceptFlags
 	cmd := &cobra.Command{
-		Use:   "intercept NAME --port LOCAL[:SVCPORT]... [flags] [-- CMD ARGS...]",
-		Short: "Send a workload's traffic to a port on your workstation",
-		Long: `Intercept the traffic of a Deployment, ReplicaSet, StatefulSet or Argo
+		Use:     "intercept NAME --port LOCAL[:SVCPORT]... [flags] [-- CMD ARGS...]",
+		Short:   "Send a workload's traffic to a port on your workstation",
+		Long:    interceptLong,
+		Example: interceptExamples,
+		Args: func(cmd *cobra.Command, args []string) error {
+			n := len(args)
+			if d := cmd.ArgsLenAtDash(); d >= 0 {
+				n = d
+			}
+			if n != 1 {
+				return fmt.Errorf("detour intercept needs exactly one NAME before any -- CMD, got %d (see --help)", n)
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var command []string
+			if d := cmd.ArgsLenAtDash(); d >= 0 {
+				command = args[d:]
+			}
+			return a.intercept(cmd.Context(), args[0], f, command)
+		},
+	}
+	a.addInterceptFlags(cmd, &f)
+	return cmd
+}
+
+// addInterceptFlags declares intercept's flags into f.
+func (a *app) addInterceptFlags(cmd *cobra.Command, f *interceptFlags) {
+	fl := cmd.Flags()
+	fl.StringArrayVarP(&f.ports, "port", "p", nil, "LOCAL[:SVCPORT]: the local port to send traffic to, and the Service port (name or number) to take it from (required; repeatable: --port 8080:http --port 9090:grpc takes both in one intercept)")
+	fl.StringVar(&f.workload, "workload", "", "the workload to intercept, when NAME is only the intercept's name (kind/name picks a kind)")
+	fl.StringVar(&f.service, "service", "", "the Service to intercept when several select the workload")
+	fl.StringVar(&f.container, "container", "", "the app container whose port to intercept (default: the one that declares the Service port's targetPort); in a pod of several containers the agent serves that one: its pods roll once when it served another")
+	fl.StringVar(&f.mechanism, "mechanism", "", "tcp: every connection to the port; http: only requests whose headers match (default from config, else tcp); extensions add others")
+	fl.BoolVar(&f.mirror, "mirror", false, mirrorUsage)
+	fl.BoolVar(&f.replace.enabled, "replace", false, replaceUsage)
+	fl.DurationVar(&f.replace.grace, "replace-grace", annotations.DefaultReplaceGrace, "with --replace: how long the pods stay replaced after your workstation went away without a leave (asleep, offline, killed), before they restart with the app")
+	fl.StringVar(&f.envFile, "env-file", "", "write the app container's environment here, in --env-syntax (default docker: literal KEY=value lines, as docker --env-file and IDE run configs read them)")
+	fl.StringVar(&f.envJSON, "env-json", "", "write the app container's environment here as a JSON object")
+	addEnvSyntaxFlag(cmd, &f.envSyntax)
+	fl.StringVarP(&f.output, "output", "o", "", "print what was created as json or yaml (the schema of status -o json's intercepts[]: header, preview URL, pods) instead of the summary")
+	fl.UintSliceVar(&f.toPod, "to-pod", nil, "forward localhost:PORT here to localhost:PORT in the pod (repeatable), e.g. for sidecars")
+	fl.StringVar(&f.agentImage, "agent-image", "", "agent image to inject (default from config images.agentImage, else the webhook's)")
+	addPreviewFlags(fl, &f.preview)
+	addClusterNetFlags(fl, &f.net, true)
+	_ = cmd.MarkFlagRequired("port")
+	var clash error
+	global := pflag.NewFlagSet("global", pflag.ContinueOnError)
+	if a.kube != nil {
+		a.kube.AddFlags(global) // kubectl's flags, inherited from the root
+	}
+	f.mechanismFlags, clash = mechanismFlags(fl, a.exts, global)
+	if clash != nil && a.extsErr == nil {
+		a.extsErr = clash
+	}
+	f.changed = func(name string) bool { return fl.Changed(name) }
+}
+
+// interceptLong is intercept's --help.
+const interceptLong = `Intercept the traffic of a Deployment, ReplicaSet, StatefulSet or Argo
 Rollout (argoproj.io Rollout, where the cluster serves it).
 
 NAME is the workload. With -n NS (and no --workload) the intercept is named
@@ -129,8 +186,9 @@ json), each quoted so that its reader gets every value back unchanged.
 
 Exit status: 1 when the cluster or the daemon refuses, 2 for a wrong
 command line (checked before anything in the cluster changes), with
--- CMD the status of CMD.`,
-		Example: `  detour intercept hello --port 8080
+-- CMD the status of CMD.`
+
+const interceptExamples = `  detour intercept hello --port 8080
   detour intercept hello -n shop --port 8080:http        # intercept named hello-shop
   detour intercept mine --workload hello --port 3000:80 --service hello-stable
   detour intercept hello --port 8080:http --port 9090:grpc   # both ports, one intercept
@@ -143,55 +201,7 @@ command line (checked before anything in the cluster changes), with
   detour intercept tap --workload hello --port 8080 --mirror   # a copy of every connection
   detour intercept tap --workload hello --port 8080 --mirror --http-method POST   # a copy of every POST
   detour intercept hello --port 8080 --http-match x-dev=alice --preview-url \
-      --ingress-host shop.example.com --ingress-port 443 --ingress-tls`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			n := len(args)
-			if d := cmd.ArgsLenAtDash(); d >= 0 {
-				n = d
-			}
-			if n != 1 {
-				return fmt.Errorf("detour intercept needs exactly one NAME before any -- CMD, got %d (see --help)", n)
-			}
-			return nil
-		},
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var command []string
-			if d := cmd.ArgsLenAtDash(); d >= 0 {
-				command = args[d:]
-			}
-			return a.intercept(cmd.Context(), args[0], f, command)
-		},
-	}
-	fl := cmd.Flags()
-	fl.StringArrayVarP(&f.ports, "port", "p", nil, "LOCAL[:SVCPORT]: the local port to send traffic to, and the Service port (name or number) to take it from (required; repeatable: --port 8080:http --port 9090:grpc takes both in one intercept)")
-	fl.StringVar(&f.workload, "workload", "", "the workload to intercept, when NAME is only the intercept's name (kind/name picks a kind)")
-	fl.StringVar(&f.service, "service", "", "the Service to intercept when several select the workload")
-	fl.StringVar(&f.container, "container", "", "the app container whose port to intercept (default: the one that declares the Service port's targetPort); in a pod of several containers the agent serves that one: its pods roll once when it served another")
-	fl.StringVar(&f.mechanism, "mechanism", "", "tcp: every connection to the port; http: only requests whose headers match (default from config, else tcp); extensions add others")
-	fl.BoolVar(&f.mirror, "mirror", false, mirrorUsage)
-	fl.BoolVar(&f.replace.enabled, "replace", false, replaceUsage)
-	fl.DurationVar(&f.replace.grace, "replace-grace", annotations.DefaultReplaceGrace, "with --replace: how long the pods stay replaced after your workstation went away without a leave (asleep, offline, killed), before they restart with the app")
-	fl.StringVar(&f.envFile, "env-file", "", "write the app container's environment here, in --env-syntax (default docker: literal KEY=value lines, as docker --env-file and IDE run configs read them)")
-	fl.StringVar(&f.envJSON, "env-json", "", "write the app container's environment here as a JSON object")
-	addEnvSyntaxFlag(cmd, &f.envSyntax)
-	fl.StringVarP(&f.output, "output", "o", "", "print what was created as json or yaml (the schema of status -o json's intercepts[]: header, preview URL, pods) instead of the summary")
-	fl.UintSliceVar(&f.toPod, "to-pod", nil, "forward localhost:PORT here to localhost:PORT in the pod (repeatable), e.g. for sidecars")
-	fl.StringVar(&f.agentImage, "agent-image", "", "agent image to inject (default from config images.agentImage, else the webhook's)")
-	addPreviewFlags(fl, &f.preview)
-	addClusterNetFlags(fl, &f.net, true)
-	_ = cmd.MarkFlagRequired("port")
-	var clash error
-	global := pflag.NewFlagSet("global", pflag.ContinueOnError)
-	if a.kube != nil {
-		a.kube.AddFlags(global) // kubectl's flags, inherited from the root
-	}
-	f.mechanismFlags, clash = mechanismFlags(fl, a.exts, global)
-	if clash != nil && a.extsErr == nil {
-		a.extsErr = clash
-	}
-	f.changed = func(name string) bool { return fl.Changed(name) }
-	return cmd
-}
+      --ingress-host shop.example.com --ingress-port 443 --ingress-tls`
 
 // intercept resolves what the user typed, opts the workload in to the
 // agent, hands the intercept to the daemon, and then does what the flags
