@@ -297,16 +297,10 @@ func TestTreesUpdateWhileTheCommandRuns(t *testing.T) {
 			t.Skipf("%s exists on this machine", p)
 		}
 	}
-	out, err := os.CreateTemp(t.TempDir(), "out")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(filepath.Dir(out.Name()), 0o777)
-	os.Chmod(out.Name(), 0o666)
 	// The directory changes; the file mounted alone (subPath) does not,
 	// as in the pod (TestUpdatesLeaveSubPathFilesAlone).
 	script := `i=0; while [ "$(cat /etc/config/token)" != "v2" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
-{ cat /etc/config/token; echo; cat /etc/detour-app.conf; test -e /etc/config/old && echo old-kept; touch /etc/config/new 2>/dev/null || echo read-only; stat -c '%a' /etc/config/token; } >` + out.Name() + ` 2>&1`
+{ cat /etc/config/token; echo; cat /etc/detour-app.conf; test -e /etc/config/old && echo old-kept; touch /etc/config/new 2>/dev/null || echo read-only; stat -c '%a' /etc/config/token; }`
 	trees := func(v string, old bool) []Tree {
 		dir := Tree{Target: "/etc/config", Files: map[string]TreeFile{"token": {Data: []byte(v), Mode: 0o600}}}
 		if old {
@@ -314,18 +308,33 @@ func TestTreesUpdateWhileTheCommandRuns(t *testing.T) {
 		}
 		return []Tree{dir, {Target: "/etc/detour-app.conf", SingleFile: true, Files: map[string]TreeFile{"detour-app.conf": {Data: []byte("conf=" + v + "\n"), Mode: 0o644}}}}
 	}
-	n := startOrSkip(t, Options{Command: []string{"sh", "-c", script}, Env: []string{"PATH=" + os.Getenv("PATH")}, Trees: trees("v1", true)})
-	time.Sleep(200 * time.Millisecond) // the command is reading v1
-	if err := n.UpdateTrees(trees("v2", false)); err != nil {
+	if got, want := updateWhileRunning(t, script, trees("v1", true), trees("v2", false)), "v2\nconf=v1\nread-only\n600\n"; got != want {
+		t.Fatalf("after the update the command saw:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// updateWhileRunning runs script with trees before shown, gives them the
+// contents of after 200 ms in, and returns what script wrote on stdout
+// and stderr (to a file: the command's own are the test's).
+func updateWhileRunning(t *testing.T, script string, before, after []Tree) string {
+	t.Helper()
+	out, err := os.CreateTemp(t.TempDir(), "out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(filepath.Dir(out.Name()), 0o777)
+	os.Chmod(out.Name(), 0o666)
+	script = "{ " + script + "\n} >" + out.Name() + " 2>&1"
+	n := startOrSkip(t, Options{Command: []string{"sh", "-c", script}, Env: []string{"PATH=" + os.Getenv("PATH")}, Trees: before})
+	time.Sleep(200 * time.Millisecond) // the command is reading before
+	if err := n.UpdateTrees(after); err != nil {
 		t.Fatal(err)
 	}
 	if code, err := n.Wait(); err != nil || code != 0 {
 		t.Fatalf("exit %d, %v", code, err)
 	}
 	b, _ := os.ReadFile(out.Name())
-	if want := "v2\nconf=v1\nread-only\n600\n"; string(b) != want {
-		t.Fatalf("after the update the command saw:\n%s\nwant:\n%s", b, want)
-	}
+	return string(b)
 }
 
 func TestTreesUpdateRootless(t *testing.T) { runAsNobody(t, "TestTreesUpdateWhileTheCommandRuns") }
@@ -367,14 +376,8 @@ func TestUpdatesLeaveSubPathFilesAlone(t *testing.T) {
 	if _, err := os.Stat("/etc/detour-sub"); err == nil {
 		t.Skip("/etc/detour-sub exists on this machine")
 	}
-	out, err := os.CreateTemp(t.TempDir(), "out")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(filepath.Dir(out.Name()), 0o777)
-	os.Chmod(out.Name(), 0o666)
 	script := `i=0; while [ "$(cat /etc/detour-sub/token)" != "v2" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; sleep 0.2
-{ cat /etc/detour-sub/token; echo; cat /etc/detour-sub/extra.conf; ls /etc/detour-sub; } >` + out.Name() + ` 2>&1`
+cat /etc/detour-sub/token; echo; cat /etc/detour-sub/extra.conf; ls /etc/detour-sub`
 	trees := func(v string, old bool) []Tree {
 		dir := Tree{Target: "/etc/detour-sub", Files: map[string]TreeFile{"token": {Data: []byte(v), Mode: 0o600}}}
 		if old {
@@ -382,16 +385,7 @@ func TestUpdatesLeaveSubPathFilesAlone(t *testing.T) {
 		}
 		return []Tree{dir, {Target: "/etc/detour-sub/extra.conf", SingleFile: true, Files: map[string]TreeFile{"extra.conf": {Data: []byte("extra=" + v + "\n"), Mode: 0o644}}}}
 	}
-	n := startOrSkip(t, Options{Command: []string{"sh", "-c", script}, Env: []string{"PATH=" + os.Getenv("PATH")}, Trees: trees("v1", true)})
-	time.Sleep(200 * time.Millisecond)
-	if err := n.UpdateTrees(trees("v2", false)); err != nil {
-		t.Fatal(err)
-	}
-	if code, err := n.Wait(); err != nil || code != 0 {
-		t.Fatalf("exit %d, %v", code, err)
-	}
-	b, _ := os.ReadFile(out.Name())
-	if want := "v2\nextra=v1\nextra.conf\ntoken\n"; string(b) != want {
-		t.Fatalf("after the update the command saw:\n%s\nwant:\n%s", b, want)
+	if got, want := updateWhileRunning(t, script, trees("v1", true), trees("v2", false)), "v2\nextra=v1\nextra.conf\ntoken\n"; got != want {
+		t.Fatalf("after the update the command saw:\n%s\nwant:\n%s", got, want)
 	}
 }
