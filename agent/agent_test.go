@@ -702,3 +702,79 @@ func TestIdleAgentAsksToBeRemoved(t *testing.T) {
 	}
 	eventually(t, 5*time.Second, "the agent asks again", func() bool { return idle().Remove })
 }
+
+// TestGoodbyeIsAnsweredOnTheControlStream: a client that half-closes its
+// control stream (client.Session.Close) is saying goodbye. The agent gives
+// its intercepts back and then closes its side of the control stream, in
+// the session: the client learns it one tunnel round trip later. Closing
+// only the session left the client to notice the connection end, which
+// the port-forward chain (API server, kubelet, runtime) did not pass on
+// within the client's 100 ms wait: every leave took those 100 ms. The
+// relay here, like that chain, never tells the client the agent closed.
+func TestGoodbyeIsAnsweredOnTheControlStream(t *testing.T) {
+	w := startAgent(t, nil)
+	relay := stickyRelay(t, w.tunnel)
+	conn, err := net.Dial("tcp", relay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ys, err := tunnel.Client(conn, tunnel.DefaultConfig(), zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ys.Close()
+	ctrl, _ := ys.OpenStream()
+	hello, _ := tunnel.NewFrame(tunnel.FrameHello, 1, tunnel.Hello{Version: tunnel.ProtocolVersion, ClientID: "c", User: "u@h", Secret: client.NewSecret()})
+	if err := tunnel.WriteFrame(ctrl, hello); err != nil {
+		t.Fatal(err)
+	}
+	if ack, err := tunnel.ReadFrame(ctrl); err != nil || ack.Type != tunnel.FrameHelloAck {
+		t.Fatalf("hello: %v %v", ack.Type, err)
+	}
+	create, _ := tunnel.NewFrame(tunnel.FrameCreateIntercept, 2, tunnel.CreateIntercept{Name: "hello", Port: w.appPort, Mechanism: tunnel.MechanismTCP})
+	if err := tunnel.WriteFrame(ctrl, create); err != nil {
+		t.Fatal(err)
+	}
+	if reply, err := tunnel.ReadFrame(ctrl); err != nil || reply.Type == tunnel.FrameError {
+		t.Fatalf("create: %v %v", tunnel.AsError(reply), err)
+	}
+	ctrl.Close() // goodbye
+	_ = ctrl.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := ctrl.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("after the goodbye the control stream read %v, want the agent's EOF", err)
+	}
+	// By then the intercept is given back.
+	if got := whoAnswers(t, w.front); got != "app" {
+		t.Fatalf("after the agent's answer to the goodbye %q answered, want the app", got)
+	}
+}
+
+// stickyRelay passes bytes both ways between its clients and target, but
+// like the port-forward chain it does not tell a client that target
+// closed: that side stays open until the test ends.
+func stickyRelay(t *testing.T, target string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			t.Cleanup(func() { c.Close(); up.Close() })
+			go io.Copy(up, c)
+			go io.Copy(c, up) // and nothing when up ends
+		}
+	}()
+	return ln.Addr().String()
+}

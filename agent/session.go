@@ -63,12 +63,18 @@ func (a *Agent) serveSession(conn net.Conn) {
 		a.acceptClientStreams(sess, log)
 	}()
 	reason := a.controlLoop(ctrl, o, log)
-	_ = sess.Close()
-	<-dials
-
 	given := a.reg.removeOwner(o)
 	a.release(given)
 	a.updateInterceptGauge()
+	if reason == "client_closed" {
+		// A goodbye: answer it in the session, now that the intercepts
+		// are given back. The client waits for this, not for its end of
+		// the connection to close, which a port-forward passes on late.
+		_ = ctrl.Close()
+	}
+	_ = sess.Close()
+	<-dials
+
 	a.m.sessionEnds.WithLabelValues(reason).Inc()
 	log.Info("client session ended; its intercepts go back to the app",
 		zap.String("reason", reason), zap.Strings("intercepts", names(given)))

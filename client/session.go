@@ -202,8 +202,9 @@ func (s *Session) Done() <-chan struct{} { return s.done }
 
 // Close gives every intercept back and ends the session. Half-closing the
 // control stream first tells the agent this is a goodbye, not a lost client;
-// the agent removes the intercepts either way, so Close waits only briefly
-// (100 ms) for the agent to close its side.
+// the agent answers by closing its side once the intercepts are given back
+// (a tunnel round trip). It removes them either way, so Close waits only
+// briefly (100 ms) for that answer (an older agent never sends it).
 func (s *Session) Close() error {
 	_ = s.ctrl.Close()
 	select {
