@@ -119,11 +119,11 @@ func setupAndLeave(b *testing.B, u *user, ns string, localHTTP int, httpURL stri
 	b.Helper()
 	start := time.Now()
 	u.must("intercept", "web", "-n", ns, "--port", fmt.Sprintf("%d:http", localHTTP))
-	eventually(b, 10*time.Second, "first request at the workstation", func() bool { return who(httpURL) == "workstation" })
+	eventuallyEvery(b, 10*time.Second, 2*time.Millisecond, "first request at the workstation", func() bool { return who(httpURL) == "workstation" })
 	toFirst = time.Since(start)
 	start = time.Now()
 	u.must("leave", "web-"+ns)
-	eventually(b, 10*time.Second, "app answers after leave", func() bool { return strings.HasPrefix(who(httpURL), "hello from") })
+	eventuallyEvery(b, 10*time.Second, 2*time.Millisecond, "app answers after leave", func() bool { return strings.HasPrefix(who(httpURL), "hello from") })
 	return toFirst, time.Since(start)
 }
 

@@ -140,12 +140,19 @@ func who(url string) string { return ask(url) }
 
 func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
+	eventuallyEvery(t, within, 200*time.Millisecond, what, cond)
+}
+
+// eventuallyEvery is eventually asking every pause (a timing that must
+// not be rounded up to eventually's 200 ms).
+func eventuallyEvery(t testing.TB, within, pause time.Duration, what string, cond func() bool) {
+	t.Helper()
 	deadline := time.Now().Add(within)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("not within %s: %s", within, what)
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(pause)
 	}
 }
 
