@@ -689,10 +689,26 @@ func (rl *h2Relay) fromUp(u *h2Up, f http2.Frame) error {
 			}
 		}
 		rl.retire(u)
+		if f.ErrCode == http2.ErrCodeEnhanceYourCalm {
+			rl.calm()
+		}
 	case *http2.PushPromiseFrame:
 		return fmt.Errorf("%w: PUSH_PROMISE, though disabled", errH2Protocol)
 	}
 	return nil
+}
+
+// calm ends the caller's connection, whose upstream connection the
+// backend found abusive (ENHANCE_YOUR_CALM: net/http's server says so of
+// a connection that resets too many streams before their handlers
+// start, CVE-2023-44487): that connection was this caller's alone, and a
+// new one would let the caller go on, the backend's bound defeated.
+func (rl *h2Relay) calm() {
+	rl.closed = true // no new upstream connection
+	_ = rl.down.fr.WriteGoAway(rl.lastID, http2.ErrCodeEnhanceYourCalm, nil)
+	rl.down.dirty = true
+	rl.down.flush()
+	_ = rl.down.c.Close() // its reader ends the rest
 }
 
 // upReset ends s after its upstream stream was reset with code: unanswered,

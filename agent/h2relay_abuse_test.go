@@ -1,0 +1,137 @@
+package agent_test
+
+import (
+	"bytes"
+	"net"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// These tests speak raw frames to the h2c relay, as a hostile caller in
+// the cluster could: the relay must hold up as well as net/http's own
+// HTTP/2 server would in front of the app.
+
+// h2cRawCaller is an h2c connection to the agent's front written frame by
+// frame; frames are what the relay sent, read until the connection ends.
+type h2cRawCaller struct {
+	c      net.Conn
+	fr     *http2.Framer
+	enc    *hpack.Encoder
+	encBuf bytes.Buffer
+	frames chan http2.Frame
+}
+
+func dialH2CRaw(t *testing.T, w *world) *h2cRawCaller {
+	t.Helper()
+	c, err := net.Dial("tcp", w.front)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	rc := &h2cRawCaller{c: c, fr: http2.NewFramer(c, c), frames: make(chan http2.Frame, 1024)}
+	rc.enc = hpack.NewEncoder(&rc.encBuf)
+	rc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	if _, err := c.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(rc.frames)
+		for {
+			f, err := rc.fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			rc.frames <- f
+		}
+	}()
+	return rc
+}
+
+// headers opens stream id with a GET of path.
+func (rc *h2cRawCaller) headers(id uint32, path string) error {
+	rc.encBuf.Reset()
+	for _, f := range []hpack.HeaderField{{Name: ":method", Value: "GET"}, {Name: ":scheme", Value: "http"},
+		{Name: ":authority", Value: "web"}, {Name: ":path", Value: path}} {
+		_ = rc.enc.WriteField(f)
+	}
+	return rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: rc.encBuf.Bytes(), EndStream: true, EndHeaders: true})
+}
+
+// await returns the first frame the relay sends that want accepts, nil
+// if the connection ends or nothing comes within d.
+func (rc *h2cRawCaller) await(d time.Duration, want func(http2.Frame) bool) http2.Frame {
+	timeout := time.After(d)
+	for {
+		select {
+		case f, ok := <-rc.frames:
+			if !ok {
+				return nil
+			}
+			if want(f) {
+				return f
+			}
+		case <-timeout:
+			return nil
+		}
+	}
+}
+
+func isGoAway(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok }
+
+// TestH2CRelayRapidReset (CVE-2023-44487): a caller that opens streams
+// and resets them at once, in a loop. Each costs the app a request; the
+// app's net/http server bounds what one connection starts (its
+// MaxConcurrentStreams handlers at a time) and sends ENHANCE_YOUR_CALM to
+// a connection that resets too many early. Behind the relay, that
+// connection is the relay's own for this caller: the caller must be told
+// to calm down too, and not given a fresh upstream connection to go on.
+func TestH2CRelayRapidReset(t *testing.T) {
+	var mu sync.Mutex
+	running, most := 0, 0
+	release := make(chan struct{})
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/hold" { // the agent's probe
+			return
+		}
+		mu.Lock()
+		running++
+		most = max(most, running)
+		mu.Unlock()
+		<-release // a handler slow to notice its caller went away
+		mu.Lock()
+		running--
+		mu.Unlock()
+	}), Protocols: new(http.Protocols), HTTP2: &http.HTTP2Config{MaxConcurrentStreams: 4}}
+	w := h2cAppBehindAgent(t, srv)
+	defer close(release)
+	rc := dialH2CRaw(t, w)
+	go func() {
+		for i := range uint32(300) {
+			id := 2*i + 1
+			if rc.headers(id, "/hold") != nil || rc.fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
+				return
+			}
+			if i%25 == 24 { // paced: the app's GOAWAY reaches the relay
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	}()
+	f := rc.await(5*time.Second, isGoAway)
+	if ga, ok := f.(*http2.GoAwayFrame); !ok || ga.ErrCode != http2.ErrCodeEnhanceYourCalm {
+		t.Errorf("the caller got %v, want a GOAWAY with ENHANCE_YOUR_CALM", f)
+	}
+	time.Sleep(200 * time.Millisecond) // what the relay still passed on arrives
+	mu.Lock()
+	defer mu.Unlock()
+	if most > 4 {
+		t.Errorf("the app ran %d handlers at once for one caller connection, want at most its limit, 4", most)
+	}
+}
