@@ -47,6 +47,10 @@ const (
 	h2MaxStreams    = 250     // advertised to the caller (net/http's default)
 	h2MaxHeaderList = 1 << 20 // advertised, and enforced by the Framer
 	h2IOBuffer      = 32 << 10
+	// h2MaxReadFrame is the largest frame read: the protocol's initial
+	// SETTINGS_MAX_FRAME_SIZE, as the relay advertises none (the Framer's
+	// own bound is 16 MiB, a buffer it keeps for the connection's life).
+	h2MaxReadFrame = 16 << 10
 	// h2UpStreams is assumed of an upstream until its SETTINGS say (RFC
 	// 9113 recommends no less).
 	h2UpStreams = 100
@@ -82,6 +86,7 @@ func newH2Peer(c net.Conn, r io.Reader) *h2Peer {
 	p.fr = http2.NewFramer(p.bw, p.br)
 	p.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	p.fr.MaxHeaderListSize = h2MaxHeaderList
+	p.fr.SetMaxReadFrameSize(h2MaxReadFrame)
 	p.fr.SetReuseFrames()
 	p.enc = hpack.NewEncoder(&p.encBuf)
 	return p
@@ -274,6 +279,8 @@ func (rl *h2Relay) goAway(err error) {
 	switch {
 	case errors.As(err, &ce):
 		code = http2.ErrCode(ce)
+	case errors.Is(err, http2.ErrFrameTooLarge):
+		code = http2.ErrCodeFrameSize
 	case errors.Is(err, errH2Protocol):
 	default:
 		return // the connection is gone

@@ -135,3 +135,49 @@ func TestH2CRelayRapidReset(t *testing.T) {
 		t.Errorf("the app ran %d handlers at once for one caller connection, want at most its limit, 4", most)
 	}
 }
+
+// h2cRawAgent is an agent in front of an h2c app whose /hold waits for
+// the test to end, with a raw caller connected.
+func h2cRawAgent(t *testing.T) *h2cRawCaller {
+	t.Helper()
+	release := make(chan struct{})
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+	}), Protocols: new(http.Protocols)}
+	w := h2cAppBehindAgent(t, srv)
+	t.Cleanup(func() { close(release) })
+	return dialH2CRaw(t, w)
+}
+
+// TestH2CRelayRefusesFramesTooLarge: the relay advertises no
+// SETTINGS_MAX_FRAME_SIZE, so a frame over the protocol's 16 KiB is a
+// connection error (FRAME_SIZE_ERROR, RFC 9113 §4.2), read no further:
+// the Framer would otherwise take frames up to 16 MiB, and keep a buffer
+// that size for the connection's life.
+func TestH2CRelayRefusesFramesTooLarge(t *testing.T) {
+	rc := h2cRawAgent(t)
+	// An unknown frame type, which the relay must otherwise ignore.
+	if err := rc.fr.WriteRawFrame(0xfa, 0, 0, make([]byte, 16384+1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.fr.WritePing(false, [8]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	f := rc.await(3*time.Second, func(f http2.Frame) bool {
+		_, ping := f.(*http2.PingFrame)
+		return ping || isGoAway(f)
+	})
+	if ga, ok := f.(*http2.GoAwayFrame); !ok || ga.ErrCode != http2.ErrCodeFrameSize {
+		t.Errorf("after a frame of 16 KiB + 1: %v, want a GOAWAY with FRAME_SIZE_ERROR", f)
+	}
+	if f := rc.await(3*time.Second, func(http2.Frame) bool { return true }); f != nil {
+		t.Errorf("after the GOAWAY: %v, want the connection closed", f)
+	}
+}
