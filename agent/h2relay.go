@@ -149,15 +149,24 @@ func (p *h2Peer) flush() {
 // FLOW_CONTROL_ERROR), and that window is known only from its SETTINGS,
 // the first frame it sends. A caller's SETTINGS come before its streams.
 func (p *h2Peer) settings(f *http2.SettingsFrame, flows func(func(*h2Flow))) error {
-	setWin := func(v int64) {
-		delta := v - p.initWin
+	setWin := func(v int64) error {
+		delta, over := v-p.initWin, false
 		p.initWin = v
-		flows(func(fl *h2Flow) { fl.win += delta })
+		flows(func(fl *h2Flow) {
+			fl.win += delta
+			over = over || fl.win > h2MaxID
+		})
+		if over { // RFC 9113 §6.9.2
+			return http2.ConnectionError(http2.ErrCodeFlowControl)
+		}
+		return nil
 	}
 	if !p.settled {
 		p.settled = true
 		if _, ok := f.Value(http2.SettingInitialWindowSize); !ok {
-			setWin(65535) // the protocol's default
+			if err := setWin(65535); err != nil { // the protocol's default
+				return err
+			}
 		}
 	}
 	err := f.ForeachSetting(func(s http2.Setting) error {
@@ -166,7 +175,7 @@ func (p *h2Peer) settings(f *http2.SettingsFrame, flows func(func(*h2Flow))) err
 		}
 		switch s.ID {
 		case http2.SettingInitialWindowSize:
-			setWin(int64(s.Val))
+			return setWin(int64(s.Val))
 		case http2.SettingMaxFrameSize:
 			p.maxFrame = s.Val
 		case http2.SettingHeaderTableSize:
@@ -996,6 +1005,9 @@ func (rl *h2Relay) windowUpdate(p *h2Peer, f *http2.WindowUpdateFrame, flow func
 		return nil
 	}
 	fl.win += int64(f.Increment)
+	if fl.win > h2MaxID {
+		return http2.StreamError{StreamID: f.StreamID, Code: http2.ErrCodeFlowControl}
+	}
 	rl.push(fl.s, fl)
 	return nil
 }

@@ -181,3 +181,50 @@ func TestH2CRelayRefusesFramesTooLarge(t *testing.T) {
 		t.Errorf("after the GOAWAY: %v, want the connection closed", f)
 	}
 }
+
+// TestH2CRelayWindowOverflow: a WINDOW_UPDATE that takes a stream's
+// window past 2^31-1 is a stream error (FLOW_CONTROL_ERROR, RFC 9113
+// §6.9.1), the connection's a connection error; so is a SETTINGS whose
+// initial window takes a stream's there (§6.9.2).
+func TestH2CRelayWindowOverflow(t *testing.T) {
+	isRST := func(id uint32) func(http2.Frame) bool {
+		return func(f http2.Frame) bool {
+			_, ok := f.(*http2.RSTStreamFrame)
+			return ok && f.Header().StreamID == id || isGoAway(f)
+		}
+	}
+	rc := h2cRawAgent(t)
+	if err := rc.headers(1, "/hold"); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.fr.WriteWindowUpdate(1, 1<<31-1); err != nil { // 65535 + that
+		t.Fatal(err)
+	}
+	f := rc.await(3*time.Second, isRST(1))
+	if rst, ok := f.(*http2.RSTStreamFrame); !ok || rst.ErrCode != http2.ErrCodeFlowControl {
+		t.Errorf("stream window past 2^31-1: %v, want RST_STREAM with FLOW_CONTROL_ERROR", f)
+	}
+	// The connection is still good; a stream's window is taken to the
+	// maximum, then the initial window grows by one.
+	if err := rc.headers(3, "/hold"); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.fr.WriteWindowUpdate(3, 1<<31-1-65535); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 65536}); err != nil {
+		t.Fatal(err)
+	}
+	f = rc.await(3*time.Second, isRST(3))
+	if ga, ok := f.(*http2.GoAwayFrame); !ok || ga.ErrCode != http2.ErrCodeFlowControl {
+		t.Errorf("initial window taking a stream's past 2^31-1: %v, want GOAWAY with FLOW_CONTROL_ERROR", f)
+	}
+	// The connection's own window.
+	rc = h2cRawAgent(t)
+	if err := rc.fr.WriteWindowUpdate(0, 1<<31-1); err != nil {
+		t.Fatal(err)
+	}
+	if f := rc.await(3*time.Second, isGoAway); f == nil || f.(*http2.GoAwayFrame).ErrCode != http2.ErrCodeFlowControl {
+		t.Errorf("connection window past 2^31-1: %v, want GOAWAY with FLOW_CONTROL_ERROR", f)
+	}
+}
