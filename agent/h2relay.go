@@ -633,23 +633,9 @@ func (rl *h2Relay) fromUp(u *h2Up, f http2.Frame) error {
 	id := f.Header().StreamID
 	switch f := f.(type) {
 	case *http2.MetaHeadersFrame:
-		s := u.streams[id]
-		if s == nil {
-			return nil
+		if s := u.streams[id]; s != nil {
+			return rl.upHeaders(u, s, f)
 		}
-		if s.answered && !f.StreamEnded() || s.toDown.ended {
-			return http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol}
-		}
-		if !s.answered {
-			status := f.PseudoValue("status")
-			s.answered = !(len(status) == 3 && status[0] == '1')
-			s.toDown.ended = f.StreamEnded()
-			rl.down.writeHeaders(s.down, f.Fields, s.toDown.ended)
-			s.toDown.sentEnd = s.toDown.ended
-			rl.settle(s)
-			return nil
-		}
-		rl.trailers(&s.toDown, f.Fields)
 	case *http2.DataFrame:
 		s := u.streams[id]
 		if s == nil || !s.answered {
@@ -710,6 +696,31 @@ func (rl *h2Relay) fromUp(u *h2Up, f http2.Frame) error {
 		}
 	case *http2.PushPromiseFrame:
 		return fmt.Errorf("%w: PUSH_PROMISE, though disabled", errH2Protocol)
+	}
+	return nil
+}
+
+// upHeaders passes on a HEADERS frame from an upstream: s's answer (or an
+// interim one), or its trailers.
+func (rl *h2Relay) upHeaders(u *h2Up, s *h2Stream, f *http2.MetaHeadersFrame) error {
+	id := f.StreamID
+	switch {
+	case s.answered && !f.StreamEnded() || s.toDown.ended:
+		return http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol}
+	case s.answered:
+		rl.trailers(&s.toDown, f.Fields)
+	case f.Truncated: // a 502, as from net/http's Transport
+		_ = u.peer.fr.WriteRSTStream(id, http2.ErrCodeProtocol)
+		u.peer.dirty = true
+		rl.detach(s)
+		rl.failed(s, fmt.Errorf("%w: response header list over %d bytes", errH2Protocol, h2MaxHeaderList))
+	default:
+		status := f.PseudoValue("status")
+		s.answered = !(len(status) == 3 && status[0] == '1')
+		s.toDown.ended = f.StreamEnded()
+		rl.down.writeHeaders(s.down, f.Fields, s.toDown.ended)
+		s.toDown.sentEnd = s.toDown.ended
+		rl.settle(s)
 	}
 	return nil
 }

@@ -2,8 +2,11 @@ package agent_test
 
 import (
 	"bytes"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -32,7 +35,11 @@ func dialH2CRaw(t *testing.T, w *world) *h2cRawCaller {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		close(done)
+		c.Close()
+	})
 	rc := &h2cRawCaller{c: c, fr: http2.NewFramer(c, c), frames: make(chan http2.Frame, 1024)}
 	rc.enc = hpack.NewEncoder(&rc.encBuf)
 	rc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
@@ -49,7 +56,11 @@ func dialH2CRaw(t *testing.T, w *world) *h2cRawCaller {
 			if err != nil {
 				return
 			}
-			rc.frames <- f
+			select {
+			case rc.frames <- f:
+			case <-done: // the test stopped reading
+				return
+			}
 		}
 	}()
 	return rc
@@ -226,5 +237,30 @@ func TestH2CRelayWindowOverflow(t *testing.T) {
 	}
 	if f := rc.await(3*time.Second, isGoAway); f == nil || f.(*http2.GoAwayFrame).ErrCode != http2.ErrCodeFlowControl {
 		t.Errorf("connection window past 2^31-1: %v, want GOAWAY with FLOW_CONTROL_ERROR", f)
+	}
+}
+
+// TestH2CRelayResponseHeadersTooLarge: a response head over the header
+// list size the relay advertises (1 MiB) is cut short by the Framer; the
+// caller must get a 502, as from net/http's Transport and ReverseProxy,
+// never the head without its last fields.
+func TestH2CRelayResponseHeadersTooLarge(t *testing.T) {
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/big" {
+			for i := range 260 { // 260 × 4,037 bytes: just over 1 MiB
+				w.Header().Set(fmt.Sprintf("x-h%d", i), strings.Repeat("v", 4000))
+			}
+			w.Header().Set("x-last", "here")
+		}
+		io.WriteString(w, "body")
+	}), Protocols: new(http.Protocols)}
+	w := h2cAppBehindAgent(t, srv)
+	rt, _ := h2cCaller(t, w)
+	a := h2cDo(rt, http.MethodGet, "http://"+w.front+"/big", nil)
+	if a.err != nil || a.status != http.StatusBadGateway {
+		t.Errorf("a response head over 1 MiB: %d %.60q (%v), want the agent's 502", a.status, a.body, a.err)
+	}
+	if a := h2cDo(rt, http.MethodGet, "http://"+w.front+"/", nil); a.err != nil || string(a.body) != "body" {
+		t.Errorf("after it: %q (%v)", a.body, a.err)
 	}
 }
