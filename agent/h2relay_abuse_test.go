@@ -26,7 +26,33 @@ type h2cRawCaller struct {
 	fr     *http2.Framer
 	enc    *hpack.Encoder
 	encBuf bytes.Buffer
-	frames chan http2.Frame
+	frames chan *h2cRawFrame
+}
+
+// h2cRawFrame is what the tests need of a frame the relay sent, copied
+// before the Framer reads the next one (which invalidates it).
+type h2cRawFrame struct {
+	typ    http2.FrameType
+	stream uint32
+	code   http2.ErrCode // a RST_STREAM's or GOAWAY's
+	status string        // a HEADERS frame's :status
+}
+
+func (f *h2cRawFrame) String() string {
+	return fmt.Sprintf("%v on stream %d (%v %s)", f.typ, f.stream, f.code, f.status)
+}
+
+func copyFrame(f http2.Frame) *h2cRawFrame {
+	c := &h2cRawFrame{typ: f.Header().Type, stream: f.Header().StreamID}
+	switch f := f.(type) {
+	case *http2.RSTStreamFrame:
+		c.code = f.ErrCode
+	case *http2.GoAwayFrame:
+		c.code = f.ErrCode
+	case *http2.MetaHeadersFrame:
+		c.status = f.PseudoValue("status")
+	}
+	return c
 }
 
 func dialH2CRaw(t *testing.T, w *world) *h2cRawCaller {
@@ -40,7 +66,7 @@ func dialH2CRaw(t *testing.T, w *world) *h2cRawCaller {
 		close(done)
 		c.Close()
 	})
-	rc := &h2cRawCaller{c: c, fr: http2.NewFramer(c, c), frames: make(chan http2.Frame, 1024)}
+	rc := &h2cRawCaller{c: c, fr: http2.NewFramer(c, c), frames: make(chan *h2cRawFrame, 1024)}
 	rc.enc = hpack.NewEncoder(&rc.encBuf)
 	rc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	if _, err := c.Write([]byte(http2.ClientPreface)); err != nil {
@@ -57,7 +83,7 @@ func dialH2CRaw(t *testing.T, w *world) *h2cRawCaller {
 				return
 			}
 			select {
-			case rc.frames <- f:
+			case rc.frames <- copyFrame(f):
 			case <-done: // the test stopped reading
 				return
 			}
@@ -78,7 +104,7 @@ func (rc *h2cRawCaller) headers(id uint32, path string) error {
 
 // await returns the first frame the relay sends that want accepts, nil
 // if the connection ends or nothing comes within d.
-func (rc *h2cRawCaller) await(d time.Duration, want func(http2.Frame) bool) http2.Frame {
+func (rc *h2cRawCaller) await(d time.Duration, want func(*h2cRawFrame) bool) *h2cRawFrame {
 	timeout := time.After(d)
 	for {
 		select {
@@ -95,7 +121,20 @@ func (rc *h2cRawCaller) await(d time.Duration, want func(http2.Frame) bool) http
 	}
 }
 
-func isGoAway(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok }
+func isGoAway(f *h2cRawFrame) bool { return f.typ == http2.FrameGoAway }
+
+func anyFrame(*h2cRawFrame) bool { return true }
+
+// isFrame is true of a frame of type typ on stream id (0: any), or a
+// GOAWAY.
+func isFrame(typ http2.FrameType, id uint32) func(*h2cRawFrame) bool {
+	return func(f *h2cRawFrame) bool { return f.typ == typ && (id == 0 || f.stream == id) || isGoAway(f) }
+}
+
+// is tells whether f is a frame of type typ with code.
+func (f *h2cRawFrame) is(typ http2.FrameType, code http2.ErrCode) bool {
+	return f != nil && f.typ == typ && f.code == code
+}
 
 // TestH2CRelayRapidReset (CVE-2023-44487): a caller that opens streams
 // and resets them at once, in a loop. Each costs the app a request; the
@@ -136,7 +175,7 @@ func TestH2CRelayRapidReset(t *testing.T) {
 		}
 	}()
 	f := rc.await(5*time.Second, isGoAway)
-	if ga, ok := f.(*http2.GoAwayFrame); !ok || ga.ErrCode != http2.ErrCodeEnhanceYourCalm {
+	if !f.is(http2.FrameGoAway, http2.ErrCodeEnhanceYourCalm) {
 		t.Errorf("the caller got %v, want a GOAWAY with ENHANCE_YOUR_CALM", f)
 	}
 	time.Sleep(200 * time.Millisecond) // what the relay still passed on arrives
@@ -181,14 +220,11 @@ func TestH2CRelayRefusesFramesTooLarge(t *testing.T) {
 	if err := rc.fr.WritePing(false, [8]byte{1}); err != nil {
 		t.Fatal(err)
 	}
-	f := rc.await(3*time.Second, func(f http2.Frame) bool {
-		_, ping := f.(*http2.PingFrame)
-		return ping || isGoAway(f)
-	})
-	if ga, ok := f.(*http2.GoAwayFrame); !ok || ga.ErrCode != http2.ErrCodeFrameSize {
+	f := rc.await(3*time.Second, isFrame(http2.FramePing, 0))
+	if !f.is(http2.FrameGoAway, http2.ErrCodeFrameSize) {
 		t.Errorf("after a frame of 16 KiB + 1: %v, want a GOAWAY with FRAME_SIZE_ERROR", f)
 	}
-	if f := rc.await(3*time.Second, func(http2.Frame) bool { return true }); f != nil {
+	if f := rc.await(3*time.Second, anyFrame); f != nil {
 		t.Errorf("after the GOAWAY: %v, want the connection closed", f)
 	}
 }
@@ -198,12 +234,6 @@ func TestH2CRelayRefusesFramesTooLarge(t *testing.T) {
 // §6.9.1), the connection's a connection error; so is a SETTINGS whose
 // initial window takes a stream's there (§6.9.2).
 func TestH2CRelayWindowOverflow(t *testing.T) {
-	isRST := func(id uint32) func(http2.Frame) bool {
-		return func(f http2.Frame) bool {
-			_, ok := f.(*http2.RSTStreamFrame)
-			return ok && f.Header().StreamID == id || isGoAway(f)
-		}
-	}
 	rc := h2cRawAgent(t)
 	if err := rc.headers(1, "/hold"); err != nil {
 		t.Fatal(err)
@@ -211,8 +241,8 @@ func TestH2CRelayWindowOverflow(t *testing.T) {
 	if err := rc.fr.WriteWindowUpdate(1, 1<<31-1); err != nil { // 65535 + that
 		t.Fatal(err)
 	}
-	f := rc.await(3*time.Second, isRST(1))
-	if rst, ok := f.(*http2.RSTStreamFrame); !ok || rst.ErrCode != http2.ErrCodeFlowControl {
+	f := rc.await(3*time.Second, isFrame(http2.FrameRSTStream, 1))
+	if !f.is(http2.FrameRSTStream, http2.ErrCodeFlowControl) {
 		t.Errorf("stream window past 2^31-1: %v, want RST_STREAM with FLOW_CONTROL_ERROR", f)
 	}
 	// The connection is still good; a stream's window is taken to the
@@ -226,8 +256,8 @@ func TestH2CRelayWindowOverflow(t *testing.T) {
 	if err := rc.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 65536}); err != nil {
 		t.Fatal(err)
 	}
-	f = rc.await(3*time.Second, isRST(3))
-	if ga, ok := f.(*http2.GoAwayFrame); !ok || ga.ErrCode != http2.ErrCodeFlowControl {
+	f = rc.await(3*time.Second, isFrame(http2.FrameRSTStream, 3))
+	if !f.is(http2.FrameGoAway, http2.ErrCodeFlowControl) {
 		t.Errorf("initial window taking a stream's past 2^31-1: %v, want GOAWAY with FLOW_CONTROL_ERROR", f)
 	}
 	// The connection's own window.
@@ -235,7 +265,7 @@ func TestH2CRelayWindowOverflow(t *testing.T) {
 	if err := rc.fr.WriteWindowUpdate(0, 1<<31-1); err != nil {
 		t.Fatal(err)
 	}
-	if f := rc.await(3*time.Second, isGoAway); f == nil || f.(*http2.GoAwayFrame).ErrCode != http2.ErrCodeFlowControl {
+	if f := rc.await(3*time.Second, isGoAway); !f.is(http2.FrameGoAway, http2.ErrCodeFlowControl) {
 		t.Errorf("connection window past 2^31-1: %v, want GOAWAY with FLOW_CONTROL_ERROR", f)
 	}
 }
@@ -262,5 +292,136 @@ func TestH2CRelayResponseHeadersTooLarge(t *testing.T) {
 	}
 	if a := h2cDo(rt, http.MethodGet, "http://"+w.front+"/", nil); a.err != nil || string(a.body) != "body" {
 		t.Errorf("after it: %q (%v)", a.body, a.err)
+	}
+}
+
+// TestH2CRelayBoundsHeaderBlocks (CVE-2023-45288): a header block that
+// never ends, CONTINUATION after CONTINUATION, is bounded while it is
+// read (the Framer's MaxHeaderListSize, before decoding): the connection
+// ends once it is over, not when the caller stops.
+func TestH2CRelayBoundsHeaderBlocks(t *testing.T) {
+	rc := h2cRawAgent(t)
+	rc.encBuf.Reset()
+	for _, f := range []hpack.HeaderField{{Name: ":method", Value: "GET"}, {Name: ":scheme", Value: "http"},
+		{Name: ":authority", Value: "web"}, {Name: ":path", Value: "/"}} {
+		_ = rc.enc.WriteField(f)
+	}
+	if err := rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.encBuf.Bytes()}); err != nil {
+		t.Fatal(err)
+	}
+	// Fields of 1 KiB each, never indexed: 16 per frame.
+	rc.encBuf.Reset()
+	for i := range 16 {
+		_ = rc.enc.WriteField(hpack.HeaderField{Name: fmt.Sprintf("x-%02d", i), Value: strings.Repeat("v", 990), Sensitive: true})
+	}
+	frag := rc.encBuf.Bytes()
+	go func() {
+		for sent := 0; sent < 4<<20; sent += len(frag) { // 4 MiB: the limit is 1 MiB
+			if rc.fr.WriteContinuation(1, false, frag) != nil {
+				return
+			}
+		}
+	}()
+	f := rc.await(10*time.Second, isGoAway)
+	if !f.is(http2.FrameGoAway, http2.ErrCodeProtocol) {
+		t.Errorf("endless CONTINUATION: %v, want a GOAWAY with PROTOCOL_ERROR", f)
+	}
+	if f := rc.await(3*time.Second, anyFrame); f != nil {
+		t.Errorf("after the GOAWAY: %v, want the connection closed", f)
+	}
+}
+
+// TestH2CRelayRefusesStreamsOverItsLimit: streams past the 250 the relay
+// advertises are refused (REFUSED_STREAM: the caller may retry), and
+// cost the app nothing; those open are served.
+func TestH2CRelayRefusesStreamsOverItsLimit(t *testing.T) {
+	rc := h2cRawAgent(t)
+	for i := range uint32(260) {
+		if err := rc.headers(2*i+1, "/hold"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	refused, answered := map[uint32]bool{}, 0
+	for refused[2*259+1] == false || answered < 250 {
+		f := rc.await(5*time.Second, anyFrame)
+		switch {
+		case f == nil:
+			t.Fatalf("%d streams refused, %d answered; want 10 and 250", len(refused), answered)
+		case f.typ == http2.FrameRSTStream:
+			if f.code != http2.ErrCodeRefusedStream || f.stream <= 2*249+1 {
+				t.Fatalf("%v, want REFUSED_STREAM past the 250th stream", f)
+			}
+			refused[f.stream] = true
+		case f.typ == http2.FrameHeaders:
+			answered++
+		}
+	}
+	if len(refused) != 10 {
+		t.Errorf("%d streams refused, want 10", len(refused))
+	}
+}
+
+// TestH2CRelayEndsWithEitherSide: a caller that goes away mid-stream
+// ends the app's request (the relay's connection to it closes); an app
+// whose connection dies mid-answer resets the caller's stream, and the
+// caller's connection goes on.
+func TestH2CRelayEndsWithEitherSide(t *testing.T) {
+	gone, die := make(chan struct{}, 1), make(chan struct{})
+	var appConn net.Conn
+	var mu sync.Mutex
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/wait":
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+			gone <- struct{}{}
+		case "/die":
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			<-die // the caller has the head
+			mu.Lock()
+			appConn.Close()
+			mu.Unlock()
+		}
+	}), Protocols: new(http.Protocols), ConnState: func(c net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			mu.Lock()
+			appConn = c
+			mu.Unlock()
+		}
+	}}
+	w := h2cAppBehindAgent(t, srv)
+	rc := dialH2CRaw(t, w)
+	if err := rc.headers(1, "/wait"); err != nil {
+		t.Fatal(err)
+	}
+	if f := rc.await(3*time.Second, isFrame(http2.FrameHeaders, 1)); f == nil || f.typ != http2.FrameHeaders {
+		t.Fatal("no answer on stream 1")
+	}
+	rc.c.Close()
+	select {
+	case <-gone:
+	case <-time.After(3 * time.Second):
+		t.Error("the app's request still runs after its caller went away")
+	}
+	rc = dialH2CRaw(t, w)
+	if err := rc.headers(1, "/die"); err != nil {
+		t.Fatal(err)
+	}
+	if f := rc.await(3*time.Second, isFrame(http2.FrameHeaders, 1)); f == nil || f.status != "200" {
+		t.Fatalf("/die: %v, want its 200", f)
+	}
+	close(die)
+	f := rc.await(3*time.Second, isFrame(http2.FrameRSTStream, 0))
+	if f == nil || f.typ != http2.FrameRSTStream || f.stream != 1 {
+		t.Errorf("the app's connection died mid-answer: %v, want RST_STREAM on stream 1", f)
+	}
+	if err := rc.headers(3, "/"); err != nil {
+		t.Fatal(err)
+	}
+	f = rc.await(3*time.Second, isFrame(http2.FrameHeaders, 3))
+	if f == nil || f.status != "200" {
+		t.Errorf("a new stream after it: %v, want a 200", f)
 	}
 }
