@@ -2,6 +2,8 @@ package agent_test
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/detour-dev/detour/agent"
+	"github.com/detour-dev/detour/tunnel"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -92,11 +96,11 @@ func dialH2CRaw(t *testing.T, w *world) *h2cRawCaller {
 	return rc
 }
 
-// headers opens stream id with a GET of path.
-func (rc *h2cRawCaller) headers(id uint32, path string) error {
+// headers opens stream id with a GET of path, with extra fields.
+func (rc *h2cRawCaller) headers(id uint32, path string, extra ...hpack.HeaderField) error {
 	rc.encBuf.Reset()
-	for _, f := range []hpack.HeaderField{{Name: ":method", Value: "GET"}, {Name: ":scheme", Value: "http"},
-		{Name: ":authority", Value: "web"}, {Name: ":path", Value: path}} {
+	for _, f := range append([]hpack.HeaderField{{Name: ":method", Value: "GET"}, {Name: ":scheme", Value: "http"},
+		{Name: ":authority", Value: "web"}, {Name: ":path", Value: path}}, extra...) {
 		_ = rc.enc.WriteField(f)
 	}
 	return rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: rc.encBuf.Bytes(), EndStream: true, EndHeaders: true})
@@ -423,5 +427,43 @@ func TestH2CRelayEndsWithEitherSide(t *testing.T) {
 	f = rc.await(3*time.Second, isFrame(http2.FrameHeaders, 3))
 	if f == nil || f.status != "200" {
 		t.Errorf("a new stream after it: %v, want a 200", f)
+	}
+}
+
+// TestH2CRelayCallerNotReadingHoldsNoRemoval: a caller that stops
+// reading (here while it sends PINGs) holds its relay's writes, and the
+// lock they are made under, until it reads or goes away; removing an
+// intercept whose process that relay has a connection to must not wait
+// for it (it held up the owner's session, and the agent's shutdown).
+func TestH2CRelayCallerNotReadingHoldsNoRemoval(t *testing.T) {
+	app, _ := h2cApp(t, h2cTestHandler("app", nil))
+	w := startAgent(t, func(c *agent.Config) {
+		c.Listeners = []agent.PortMap{{Listen: freePort(t), App: uint16(app.Addr().(*net.TCPAddr).Port)}}
+	})
+	local, _ := h2cApp(t, h2cTestHandler("alice", nil))
+	alice, _ := openClient(t, w, "alice@laptop", tunnel.Config{})
+	if err := httpIntercept(t, alice, "web", w.appPort, local, "x-dev=alice"); err != nil {
+		t.Fatal(err)
+	}
+	rc := dialH2CRaw(t, w)
+	if err := rc.headers(1, "/", hpack.HeaderField{Name: "x-dev", Value: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	if f := rc.await(3*time.Second, isFrame(http2.FrameHeaders, 1)); f == nil || f.status != "200" {
+		t.Fatalf("alice's request: %v, want her 200", f)
+	}
+	for { // until the relay stops reading: its writes wait
+		_ = rc.c.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+		var ne net.Error
+		if err := rc.fr.WritePing(false, [8]byte{1}); errors.As(err, &ne) && ne.Timeout() {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if _, err := alice.RemoveIntercept(ctx, "web"); err != nil {
+		t.Errorf("removing alice's intercept while a caller does not read: %v", err)
 	}
 }
