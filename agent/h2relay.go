@@ -674,6 +674,7 @@ func (rl *h2Relay) fromUp(u *h2Up, f http2.Frame) error {
 		for _, s := range u.streams {
 			rl.pushWaiting(s, &s.toUp)
 		}
+		rl.retire(u) // if it allows no streams now, and has none
 	case *http2.PingFrame:
 		if !f.IsAck() {
 			_ = u.peer.fr.WritePing(true, f.Data)
@@ -822,9 +823,10 @@ func (rl *h2Relay) upDead(u *h2Up, err error) {
 	}
 }
 
-// retire closes a connection that takes no new streams once it has none.
+// retire closes a connection that takes no new streams (going away, or
+// allowed none: a new stream goes to a new connection) once it has none.
 func (rl *h2Relay) retire(u *h2Up) {
-	if u.goaway && len(u.streams) == 0 && !u.dead {
+	if (u.goaway || u.settled && u.maxStreams == 0) && len(u.streams) == 0 && !u.dead {
 		_ = u.peer.fr.WriteGoAway(0, http2.ErrCodeNo, nil)
 		u.peer.dirty = true
 		u.peer.flush()

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -466,4 +467,96 @@ func TestH2CRelayCallerNotReadingHoldsNoRemoval(t *testing.T) {
 	if _, err := alice.RemoveIntercept(ctx, "web"); err != nil {
 		t.Errorf("removing alice's intercept while a caller does not read: %v", err)
 	}
+}
+
+// zeroStreamsApp is an h2c app that allows its first connection (the
+// agent's probe) 100 streams and the others none (SETTINGS_MAX_CONCURRENT_STREAMS
+// 0, as RFC 9113 allows for a while), refusing their streams; open
+// counts its connections still open.
+func zeroStreamsApp(t *testing.T) (net.Listener, *atomic.Int32) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	open, accepted := new(atomic.Int32), 0
+	var wg sync.WaitGroup
+	t.Cleanup(wg.Wait)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted++
+			limit := uint32(0)
+			if accepted == 1 {
+				limit = 100
+			}
+			open.Add(1)
+			wg.Go(func() {
+				defer open.Add(-1)
+				defer c.Close()
+				stop := context.AfterFunc(t.Context(), func() { c.Close() })
+				defer stop()
+				serveZeroStreams(c, limit)
+			})
+		}
+	}()
+	return ln, open
+}
+
+func serveZeroStreams(c net.Conn, limit uint32) {
+	if _, err := io.ReadFull(c, make([]byte, len(http2.ClientPreface))); err != nil {
+		return
+	}
+	fr := http2.NewFramer(c, c)
+	var enc bytes.Buffer
+	hpack.NewEncoder(&enc).WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+	_ = fr.WriteSettings(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: limit})
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				_ = fr.WriteSettingsAck()
+			}
+		case *http2.HeadersFrame:
+			if limit == 0 {
+				_ = fr.WriteRSTStream(f.StreamID, http2.ErrCodeRefusedStream)
+			} else {
+				_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: enc.Bytes(), EndStream: true, EndHeaders: true})
+			}
+		}
+	}
+}
+
+// TestH2CRelayClosesConnectionsThatTakeNoStreams: an app that allows a
+// connection no streams (SETTINGS_MAX_CONCURRENT_STREAMS 0) has its
+// streams refused, and each retry goes to a new connection; those that
+// take none are closed once idle, not kept for the caller's lifetime.
+func TestH2CRelayClosesConnectionsThatTakeNoStreams(t *testing.T) {
+	app, open := zeroStreamsApp(t)
+	w := startAgent(t, func(c *agent.Config) {
+		c.Listeners = []agent.PortMap{{Listen: freePort(t), App: uint16(app.Addr().(*net.TCPAddr).Port)}}
+	})
+	alice, _ := openClient(t, w, "alice@laptop", tunnel.Config{})
+	if err := httpIntercept(t, alice, "web", w.appPort, nameServer(t, "alice"), "x-dev=alice"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 3*time.Second, "the probe's connection closes", func() bool { return open.Load() == 0 })
+	rc := dialH2CRaw(t, w)
+	for i := range uint32(10) {
+		if err := rc.headers(2*i+1, "/"); err != nil {
+			t.Fatal(err)
+		}
+		if f := rc.await(3*time.Second, isFrame(http2.FrameRSTStream, 2*i+1)); !f.is(http2.FrameRSTStream, http2.ErrCodeRefusedStream) {
+			t.Fatalf("request %d: %v, want REFUSED_STREAM", i, f)
+		}
+	}
+	eventually(t, 3*time.Second, "at most one connection to the app left open", func() bool { return open.Load() <= 1 })
 }
