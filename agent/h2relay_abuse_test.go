@@ -126,6 +126,18 @@ func (rc *h2cRawCaller) await(d time.Duration, want func(*h2cRawFrame) bool) *h2
 	}
 }
 
+// wantGoAway checks that f is a GOAWAY with code, and that the
+// connection then ends.
+func (rc *h2cRawCaller) wantGoAway(t *testing.T, f *h2cRawFrame, code http2.ErrCode, what string) {
+	t.Helper()
+	if !f.is(http2.FrameGoAway, code) {
+		t.Errorf("%s: %v, want a GOAWAY with %v", what, f, code)
+	}
+	if f := rc.await(3*time.Second, anyFrame); f != nil {
+		t.Errorf("%s, after the GOAWAY: %v, want the connection closed", what, f)
+	}
+}
+
 func isGoAway(f *h2cRawFrame) bool { return f.typ == http2.FrameGoAway }
 
 func anyFrame(*h2cRawFrame) bool { return true }
@@ -225,13 +237,7 @@ func TestH2CRelayRefusesFramesTooLarge(t *testing.T) {
 	if err := rc.fr.WritePing(false, [8]byte{1}); err != nil {
 		t.Fatal(err)
 	}
-	f := rc.await(3*time.Second, isFrame(http2.FramePing, 0))
-	if !f.is(http2.FrameGoAway, http2.ErrCodeFrameSize) {
-		t.Errorf("after a frame of 16 KiB + 1: %v, want a GOAWAY with FRAME_SIZE_ERROR", f)
-	}
-	if f := rc.await(3*time.Second, anyFrame); f != nil {
-		t.Errorf("after the GOAWAY: %v, want the connection closed", f)
-	}
+	rc.wantGoAway(t, rc.await(3*time.Second, isFrame(http2.FramePing, 0)), http2.ErrCodeFrameSize, "after a frame of 16 KiB + 1")
 }
 
 // TestH2CRelayWindowOverflow: a WINDOW_UPDATE that takes a stream's
@@ -327,13 +333,7 @@ func TestH2CRelayBoundsHeaderBlocks(t *testing.T) {
 			}
 		}
 	}()
-	f := rc.await(10*time.Second, isGoAway)
-	if !f.is(http2.FrameGoAway, http2.ErrCodeProtocol) {
-		t.Errorf("endless CONTINUATION: %v, want a GOAWAY with PROTOCOL_ERROR", f)
-	}
-	if f := rc.await(3*time.Second, anyFrame); f != nil {
-		t.Errorf("after the GOAWAY: %v, want the connection closed", f)
-	}
+	rc.wantGoAway(t, rc.await(10*time.Second, isGoAway), http2.ErrCodeProtocol, "endless CONTINUATION")
 }
 
 // TestH2CRelayRefusesStreamsOverItsLimit: streams past the 250 the relay
