@@ -47,6 +47,10 @@ const (
 	h2MaxStreams    = 250     // advertised to the caller (net/http's default)
 	h2MaxHeaderList = 1 << 20 // advertised, and enforced by the Framer
 	h2IOBuffer      = 32 << 10
+	// h2MaxReadFrame is the largest frame read: the protocol's initial
+	// SETTINGS_MAX_FRAME_SIZE, as the relay advertises none (the Framer's
+	// own bound is 16 MiB, a buffer it keeps for the connection's life).
+	h2MaxReadFrame = 16 << 10
 	// h2UpStreams is assumed of an upstream until its SETTINGS say (RFC
 	// 9113 recommends no less).
 	h2UpStreams = 100
@@ -82,6 +86,7 @@ func newH2Peer(c net.Conn, r io.Reader) *h2Peer {
 	p.fr = http2.NewFramer(p.bw, p.br)
 	p.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	p.fr.MaxHeaderListSize = h2MaxHeaderList
+	p.fr.SetMaxReadFrameSize(h2MaxReadFrame)
 	p.fr.SetReuseFrames()
 	p.enc = hpack.NewEncoder(&p.encBuf)
 	return p
@@ -144,15 +149,24 @@ func (p *h2Peer) flush() {
 // FLOW_CONTROL_ERROR), and that window is known only from its SETTINGS,
 // the first frame it sends. A caller's SETTINGS come before its streams.
 func (p *h2Peer) settings(f *http2.SettingsFrame, flows func(func(*h2Flow))) error {
-	setWin := func(v int64) {
-		delta := v - p.initWin
+	setWin := func(v int64) error {
+		delta, over := v-p.initWin, false
 		p.initWin = v
-		flows(func(fl *h2Flow) { fl.win += delta })
+		flows(func(fl *h2Flow) {
+			fl.win += delta
+			over = over || fl.win > h2MaxID
+		})
+		if over { // RFC 9113 §6.9.2
+			return http2.ConnectionError(http2.ErrCodeFlowControl)
+		}
+		return nil
 	}
 	if !p.settled {
 		p.settled = true
 		if _, ok := f.Value(http2.SettingInitialWindowSize); !ok {
-			setWin(65535) // the protocol's default
+			if err := setWin(65535); err != nil { // the protocol's default
+				return err
+			}
 		}
 	}
 	err := f.ForeachSetting(func(s http2.Setting) error {
@@ -161,7 +175,7 @@ func (p *h2Peer) settings(f *http2.SettingsFrame, flows func(func(*h2Flow))) err
 		}
 		switch s.ID {
 		case http2.SettingInitialWindowSize:
-			setWin(int64(s.Val))
+			return setWin(int64(s.Val))
 		case http2.SettingMaxFrameSize:
 			p.maxFrame = s.Val
 		case http2.SettingHeaderTableSize:
@@ -274,6 +288,8 @@ func (rl *h2Relay) goAway(err error) {
 	switch {
 	case errors.As(err, &ce):
 		code = http2.ErrCode(ce)
+	case errors.Is(err, http2.ErrFrameTooLarge):
+		code = http2.ErrCodeFrameSize
 	case errors.Is(err, errH2Protocol):
 	default:
 		return // the connection is gone
@@ -617,23 +633,9 @@ func (rl *h2Relay) fromUp(u *h2Up, f http2.Frame) error {
 	id := f.Header().StreamID
 	switch f := f.(type) {
 	case *http2.MetaHeadersFrame:
-		s := u.streams[id]
-		if s == nil {
-			return nil
+		if s := u.streams[id]; s != nil {
+			return rl.upHeaders(u, s, f)
 		}
-		if s.answered && !f.StreamEnded() || s.toDown.ended {
-			return http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol}
-		}
-		if !s.answered {
-			status := f.PseudoValue("status")
-			s.answered = !(len(status) == 3 && status[0] == '1')
-			s.toDown.ended = f.StreamEnded()
-			rl.down.writeHeaders(s.down, f.Fields, s.toDown.ended)
-			s.toDown.sentEnd = s.toDown.ended
-			rl.settle(s)
-			return nil
-		}
-		rl.trailers(&s.toDown, f.Fields)
 	case *http2.DataFrame:
 		s := u.streams[id]
 		if s == nil || !s.answered {
@@ -672,6 +674,7 @@ func (rl *h2Relay) fromUp(u *h2Up, f http2.Frame) error {
 		for _, s := range u.streams {
 			rl.pushWaiting(s, &s.toUp)
 		}
+		rl.retire(u) // if it allows no streams now, and has none
 	case *http2.PingFrame:
 		if !f.IsAck() {
 			_ = u.peer.fr.WritePing(true, f.Data)
@@ -689,10 +692,51 @@ func (rl *h2Relay) fromUp(u *h2Up, f http2.Frame) error {
 			}
 		}
 		rl.retire(u)
+		if f.ErrCode == http2.ErrCodeEnhanceYourCalm {
+			rl.calm()
+		}
 	case *http2.PushPromiseFrame:
 		return fmt.Errorf("%w: PUSH_PROMISE, though disabled", errH2Protocol)
 	}
 	return nil
+}
+
+// upHeaders passes on a HEADERS frame from an upstream: s's answer (or an
+// interim one), or its trailers.
+func (rl *h2Relay) upHeaders(u *h2Up, s *h2Stream, f *http2.MetaHeadersFrame) error {
+	id := f.StreamID
+	switch {
+	case s.answered && !f.StreamEnded() || s.toDown.ended:
+		return http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol}
+	case s.answered:
+		rl.trailers(&s.toDown, f.Fields)
+	case f.Truncated: // a 502, as from net/http's Transport
+		_ = u.peer.fr.WriteRSTStream(id, http2.ErrCodeProtocol)
+		u.peer.dirty = true
+		rl.detach(s)
+		rl.failed(s, fmt.Errorf("%w: response header list over %d bytes", errH2Protocol, h2MaxHeaderList))
+	default:
+		status := f.PseudoValue("status")
+		s.answered = !(len(status) == 3 && status[0] == '1')
+		s.toDown.ended = f.StreamEnded()
+		rl.down.writeHeaders(s.down, f.Fields, s.toDown.ended)
+		s.toDown.sentEnd = s.toDown.ended
+		rl.settle(s)
+	}
+	return nil
+}
+
+// calm ends the caller's connection, whose upstream connection the
+// backend found abusive (ENHANCE_YOUR_CALM: net/http's server says so of
+// a connection that resets too many streams before their handlers
+// start, CVE-2023-44487): that connection was this caller's alone, and a
+// new one would let the caller go on, the backend's bound defeated.
+func (rl *h2Relay) calm() {
+	rl.closed = true // no new upstream connection
+	_ = rl.down.fr.WriteGoAway(rl.lastID, http2.ErrCodeEnhanceYourCalm, nil)
+	rl.down.dirty = true
+	rl.down.flush()
+	_ = rl.down.c.Close() // its reader ends the rest
 }
 
 // upReset ends s after its upstream stream was reset with code: unanswered,
@@ -779,9 +823,10 @@ func (rl *h2Relay) upDead(u *h2Up, err error) {
 	}
 }
 
-// retire closes a connection that takes no new streams once it has none.
+// retire closes a connection that takes no new streams (going away, or
+// allowed none: a new stream goes to a new connection) once it has none.
 func (rl *h2Relay) retire(u *h2Up) {
-	if u.goaway && len(u.streams) == 0 && !u.dead {
+	if (u.goaway || u.settled && u.maxStreams == 0) && len(u.streams) == 0 && !u.dead {
 		_ = u.peer.fr.WriteGoAway(0, http2.ErrCodeNo, nil)
 		u.peer.dirty = true
 		u.peer.flush()
@@ -973,6 +1018,9 @@ func (rl *h2Relay) windowUpdate(p *h2Peer, f *http2.WindowUpdateFrame, flow func
 		return nil
 	}
 	fl.win += int64(f.Increment)
+	if fl.win > h2MaxID {
+		return http2.StreamError{StreamID: f.StreamID, Code: http2.ErrCodeFlowControl}
+	}
 	rl.push(fl.s, fl)
 	return nil
 }

@@ -277,7 +277,9 @@ func (b *backend) close() {
 	b.relayUps = nil
 	b.relayMu.Unlock()
 	for u, rl := range ups {
-		rl.closeUp(u)
+		// Not waited for: a relay writing to a caller that does not read
+		// holds its lock until the caller reads or goes away.
+		go rl.closeUp(u)
 	}
 	type idleCloser interface{ CloseIdleConnections() }
 	for _, t := range []http.RoundTripper{b.main, b.upgrade} {
