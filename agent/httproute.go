@@ -177,7 +177,7 @@ func (hp *httpPort) serveConn(c net.Conn) {
 	case b == 0x16 && hp.secure != nil: // a TLS handshake record
 		target = hp.secure
 	case b == 'P' && h2cRelayed(hp.app.proto): // "PRI": the h2c preface, or POST, PUT…
-		h2c, read, err := sniffConn(sc)
+		h2c, read, err := sniffConn(sc, headerTimeout)
 		switch {
 		case err != nil:
 		case h2c:
@@ -553,8 +553,12 @@ func (l tlsListener) Accept() (net.Conn, error) {
 // 'P' (POST, PUT, PATCH) and returns what it read to tell them apart
 // (whole reads: the first bytes of the connection, replayed by whichever
 // serves it). It reads through a pooled reader of the HTTP/1.1 loop: a
-// fresh h2c-sized one for every such connection cost 32 KiB each.
-func sniffConn(c net.Conn) (h2c bool, read []byte, err error) {
+// fresh h2c-sized one for every such connection cost 32 KiB each. A
+// caller that sends the first byte and stops is given up after within,
+// as a request head is (headerTimeout).
+func sniffConn(c net.Conn, within time.Duration) (h2c bool, read []byte, err error) {
+	_ = c.SetReadDeadline(time.Now().Add(within))
+	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
 	br := h1Readers.Get().(*bufio.Reader)
 	br.Reset(c)
 	defer func() {

@@ -3,9 +3,12 @@ package agent
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"io"
 	"net"
+	"os"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http2"
 )
@@ -28,7 +31,7 @@ func TestSniffConnReturnsWhatItRead(t *testing.T) {
 		if _, err := io.WriteString(client, tc.in); err != nil {
 			t.Fatal(err)
 		}
-		h2c, read, err := sniffConn(server)
+		h2c, read, err := sniffConn(server, 5*time.Second)
 		if err != nil || h2c != tc.h2c {
 			t.Fatalf("%q: h2c %v, %v; want %v", tc.in, h2c, err, tc.h2c)
 		}
@@ -46,6 +49,29 @@ func TestSniffConnReturnsWhatItRead(t *testing.T) {
 		if got := string(read) + string(tail); got != tc.in+tc.rest {
 			t.Errorf("%q: the connection read as %q", tc.in, got)
 		}
+	}
+}
+
+// TestSniffConnGivesUpOnASilentCaller: a caller that sends 'P' and
+// nothing more is given up after the head's time bound; it held its
+// goroutine for as long as it kept the connection open.
+func TestSniffConnGivesUpOnASilentCaller(t *testing.T) {
+	client, server := tcpPair(t)
+	if _, err := io.WriteString(client, "P"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := sniffConn(server, 50*time.Millisecond)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("sniffing a silent caller: %v, want the deadline", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("sniffing a silent caller did not give up")
 	}
 }
 
@@ -87,7 +113,7 @@ func BenchmarkSniffHTTP1(b *testing.B) {
 		c := &replayConn{r: bytes.NewReader(req)}
 		for b.Loop() {
 			c.r.Reset(req)
-			if h2c, read, err := sniffConn(c); h2c || err != nil || len(read) != len(req) {
+			if h2c, read, err := sniffConn(c, time.Minute); h2c || err != nil || len(read) != len(req) {
 				b.Fatal(h2c, len(read), err)
 			}
 		}
