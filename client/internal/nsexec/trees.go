@@ -303,13 +303,14 @@ func copyFile(src, dst string, mode os.FileMode) error {
 // shown: each target is made writable for a moment (the first process
 // keeps CAP_SYS_ADMIN in the namespace), rewritten, and made read-only
 // again. A directory's files are replaced by rename, so a reader sees the
-// old file or the new one; files gone from the tree are removed. Files
-// mounted alone (subPath mounts) are not updated (see UpdateTrees).
+// old file or the new one; files gone from the tree are removed. Only
+// directory trees come here: UpdateTrees keeps files mounted alone
+// (subPath mounts) as they are.
 func updateTrees(trees []treeMount) error {
 	var errs []error
 	for _, t := range trees {
 		target, err := resolveTarget(t.Target)
-		if err == nil && !t.SingleFile {
+		if err == nil {
 			err = refreshDir(t.Source, target)
 		}
 		_ = os.RemoveAll(t.Source)
