@@ -47,6 +47,7 @@ type Agent struct {
 	httpMu     sync.Mutex
 	httpPorts  map[uint16]*httpPort // ports that have had http intercepts
 	httpClosed bool
+	h2Lend     *h2LendPool // the h2c relays' connection windows (h2relay.go)
 
 	idle    idleClock // when the agent last had a session (idle.go)
 	started time.Time // when it became ready (replace.go)
@@ -81,6 +82,11 @@ func New(cfg Config, log *zap.Logger) (*Agent, error) {
 	}
 	egress := cfg.Egress
 	egress.Nameservers = append(nameserverAddrs(resolv), egress.Nameservers...)
+	lend := newH2LendPool(h2AgentLend)
+	promReg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "detour_agent_http_h2c_lent_bytes",
+		Help: fmt.Sprintf("Bytes the h2c relays hold for slow readers and have acknowledged on their connections before writing them on (at most %d MiB for the agent, %d MiB per connection).", h2AgentLend>>20, h2PeerLend>>20),
+	}, func() float64 { return float64(h2AgentLend - lend.avail.Load()) }))
 	return &Agent{
 		resolv:        resolv,
 		clusterDomain: addrset.ClusterDomain(resolv.Search),
@@ -96,6 +102,7 @@ func New(cfg Config, log *zap.Logger) (*Agent, error) {
 		tls:           &tlsFiles{terminatingDir: cfg.TerminatingTLSDir, originatingDir: cfg.OriginatingTLSDir},
 
 		httpPorts: map[uint16]*httpPort{},
+		h2Lend:    lend,
 		probes:    newProbes(time.Now),
 	}, nil
 }

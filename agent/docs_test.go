@@ -31,11 +31,13 @@ func TestDocsQuoteTheAgentsValues(t *testing.T) {
 		fmt.Sprintf("`--redirect-addr :%d`", annotations.RedirectPort),
 		fmt.Sprintf("redirect to :%d", annotations.RedirectPort),
 		fmt.Sprintf("(e.g. %d)", annotations.FirstListenPort),
-		fmt.Sprintf("advertises (%s per stream and per connection", docsync.Size(max(h2StreamWindow, h2ConnWindow))),
+		fmt.Sprintf("stream windows it advertises (%s, as", docsync.Size(h2StreamWindow)),
+		fmt.Sprintf("On a connection (%s window)", docsync.Size(h2ConnWindow)),
+		fmt.Sprintf("up to %s per connection and %s for the whole agent", docsync.Size(h2PeerLend), docsync.Size(h2AgentLend)),
+		fmt.Sprintf("once a caller's streams that stopped reading hold more than %s (%d streams), or all relays together %s",
+			docsync.Size(h2PeerLend), h2PeerLend/h2StreamWindow+1, docsync.Size(h2AgentLend)),
+		fmt.Sprintf("at most %s)", docsync.Size(h2AgentLend)),
 	)
-	if h2StreamWindow != h2ConnWindow {
-		t.Errorf("docs/architecture.md gives the h2c relay one window for streams and connections; the code has %d and %d", h2StreamWindow, h2ConnWindow)
-	}
 	docsync.Check(t, "tunnel/spec.md",
 		fmt.Sprintf("within %s of the session opening", docsync.Dur(cfg.HelloTimeout)),
 		fmt.Sprintf("the agent's dial timeout, %s", docsync.Dur(cfg.DialTimeout)),

@@ -10,6 +10,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"go.uber.org/zap"
 	"golang.org/x/net/http2"
@@ -30,10 +31,16 @@ import (
 // DATA, trailers, RST_STREAM and WINDOW_UPDATE follow the stream's
 // mapping; SETTINGS, PING and GOAWAY are each connection's own.
 //
-// Flow control: the relay acknowledges to each side only what it has
-// written to the other side (h2Ack), so what it buffers for a slow reader
-// is bounded by the windows it advertised. One mutex guards the relay's
-// state and its writes; every write it makes is bounded by those windows.
+// Flow control: on a stream the relay acknowledges to each side only what
+// it has written to the other side (h2Ack), so what it buffers for a slow
+// reader is bounded by the stream windows it advertised. On a connection
+// it also acknowledges what it holds for streams whose readers are slow,
+// up to h2PeerLend per peer, from the agent's h2LendPool: one stream
+// whose reader stopped holds its own window, not the connection's, as it
+// would between the caller and the app without the relay (an HTTP/2 or
+// gRPC client gives a connection's window back as bytes arrive). One
+// mutex guards the relay's state and its writes; every write it makes is
+// bounded by those windows.
 //
 // A request it does not pass on itself (h2RequestShape, h2RouteShape:
 // preview links, mirrored ports, an HTTP/1.1 or TLS local process,
@@ -55,7 +62,38 @@ const (
 	// 9113 recommends no less).
 	h2UpStreams = 100
 	h2MaxID     = 1<<31 - 1
+
+	// h2PeerLend is the most a peer's connection is acknowledged for what
+	// the relay holds and has not written (4 stalled streams' windows);
+	// h2AgentLend bounds it for all the agent's relays together, so the
+	// memory they may hold is at most h2AgentLend above one connection
+	// window per peer.
+	h2PeerLend  = 4 * h2StreamWindow
+	h2AgentLend = 16 << 20
 )
+
+// h2LendPool is what the agent's h2c relays may still acknowledge on
+// connections ahead of writing (h2Peer.hold).
+type h2LendPool struct{ avail atomic.Int64 }
+
+func newH2LendPool(n int64) *h2LendPool {
+	p := &h2LendPool{}
+	p.avail.Store(n)
+	return p
+}
+
+// take returns up to n bytes of the pool, what it has.
+func (p *h2LendPool) take(n int64) int64 {
+	for {
+		a := p.avail.Load()
+		got := min(a, n)
+		if got <= 0 || p.avail.CompareAndSwap(a, a-got) {
+			return max(got, 0)
+		}
+	}
+}
+
+func (p *h2LendPool) give(n int64) { p.avail.Add(n) }
 
 var errH2Protocol = errors.New("h2c protocol error")
 
@@ -75,14 +113,16 @@ type h2Peer struct {
 	settled  bool
 	sendWin  int64 // the connection's window
 
-	// What the peer sent that the relay has passed on (or dropped) and not
-	// yet acknowledged on the connection; buffered is what it holds.
-	unacked, buffered int64
+	// What the peer sent that the relay has passed on, dropped or lent
+	// for and not yet acknowledged on the connection; buffered is what it
+	// holds, lent how much of that counts as acknowledged (from pool).
+	unacked, buffered, lent int64
+	pool                    *h2LendPool
 }
 
-func newH2Peer(c net.Conn, r io.Reader) *h2Peer {
+func newH2Peer(c net.Conn, r io.Reader, pool *h2LendPool) *h2Peer {
 	p := &h2Peer{c: c, br: bufio.NewReaderSize(r, h2IOBuffer), bw: bufio.NewWriterSize(c, h2IOBuffer),
-		maxFrame: 16384, sendWin: 65535}
+		maxFrame: 16384, sendWin: 65535, pool: pool}
 	p.fr = http2.NewFramer(p.bw, p.br)
 	p.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	p.fr.MaxHeaderListSize = h2MaxHeaderList
@@ -129,6 +169,35 @@ func (p *h2Peer) ack() {
 		p.unacked -= int64(n)
 		p.dirty = true
 	}
+}
+
+// hold changes what the relay holds of the peer's bytes by delta, and
+// lends its connection's window what it holds, up to h2PeerLend and what
+// the pool has. Bytes that leave (written, dropped) count in unacked
+// before hold is told: those lent were counted when lent.
+func (p *h2Peer) hold(delta int64) {
+	p.buffered += delta
+	switch want := min(p.buffered, h2PeerLend); {
+	case want > p.lent:
+		got := p.pool.take(want - p.lent)
+		p.lent += got
+		p.unacked += got
+	case want < p.lent:
+		p.pool.give(p.lent - want)
+		p.unacked -= p.lent - want
+		p.lent = want
+	}
+}
+
+// outstanding is what the peer may not send more than on the connection
+// (the window the relay advertised): what it sent and was not yet
+// acknowledged.
+func (p *h2Peer) outstanding() int64 { return p.buffered - p.lent + p.unacked }
+
+// release gives back what the peer borrowed: its connection is over.
+func (p *h2Peer) release() {
+	p.pool.give(p.lent)
+	p.lent = 0
 }
 
 func (p *h2Peer) flush() {
@@ -252,7 +321,7 @@ type h2Relay struct {
 // caller closes it.
 func (hp *httpPort) serveH2C(c net.Conn, r io.Reader) {
 	rl := &h2Relay{hp: hp, streams: map[uint32]*h2Stream{}, ups: map[*backend][]*h2Up{}}
-	rl.down = newH2Peer(c, r)
+	rl.down = newH2Peer(c, r, hp.a.h2Lend)
 	defer rl.shutdown()
 	if _, err := rl.down.br.Discard(len(http2.ClientPreface)); err != nil {
 		return
@@ -317,6 +386,9 @@ func (rl *h2Relay) shutdown() {
 	}
 	rl.mu.Unlock()
 	rl.readers.Wait()
+	rl.mu.Lock()
+	rl.down.release()
+	rl.mu.Unlock()
 }
 
 // fromDown handles one frame from the caller.
@@ -519,7 +591,7 @@ func (rl *h2Relay) upstream(b *backend, route string) (*h2Up, error) {
 	if err != nil {
 		return nil, err
 	}
-	u := &h2Up{peer: newH2Peer(c, c), key: b, route: route, streams: map[uint32]*h2Stream{}, nextID: 1, maxStreams: rl.upLimit(b)}
+	u := &h2Up{peer: newH2Peer(c, c, rl.hp.a.h2Lend), key: b, route: route, streams: map[uint32]*h2Stream{}, nextID: 1, maxStreams: rl.upLimit(b)}
 	_, _ = u.peer.bw.WriteString(http2.ClientPreface)
 	u.peer.writeSettings(http2.Setting{ID: http2.SettingEnablePush, Val: 0})
 	rl.mu.Lock()
@@ -803,6 +875,7 @@ func (rl *h2Relay) upDead(u *h2Up, err error) {
 	}
 	u.dead = true
 	_ = u.peer.c.Close()
+	u.peer.release()
 	us := rl.ups[u.key]
 	for i, x := range us {
 		if x == u {
@@ -886,8 +959,9 @@ func (rl *h2Relay) drop(p *h2Peer, n int64) {
 // dropFlow discards what fl holds; its source may send that much again.
 func (rl *h2Relay) dropFlow(fl *h2Flow) {
 	if fl.src != nil && len(fl.buf) > 0 {
-		fl.src.buffered -= int64(len(fl.buf))
-		rl.drop(fl.src, int64(len(fl.buf)))
+		fl.src.unacked += int64(len(fl.buf))
+		fl.src.hold(-int64(len(fl.buf)))
+		fl.src.ack()
 	}
 	fl.buf, fl.trailer = nil, nil
 }
@@ -896,8 +970,9 @@ func (rl *h2Relay) dropFlow(fl *h2Flow) {
 // stream is over), keeping what it holds for its destination.
 func (rl *h2Relay) dropFlowUnacked(fl *h2Flow) {
 	if fl.src != nil && len(fl.buf) > 0 {
-		fl.src.buffered -= int64(len(fl.buf))
-		rl.drop(fl.src, int64(len(fl.buf)))
+		fl.src.unacked += int64(len(fl.buf))
+		fl.src.hold(-int64(len(fl.buf)))
+		fl.src.ack()
 	}
 	fl.unacked = 0
 }
@@ -905,6 +980,9 @@ func (rl *h2Relay) dropFlowUnacked(fl *h2Flow) {
 // data passes a DATA frame on along fl.
 func (rl *h2Relay) data(fl *h2Flow, f *http2.DataFrame) error {
 	src := fl.src
+	if src.outstanding()+int64(f.Length) > h2ConnWindow {
+		return fmt.Errorf("%w: connection window exceeded", errH2Protocol)
+	}
 	d := f.Data()
 	if pad := int64(f.Length) - int64(len(d)); pad > 0 {
 		rl.drop(src, pad)
@@ -917,14 +995,14 @@ func (rl *h2Relay) data(fl *h2Flow, f *http2.DataFrame) error {
 	switch {
 	case fl.dst == nil:
 		rl.drop(src, int64(len(d)))
-	case int64(len(fl.buf)+len(d)) > h2StreamWindow || src.buffered+int64(len(d)) > h2ConnWindow:
-		return fmt.Errorf("%w: window exceeded", errH2Protocol)
+	case int64(len(fl.buf)+len(d)) > h2StreamWindow:
+		return fmt.Errorf("%w: stream window exceeded", errH2Protocol)
 	default:
 		if len(fl.buf) == 0 { // the common case: written at once, not copied
 			d = d[fl.send(d, fl.ended):]
 		}
 		fl.buf = append(fl.buf, d...)
-		src.buffered += int64(len(d))
+		src.hold(int64(len(d)))
 	}
 	rl.push(fl.s, fl)
 	return nil
@@ -976,7 +1054,7 @@ func (rl *h2Relay) push(s *h2Stream, fl *h2Flow) {
 		n := fl.send(fl.buf, fl.ended && fl.trailer == nil)
 		fl.buf = fl.buf[n:]
 		if fl.src != nil {
-			fl.src.buffered -= int64(n)
+			fl.src.hold(-int64(n))
 		}
 	}
 	if len(fl.buf) == 0 {

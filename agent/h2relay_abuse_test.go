@@ -41,6 +41,8 @@ type h2cRawFrame struct {
 	stream uint32
 	code   http2.ErrCode // a RST_STREAM's or GOAWAY's
 	status string        // a HEADERS frame's :status
+	n      int           // a DATA frame's length
+	end    bool          // END_STREAM
 }
 
 func (f *h2cRawFrame) String() string {
@@ -50,6 +52,8 @@ func (f *h2cRawFrame) String() string {
 func copyFrame(f http2.Frame) *h2cRawFrame {
 	c := &h2cRawFrame{typ: f.Header().Type, stream: f.Header().StreamID}
 	switch f := f.(type) {
+	case *http2.DataFrame:
+		c.n, c.end = int(f.Length), f.StreamEnded()
 	case *http2.RSTStreamFrame:
 		c.code = f.ErrCode
 	case *http2.GoAwayFrame:

@@ -21,6 +21,7 @@ import (
 	"github.com/detour-dev/detour/agent"
 	"github.com/detour-dev/detour/tunnel"
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // The h2c relay (h2relay.go) passes the streams of h2c callers on, frame
@@ -536,5 +537,161 @@ func TestHTTP1CallersOfAnH2CApp(t *testing.T) {
 	}
 	if relay, _ := h2cStreams(t, w); relay != 0 {
 		t.Errorf("the h2c relay passed on %d requests, want none", relay)
+	}
+}
+
+// TestH2CRelayStalledStreamHoldsOnlyItself: a caller that stops reading
+// one stream (its window for it closed) still gets its other streams'
+// answers from the same app, as it would without the relay; the stalled
+// stream's bytes all come once it reads again. Before the relay lent a
+// connection what it held for slow readers, the app's 4 MiB filled the
+// relay's 1 MiB connection window with the app and stream 3 waited.
+func TestH2CRelayStalledStreamHoldsOnlyItself(t *testing.T) {
+	const big = 4 << 20
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/big" {
+			w.Write(bigBody(big))
+			return
+		}
+		io.WriteString(w, "small")
+	}), Protocols: new(http.Protocols)}
+	w := h2cAppBehindAgent(t, srv)
+	rc := dialH2CRaw(t, w)
+	// A large connection window, the protocol's default 65,535 per stream.
+	if err := rc.fr.WriteWindowUpdate(0, 100<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.headers(1, "/big"); err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for got < 65535 { // stream 1's window at the caller, taken
+		f := rc.await(5*time.Second, isFrame(http2.FrameData, 1))
+		if f == nil || f.typ != http2.FrameData {
+			t.Fatalf("stream 1: %v after %d bytes, want DATA", f, got)
+		}
+		got += f.n
+	}
+	time.Sleep(200 * time.Millisecond) // the app sends what the relay's windows allow
+	if err := rc.headers(3, "/small"); err != nil {
+		t.Fatal(err)
+	}
+	if f := rc.await(5*time.Second, isFrame(http2.FrameData, 3)); f == nil || f.typ != http2.FrameData {
+		t.Fatalf("stream 3's answer: %v, want DATA (held up behind stream 1, which the caller does not read)", f)
+	}
+	if err := rc.fr.WriteWindowUpdate(1, big); err != nil {
+		t.Fatal(err)
+	}
+	for end := false; !end; {
+		f := rc.await(5*time.Second, isFrame(http2.FrameData, 1))
+		if f == nil || f.typ != http2.FrameData {
+			t.Fatalf("stream 1 once read again: %v after %d of %d bytes", f, got, big)
+		}
+		got, end = got+f.n, f.end
+	}
+	if got != big {
+		t.Errorf("stream 1: %d bytes, want %d", got, big)
+	}
+}
+
+// h2cLent reads detour_agent_http_h2c_lent_bytes.
+func h2cLent(t *testing.T, w *world) int {
+	t.Helper()
+	resp, err := http.Get("http://" + w.agent.Addrs().Metrics.String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	m := regexp.MustCompile(`(?m)^detour_agent_http_h2c_lent_bytes (\S+)$`).FindSubmatch(body)
+	if m == nil {
+		t.Fatal("no detour_agent_http_h2c_lent_bytes in the agent's metrics")
+	}
+	n, err := strconv.ParseFloat(string(m[1]), 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int(n)
+}
+
+// TestH2CRelayLendingIsBounded: callers that stall many streams at once
+// get their connections acknowledged for at most 4 MiB each and 16 MiB
+// for the agent (detour_agent_http_h2c_lent_bytes), and all of it comes
+// back when they go.
+func TestH2CRelayLendingIsBounded(t *testing.T) {
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/sink" { // reads nothing of the body
+			<-r.Context().Done()
+			return
+		}
+		w.Write(bigBody(2 << 20))
+	}), Protocols: new(http.Protocols)}
+	w := h2cAppBehindAgent(t, srv)
+	lentWhile := func(callers, streams int, upload func(*h2cRawCaller)) int {
+		var rcs []*h2cRawCaller
+		for range callers {
+			rc := dialH2CRaw(t, w)
+			rc.fr.WriteWindowUpdate(0, 100<<20)
+			for i := range streams {
+				if err := rc.headers(uint32(2*i+1), "/big"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if upload != nil {
+				upload(rc)
+			}
+			rcs = append(rcs, rc)
+		}
+		// Each stream: the caller's 65,535 bytes, then the relay holds
+		// its 1 MiB window's worth.
+		var lent int
+		deadline := time.Now().Add(10 * time.Second)
+		for prev := -1; time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			if lent = h2cLent(t, w); lent == prev && lent > 0 {
+				break
+			}
+			prev = lent
+		}
+		for _, rc := range rcs {
+			rc.c.Close()
+		}
+		eventually(t, 5*time.Second, "lent bytes back once the callers are gone", func() bool { return h2cLent(t, w) == 0 })
+		return lent
+	}
+	if got, want := lentWhile(1, 2, nil), 2*(1<<20); got < want*9/10 || got > want {
+		t.Errorf("one caller, 2 stalled streams: %d bytes lent, want about %d (what the relay holds)", got, want)
+	}
+	if got := lentWhile(1, 6, nil); got != 4<<20 {
+		t.Errorf("one caller, 6 stalled streams: %d bytes lent, want 4 MiB (the connection's bound)", got)
+	}
+	if got := lentWhile(5, 6, nil); got != 16<<20 {
+		t.Errorf("5 callers, 6 stalled streams each: %d bytes lent, want 16 MiB (the agent's bound)", got)
+	}
+	// Uploads: 1 MiB on a stream fills the app's connection window; the
+	// relay holds the next stream's 512 KiB, and lends the caller's
+	// connection that much.
+	sink := func(rc *h2cRawCaller) {
+		chunk := make([]byte, 16<<10)
+		for _, up := range []struct {
+			id    uint32
+			bytes int
+		}{{101, 1 << 20}, {103, 512 << 10}} {
+			rc.encBuf.Reset()
+			for _, f := range []hpack.HeaderField{{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "http"},
+				{Name: ":authority", Value: "web"}, {Name: ":path", Value: "/sink"}} {
+				_ = rc.enc.WriteField(f)
+			}
+			if err := rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: up.id, BlockFragment: rc.encBuf.Bytes(), EndHeaders: true}); err != nil {
+				t.Fatal(err)
+			}
+			for n := 0; n < up.bytes; n += len(chunk) {
+				if err := rc.fr.WriteData(up.id, false, chunk); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	if got, want := lentWhile(1, 0, sink), 512<<10; got != want {
+		t.Errorf("an upload held for an app that reads nothing: %d bytes lent, want %d", got, want)
 	}
 }
