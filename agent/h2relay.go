@@ -981,7 +981,7 @@ func (rl *h2Relay) dropFlowUnacked(fl *h2Flow) {
 func (rl *h2Relay) data(fl *h2Flow, f *http2.DataFrame) error {
 	src := fl.src
 	if src.outstanding()+int64(f.Length) > h2ConnWindow {
-		return fmt.Errorf("%w: connection window exceeded", errH2Protocol)
+		return http2.ConnectionError(http2.ErrCodeFlowControl) // RFC 9113 §6.9.1
 	}
 	d := f.Data()
 	if pad := int64(f.Length) - int64(len(d)); pad > 0 {

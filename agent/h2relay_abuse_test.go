@@ -41,7 +41,7 @@ type h2cRawFrame struct {
 	stream uint32
 	code   http2.ErrCode // a RST_STREAM's or GOAWAY's
 	status string        // a HEADERS frame's :status
-	n      int           // a DATA frame's length
+	n      int           // a DATA frame's length, a WINDOW_UPDATE's increment
 	end    bool          // END_STREAM
 }
 
@@ -54,6 +54,8 @@ func copyFrame(f http2.Frame) *h2cRawFrame {
 	switch f := f.(type) {
 	case *http2.DataFrame:
 		c.n, c.end = int(f.Length), f.StreamEnded()
+	case *http2.WindowUpdateFrame:
+		c.n = int(f.Increment)
 	case *http2.RSTStreamFrame:
 		c.code = f.ErrCode
 	case *http2.GoAwayFrame:
@@ -563,4 +565,65 @@ func TestH2CRelayClosesConnectionsThatTakeNoStreams(t *testing.T) {
 		}
 	}
 	eventually(t, 3*time.Second, "at most one connection to the app left open", func() bool { return open.Load() <= 1 })
+}
+
+// TestH2CRelayEnforcesTheConnectionWindow: a caller whose uploads the
+// app does not read is given the relay's connection window, what the
+// relay wrote to the app, and what it lends for what it holds (4 MiB) —
+// and a byte past that ends the connection with FLOW_CONTROL_ERROR.
+func TestH2CRelayEnforcesTheConnectionWindow(t *testing.T) {
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/sink" {
+			<-r.Context().Done() // reads nothing of the body
+		}
+	}), Protocols: new(http.Protocols)}
+	w := h2cAppBehindAgent(t, srv)
+	rc := dialH2CRaw(t, w)
+	granted, sent := 65535, 0 // the protocol's initial connection window
+	take := func(f *h2cRawFrame) {
+		if f.typ == http2.FrameWindowUpdate && f.stream == 0 {
+			granted += f.n
+		}
+	}
+	chunk := make([]byte, 16<<10)
+	id, onStream := uint32(1), 0
+	for {
+		for sent+len(chunk) > granted {
+			f := rc.await(500*time.Millisecond, func(f *h2cRawFrame) bool { take(f); return isGoAway(f) || granted >= sent+len(chunk) })
+			if f != nil && isGoAway(f) {
+				t.Fatalf("GOAWAY after %d bytes within a window of %d: %v", sent, granted, f)
+			}
+			if f == nil && sent+len(chunk) > granted {
+				break
+			}
+		}
+		if sent+len(chunk) > granted {
+			break
+		}
+		if onStream == 0 {
+			rc.encBuf.Reset()
+			for _, f := range []hpack.HeaderField{{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "http"},
+				{Name: ":authority", Value: "web"}, {Name: ":path", Value: "/sink"}} {
+				_ = rc.enc.WriteField(f)
+			}
+			if err := rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: rc.encBuf.Bytes(), EndHeaders: true}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := rc.fr.WriteData(id, false, chunk); err != nil {
+			t.Fatal(err)
+		}
+		sent += len(chunk)
+		if onStream += len(chunk); onStream == 1<<20-64<<10 { // within the stream's window
+			id, onStream = id+2, 0
+		}
+	}
+	// 1 MiB window, 1 MiB written to the app (its connection window), 4 MiB lent.
+	if want := 6 << 20; granted < want-(256<<10) || granted > want {
+		t.Errorf("granted %d bytes on the connection, want about %d", granted, want)
+	}
+	if err := rc.fr.WriteData(id, false, chunk); err != nil {
+		t.Fatal(err)
+	}
+	rc.wantGoAway(t, rc.await(3*time.Second, func(f *h2cRawFrame) bool { take(f); return isGoAway(f) }), http2.ErrCodeFlowControl, "a frame past the connection window")
 }
