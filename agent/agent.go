@@ -83,10 +83,6 @@ func New(cfg Config, log *zap.Logger) (*Agent, error) {
 	egress := cfg.Egress
 	egress.Nameservers = append(nameserverAddrs(resolv), egress.Nameservers...)
 	lend := newH2LendPool(h2AgentLend)
-	promReg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "detour_agent_http_h2c_lent_bytes",
-		Help: fmt.Sprintf("Bytes the h2c relays hold for slow readers and have acknowledged on their connections before writing them on (at most %d MiB for the agent, %d MiB per connection).", h2AgentLend>>20, h2PeerLend>>20),
-	}, func() float64 { return float64(h2AgentLend - lend.avail.Load()) }))
 	return &Agent{
 		resolv:        resolv,
 		clusterDomain: addrset.ClusterDomain(resolv.Search),
@@ -96,7 +92,7 @@ func New(cfg Config, log *zap.Logger) (*Agent, error) {
 		cfg:           cfg,
 		log:           log,
 		reg:           newRegistry(cfg.appPorts()),
-		m:             newMetrics(promReg),
+		m:             newMetrics(promReg, lend),
 		gatherer:      promReg,
 		readyCh:       make(chan struct{}),
 		tls:           &tlsFiles{terminatingDir: cfg.TerminatingTLSDir, originatingDir: cfg.OriginatingTLSDir},

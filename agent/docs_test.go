@@ -48,7 +48,7 @@ func TestDocsQuoteTheAgentsValues(t *testing.T) {
 // docs/architecture.md names every metric the agent registers.
 func TestDocsListEveryAgentMetric(t *testing.T) {
 	var reg describing
-	newMetrics(&reg)
+	newMetrics(&reg, newH2LendPool(0))
 	if len(reg.names) < 10 {
 		t.Fatalf("found %d metric names (%v): the capture is broken", len(reg.names), reg.names)
 	}
