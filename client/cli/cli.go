@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.uber.org/zap"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -198,8 +199,11 @@ func (a *app) leaveCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "leave NAME",
 		Short: "Give an intercepted workload's traffic back to the app",
-		Long:  "Removes the intercept NAME from every pod of its workload; new connections reach the app again at once.",
-		Args:  exactArgs(1, "the intercept's name (see detour status)"),
+		Long: "Removes the intercept NAME from every pod of its workload; new connections reach the app again at once.\n\n" +
+			fmt.Sprintf("The daemon keeps each pod's connection for %d minutes (%s, e.g. 30s, or 0 for none, in the environment of the command that starts the daemon), ",
+				int(daemon.DefaultSessionLinger.Minutes()), daemon.SessionLingerEnv) +
+			"so that intercepting the same pods again meanwhile starts faster; detour quit closes them.",
+		Args: exactArgs(1, "the intercept's name (see detour status)"),
 		ValidArgsFunction: func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
 			return a.interceptNames(cmd.Context()), cobra.ShellCompDirectiveNoFileComp
 		},
@@ -446,7 +450,11 @@ func (a *app) daemonCommand() *cobra.Command {
 				return err
 			}
 			defer log.Sync()
-			return daemon.New(log).Run(cmd.Context(), ln)
+			linger, err := daemon.SessionLinger()
+			if err != nil {
+				log.Warn("ignored; spare sessions kept for the default time", zap.Error(err), zap.Duration("linger", linger))
+			}
+			return daemon.New(log, linger).Run(cmd.Context(), ln)
 		},
 	}
 }

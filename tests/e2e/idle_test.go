@@ -27,6 +27,9 @@ func TestIdleAgentsGoAway(t *testing.T) {
 	ctx := context.Background()
 	cs := clientset(t, restConfig(t))
 	u := newUser(t)
+	// A leave keeps the pod's session as a spare (2 min by default), and an
+	// agent with a session is busy: without one, the wait starts at leave.
+	u.env = []string{"DETOUR_SESSION_LINGER=0"}
 	u.must("install", "--image", images.Detour, "--agent-max-idle", maxIdle.String())
 	t.Cleanup(func() {
 		u.must("install", "--image", images.Detour)

@@ -24,5 +24,8 @@ func TestDocsQuoteTheRunnersTiming(t *testing.T) {
 		fmt.Sprintf("right after a tick came more than %s late", docsync.Dur(silenceGap)),
 		fmt.Sprintf("(their keep-alive bound, %s + %s by default", docsync.Dur(tunnel.DefaultKeepAliveInterval), docsync.Dur(tunnel.DefaultWriteTimeout)),
 		fmt.Sprintf("Every %s an active session checks", docsync.Dur(holderCheck)),
+		fmt.Sprintf("keeps each pod's session open for %s", docsync.Dur(DefaultSessionLinger)),
+		fmt.Sprintf("One that does not answer within %s", docsync.Dur(spareCheck)),
+		fmt.Sprintf("for up to %s after a leave", docsync.Dur(DefaultSessionLinger)),
 	)
 }

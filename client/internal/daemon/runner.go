@@ -56,6 +56,8 @@ type runner struct {
 	// keepReplace: the intercept is re-created with the same replace, so
 	// stopping this runner must not give the workload its app back.
 	keepReplace atomic.Bool
+	// spares: the daemon's sessions of intercepts left (nil: none kept).
+	spares *spares[*client.Session]
 }
 
 type podConn struct {
@@ -328,21 +330,7 @@ func (r *runner) holdPod(ctx context.Context, pod string, pc *podConn) {
 			log.Info("intercept active on pod")
 			switch silent := r.hold(ctx, sess); {
 			case ctx.Err() != nil:
-				rmCtx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-				err := r.removeAll(rmCtx, sess)
-				cancel()
-				if err != nil {
-					log.Warn("remove intercept", zap.Error(err))
-				} else {
-					// New connections go to the app now; those already
-					// relayed to this workstation may finish first.
-					dctx, cancel := context.WithTimeout(context.Background(), leaveDrain)
-					if err := sess.Drain(dctx); err != nil {
-						log.Info("closing connections still open at leave", zap.Error(err))
-					}
-					cancel()
-				}
-				sess.Close()
+				r.leavePod(log, pod, sess)
 				return
 			case silent > 0:
 				// The agent dropped us while this workstation was asleep (or
@@ -386,6 +374,77 @@ func (r *runner) holdPod(ctx context.Context, pod string, pc *podConn) {
 		}
 		backoff = min(2*backoff, maxBackoff)
 	}
+}
+
+// leavePod gives the intercept on one pod back; the session, once its
+// relayed connections are done, is kept as a spare for the next intercept
+// of the pod, or closed.
+func (r *runner) leavePod(log *zap.Logger, pod string, sess *client.Session) {
+	rmCtx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	err := r.removeAll(rmCtx, sess)
+	cancel()
+	if err != nil {
+		log.Warn("remove intercept", zap.Error(err))
+		sess.Close()
+		return
+	}
+	// New connections go to the app now; those already relayed to this
+	// workstation may finish first.
+	dctx, cancel := context.WithTimeout(context.Background(), leaveDrain)
+	err = sess.Drain(dctx)
+	cancel()
+	if err != nil {
+		log.Info("closing connections still open at leave", zap.Error(err))
+		sess.Close()
+		return
+	}
+	r.spares.put(r.spareKey(pod), sess)
+}
+
+func (r *runner) spareKey(pod string) spareKey {
+	k := spareKey{namespace: r.req.Namespace, pod: pod, user: r.req.User}
+	if r.cfg != nil {
+		k.config = configKey(r.cfg)
+	}
+	return k
+}
+
+// spareCheck bounds the first request on a spare session: one that does
+// not answer by then is closed, and a new one dialled.
+const spareCheck = 2 * time.Second
+
+// fromSpare creates the intercept on the daemon's spare session of pod,
+// if it keeps one; nil and no error when it has none, or the spare does
+// not answer in time (the caller dials a new session).
+func (r *runner) fromSpare(ctx context.Context, pod string) (*client.Session, error) {
+	sess := r.spares.take(r.spareKey(pod))
+	if sess == nil { // none kept
+		return nil, nil
+	}
+	sctx, cancel := context.WithTimeout(ctx, spareCheck)
+	defer cancel()
+	err := r.createAll(sctx, sess)
+	if err == nil {
+		r.log.Debug("intercept on a spare session", zap.String("pod", pod))
+		return sess, nil
+	}
+	sess.Close() // gives back what createAll made
+	if refusal(err) {
+		return nil, fmt.Errorf("%w: pod %s: %w", errFatal, pod, err)
+	}
+	r.log.Info("spare session did not answer; dialling a new one", zap.String("pod", pod), zap.Error(err))
+	return nil, nil
+}
+
+// refusal says whether an agent refused an intercept in a way retrying
+// cannot fix.
+func refusal(err error) bool {
+	for _, e := range []error{tunnel.ErrAlreadyIntercepted, tunnel.ErrPortNotServed, tunnel.ErrUnsupportedMechanism, tunnel.ErrBadRequest, tunnel.ErrAppNotHTTP} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *runner) isTerminating(pc *podConn) bool {
@@ -543,6 +602,9 @@ func (r *runner) drop(reason string) {
 }
 
 func (r *runner) connect(ctx context.Context, pod string) (*client.Session, error) {
+	if sess, err := r.fromSpare(ctx, pod); sess != nil || err != nil {
+		return sess, err
+	}
 	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	conn, err := kube.DialPod(dctx, r.cfg, r.cs, r.req.Namespace, pod, annotations.TunnelPort)
@@ -563,7 +625,7 @@ func (r *runner) connect(ctx context.Context, pod string) (*client.Session, erro
 	if err := r.createAll(dctx, sess); err != nil {
 		// Closing the session gives back the ports created before.
 		sess.Close()
-		if errors.Is(err, tunnel.ErrAlreadyIntercepted) || errors.Is(err, tunnel.ErrPortNotServed) || errors.Is(err, tunnel.ErrUnsupportedMechanism) || errors.Is(err, tunnel.ErrBadRequest) || errors.Is(err, tunnel.ErrAppNotHTTP) {
+		if refusal(err) {
 			return nil, fmt.Errorf("%w: pod %s: %w", errFatal, pod, err)
 		}
 		return nil, err

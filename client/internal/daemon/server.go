@@ -36,12 +36,17 @@ type Daemon struct {
 	quitting   bool
 	quit       chan struct{}
 	quitOnce   sync.Once
+
+	spares *spares[*client.Session] // sessions of left intercepts, kept for the next (spare.go)
 }
 
-// New prepares a daemon.
-func New(log *zap.Logger) *Daemon {
+// New prepares a daemon; linger is how long it keeps the session of an
+// intercept that was left for the next intercept of the pod (0: not at
+// all; SessionLinger reads the user's setting).
+func New(log *zap.Logger, linger time.Duration) *Daemon {
 	host, _ := os.Hostname()
 	return &Daemon{
+		spares:     newSpares[*client.Session](linger),
 		log:        log,
 		clientID:   fmt.Sprintf("%s-%d-%d", host, os.Getpid(), time.Now().UnixNano()),
 		secret:     client.NewSecret(),
@@ -101,6 +106,7 @@ func (d *Daemon) Run(ctx context.Context, ln net.Listener) error {
 	case <-d.quit:
 	case err = <-errc:
 	}
+	d.spares.closeAll() // and keeps none of the sessions leaveAll ends
 	d.leaveAll()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -231,6 +237,7 @@ func (d *Daemon) startIntercept(ctx context.Context, req InterceptRequest) (*run
 		timeout = 60 * time.Second
 	}
 	run := newRunner(context.Background(), req, identity{d.clientID, d.secret}, cfg, cs, d.log)
+	run.spares = d.spares
 	service := run.fetchService(ctx)
 	if err := run.start(ctx, timeout); err != nil {
 		run.keepReplace.Store(d.sharesReplace(run, nil))

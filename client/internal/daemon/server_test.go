@@ -30,7 +30,7 @@ func TestAPIOverUnixSocket(t *testing.T) {
 	if _, err := Listen(sock); err == nil || !strings.Contains(err.Error(), "already running") {
 		t.Fatalf("second daemon on the same socket: %v", err)
 	}
-	d := New(zaptest.NewLogger(t))
+	d := New(zaptest.NewLogger(t), DefaultSessionLinger)
 	done := make(chan error, 1)
 	go func() { done <- d.Run(context.Background(), ln) }()
 
