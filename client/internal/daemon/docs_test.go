@@ -27,6 +27,5 @@ func TestDocsQuoteTheRunnersTiming(t *testing.T) {
 		fmt.Sprintf("keeps each pod's session open for %s", docsync.Dur(DefaultSessionLinger)),
 		fmt.Sprintf("One that does not answer within %s", docsync.Dur(spareCheck)),
 		fmt.Sprintf("for up to %s after a leave", docsync.Dur(DefaultSessionLinger)),
-		fmt.Sprintf("clients unused for %s are dropped", docsync.Dur(kubeCacheIdle)),
 	)
 }

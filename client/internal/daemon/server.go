@@ -13,6 +13,10 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
 	"github.com/detour-dev/detour/client"
 	"github.com/detour-dev/detour/internal/version"
 	"github.com/detour-dev/detour/tunnel"
@@ -34,7 +38,6 @@ type Daemon struct {
 	quitOnce   sync.Once
 
 	spares *spares[*client.Session] // sessions of left intercepts, kept for the next (spare.go)
-	kube   *kubeCache               // API clients of recent intercepts (kubecache.go)
 }
 
 // New prepares a daemon; linger is how long it keeps the session of an
@@ -44,7 +47,6 @@ func New(log *zap.Logger, linger time.Duration) *Daemon {
 	host, _ := os.Hostname()
 	return &Daemon{
 		spares:     newSpares[*client.Session](linger),
-		kube:       newKubeCache(),
 		log:        log,
 		clientID:   fmt.Sprintf("%s-%d-%d", host, os.Getpid(), time.Now().UnixNano()),
 		secret:     client.NewSecret(),
@@ -143,6 +145,22 @@ func writeError(w http.ResponseWriter, code int, err error) {
 	writeJSON(w, code, ErrorReply{Error: err.Error()})
 }
 
+func kubeClients(kubeconfig, kubeContext string) (*rest.Config, kubernetes.Interface, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	if kubeconfig != "" {
+		rules.ExplicitPath = kubeconfig
+	}
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: kubeContext}).ClientConfig()
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubeconfig: %w", err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, cs, nil
+}
+
 func (d *Daemon) handleCreate(w http.ResponseWriter, r *http.Request) {
 	var req InterceptRequest
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
@@ -210,7 +228,7 @@ func (d *Daemon) unreserve(name string) {
 // (Ctrl-C) cancels ctx. On failure nothing is left behind, and the HTTP
 // status to answer with is returned.
 func (d *Daemon) startIntercept(ctx context.Context, req InterceptRequest) (*runner, InterceptStatus, int, error) {
-	cfg, cs, err := d.kube.get(req.Kubeconfig, req.Context)
+	cfg, cs, err := kubeClients(req.Kubeconfig, req.Context)
 	if err != nil {
 		return nil, InterceptStatus{}, http.StatusBadRequest, err
 	}
