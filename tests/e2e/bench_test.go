@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -127,12 +128,20 @@ func setupAndLeave(b *testing.B, u *user, ns string, localHTTP int, httpURL stri
 	return toFirst, time.Since(start)
 }
 
-// setupRounds times 8 rounds of setupAndLeave by each of users, every
+// benchRounds is DETOUR_BENCH_ROUNDS, or def when it is unset.
+func benchRounds(def int) int {
+	if n, err := strconv.Atoi(os.Getenv("DETOUR_BENCH_ROUNDS")); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
+
+// setupRounds times 8 rounds (DETOUR_BENCH_ROUNDS) of setupAndLeave by each of users, every
 // other round in reverse order: each user's intercept → first request,
 // and the first user's leave → app.
 func setupRounds(b *testing.B, users []*user, ns string, localHTTP int, httpURL string) (toFirst [][]time.Duration, toApp []time.Duration) {
 	b.Helper()
-	const rounds = 8
+	rounds := benchRounds(8)
 	toFirst = make([][]time.Duration, len(users))
 	for i := 0; i < rounds; i++ {
 		for j := range users {

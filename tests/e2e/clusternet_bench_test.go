@@ -81,10 +81,7 @@ func BenchmarkClusterNetworkBulk(b *testing.B) {
 		return t[len(t)-1]
 	}
 	u.must(append([]string{"run", "-n", ns, "--workload", "app", "--"}, curl("http://db:80/")...)...) // injects the agent, warms up
-	rounds := 5
-	if n, err := strconv.Atoi(os.Getenv("DETOUR_BENCH_ROUNDS")); err == nil && n > 0 {
-		rounds = n
-	}
+	rounds := benchRounds(5)
 	// DETOUR_BENCH_OTHER_DETOUR: another build of cmd/detour (an earlier
 	// tree's), measured in the same rounds: a before/after, interleaved.
 	var other *user

@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -350,12 +349,7 @@ func runningPod(ctx context.Context, b *testing.B, cs kubernetes.Interface, ns, 
 
 // remoteRounds is how many rounds of bulk each profile runs: 2, or
 // DETOUR_BENCH_ROUNDS.
-var remoteRounds = func() int {
-	if n, err := strconv.Atoi(os.Getenv("DETOUR_BENCH_ROUNDS")); err == nil && n > 0 {
-		return n
-	}
-	return 2
-}()
+var remoteRounds = benchRounds(2)
 
 // measure runs one profile: remoteRounds of bulk on each path (the order
 // reversed in the second), then small requests, 300 ms apart, on each.
