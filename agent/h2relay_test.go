@@ -146,13 +146,7 @@ var h2cStreamsRE = regexp.MustCompile(`detour_agent_http_h2c_streams_total\{path
 // and handed to the net/http server.
 func h2cStreams(t *testing.T, w *world) (relay, fallback int) {
 	t.Helper()
-	resp, err := http.Get("http://" + w.agent.Addrs().Metrics.String() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	for _, m := range h2cStreamsRE.FindAllStringSubmatch(string(body), -1) {
+	for _, m := range h2cStreamsRE.FindAllStringSubmatch(agentMetricsText(t, w), -1) {
 		n, _ := strconv.Atoi(m[2])
 		if m[1] == "relay" {
 			relay = n
@@ -594,16 +588,25 @@ func TestH2CRelayStalledStreamHoldsOnlyItself(t *testing.T) {
 	}
 }
 
-// h2cLent reads detour_agent_http_h2c_lent_bytes.
-func h2cLent(t *testing.T, w *world) int {
+// agentMetricsText is the agent's /metrics page.
+func agentMetricsText(t *testing.T, w *world) string {
 	t.Helper()
 	resp, err := http.Get("http://" + w.agent.Addrs().Metrics.String() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	m := regexp.MustCompile(`(?m)^detour_agent_http_h2c_lent_bytes (\S+)$`).FindSubmatch(body)
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(body)
+}
+
+// h2cLent reads detour_agent_http_h2c_lent_bytes.
+func h2cLent(t *testing.T, w *world) int {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^detour_agent_http_h2c_lent_bytes (\S+)$`).FindStringSubmatch(agentMetricsText(t, w))
 	if m == nil {
 		t.Fatal("no detour_agent_http_h2c_lent_bytes in the agent's metrics")
 	}
