@@ -335,14 +335,17 @@ func (hc *h1Conn) proxy(req *http.Request, pool *h1Pool, route string) bool {
 }
 
 // roundTrip sends req on a pooled connection and reads the response head,
-// forwarding 1xx responses. A request without a body that fails on a
-// reused connection before any answer (the backend closed it while idle)
-// is sent again once on a new one.
+// forwarding 1xx responses. A pooled connection is checked first: one the
+// backend closed, or sent bytes on that no request asked for (past the
+// previous response's framing: they would be the next caller's answer, as
+// net/http's Transport also refuses), is not used. A request without a
+// body that fails on a reused connection before any answer (the backend
+// closed it meanwhile) is sent again once on a new one.
 func (hc *h1Conn) roundTrip(req *http.Request, pool *h1Pool) (*exchange, *http.Response, error) {
 	ctx := context.Background()
 	bodyless := req.ContentLength == 0
 	uc, reused, err := pool.get(ctx)
-	if err == nil && reused && !bodyless && !idleAlive(uc) {
+	if err == nil && reused && !idleAlive(uc) {
 		_ = uc.c.Close()
 		uc, reused, err = nil, false, nil
 		uc, err = pool.fresh(ctx)

@@ -1,0 +1,176 @@
+package agent_test
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/detour-dev/detour/agent"
+	"github.com/detour-dev/detour/tunnel"
+)
+
+// These tests speak raw bytes to the HTTP/1.1 connection loop
+// (httpconn.go) as a hostile caller in the cluster could, and put raw
+// backends behind it: what a backend frames must be what the agent
+// routed, and one caller's answer must not reach another.
+
+// rawH1App is an HTTP/1.1 backend written by hand: it reads each request
+// with http.ReadRequest (its body read whole) and writes what answer
+// returns for it, raw (the part after lateMark a little later). heads keeps each request head as it came.
+type rawH1App struct {
+	ln     net.Listener
+	mu     sync.Mutex
+	heads  []string
+	bodies []string
+}
+
+func startRawH1App(t *testing.T, answer func(*http.Request) string) *rawH1App {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	a := &rawH1App{ln: ln}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go a.serve(c, answer)
+		}
+	}()
+	return a
+}
+
+func (a *rawH1App) serve(c net.Conn, answer func(*http.Request) string) {
+	defer c.Close()
+	var rec bytes.Buffer
+	br := bufio.NewReader(io.TeeReader(c, &rec))
+	for {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		head := rec.Bytes()
+		if i := bytes.Index(head, []byte("\r\n\r\n")); i >= 0 {
+			head = head[:i+4]
+		}
+		b, _ := io.ReadAll(req.Body)
+		rec.Reset()
+		rec.Write(bufferedRest(br))
+		if req.Method == "PRI" || req.URL.Path == "/detour-http2-check" { // the agent's protocol probe
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+			return
+		}
+		a.mu.Lock()
+		a.heads, a.bodies = append(a.heads, string(head)), append(a.bodies, string(b))
+		a.mu.Unlock()
+		now, later, _ := strings.Cut(answer(req), lateMark)
+		if _, err := io.WriteString(c, now); err != nil {
+			return
+		}
+		if later != "" {
+			time.Sleep(50 * time.Millisecond)
+			io.WriteString(c, later)
+		}
+	}
+}
+
+// lateMark in an answer: the app writes what follows 50 ms later.
+const lateMark = "\x00later\x00"
+
+// bufferedRest is what br read past the request, still in its buffer.
+func bufferedRest(br *bufio.Reader) []byte {
+	b, _ := br.Peek(br.Buffered())
+	return b
+}
+
+func (a *rawH1App) port() uint16 { return uint16(a.ln.Addr().(*net.TCPAddr).Port) }
+
+func (a *rawH1App) seen() (heads, bodies []string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]string(nil), a.heads...), append([]string(nil), a.bodies...)
+}
+
+// startRawAgent runs an agent in front of app with alice's intercept
+// (x-dev: alice) to local.
+func startRawAgent(t *testing.T, app, local *rawH1App) *world {
+	t.Helper()
+	w := startAgent(t, func(c *agent.Config) {
+		c.Listeners = []agent.PortMap{{Listen: freePort(t), App: app.port()}}
+	})
+	alice, _ := openClient(t, w, "alice@laptop", tunnel.Config{})
+	if err := httpIntercept(t, alice, "web", w.appPort, local.ln, "x-dev=alice"); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// okAnswer answers "<name> <path>" with its length.
+func okAnswer(name string) func(*http.Request) string {
+	return func(r *http.Request) string {
+		body := name + " " + r.URL.Path
+		return "HTTP/1.1 200 OK\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
+	}
+}
+
+func TestHTTP1LoopDoesNotPoolAConnectionWithBytesPastTheResponse(t *testing.T) {
+	// The backend (the app, or alice's process through her tunnel) answers
+	// some requests with more than the response it frames: bytes past a
+	// Content-Length or a chunked body, a body after a 204, 304 or a
+	// HEAD's answer, the extra sent with the answer or a little later. Its
+	// connection must not be reused by the next caller, who would get
+	// those bytes as its own answer ("stolen").
+	const stolen = "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nstolen"
+	extra := func(name string) func(*http.Request) string {
+		return func(r *http.Request) string {
+			switch r.URL.Path {
+			case "/long":
+				return "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello" + stolen
+			case "/204":
+				return "HTTP/1.1 204 No Content\r\n\r\n" + stolen
+			case "/304":
+				return "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n" + stolen
+			case "/head":
+				return "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n" + stolen
+			case "/late":
+				return "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello" + lateMark + stolen
+			case "/chunked":
+				return "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n" + stolen
+			}
+			return okAnswer(name)(r)
+		}
+	}
+	w := startRawAgent(t, startRawH1App(t, extra("app")), startRawH1App(t, extra("alice")))
+	for _, to := range []struct{ name, field string }{{"app", ""}, {"alice", "X-Dev: alice\r\n"}} {
+		for _, tc := range []struct{ method, path string }{
+			{"GET", "/long"}, {"GET", "/204"}, {"GET", "/304"}, {"HEAD", "/head"}, {"GET", "/chunked"}, {"GET", "/late"},
+		} {
+			a, abr := rawConn(t, w)
+			if res, _ := rawExchange(t, a, abr, tc.method, tc.method+" "+tc.path+" HTTP/1.1\r\nHost: x\r\n"+to.field+"\r\n"); res.StatusCode == 0 {
+				t.Fatal("no answer")
+			}
+			time.Sleep(100 * time.Millisecond) // what comes late has come
+			for _, next := range []string{"next caller", "same caller"} {
+				c, cbr := a, abr
+				if next == "next caller" {
+					c, cbr = rawConn(t, w)
+				}
+				want := to.name + " /mine"
+				if res, body := rawExchange(t, c, cbr, "GET", "GET /mine HTTP/1.1\r\nHost: x\r\n"+to.field+"\r\n"); body != want {
+					t.Errorf("%s to %s after %s %s: %d %q, want %q", next, to.name, tc.method, tc.path, res.StatusCode, body, want)
+				}
+			}
+		}
+	}
+}
