@@ -390,7 +390,13 @@ func (hc *h1Conn) send(req *http.Request, x *exchange) (*http.Response, error) {
 		}
 	default:
 		x.sent = make(chan error, 1)
-		go func() { x.sent <- hc.sendBody(w, req) }()
+		go func(uc *upConn) {
+			err := hc.sendBody(w, req)
+			if err != nil { // the backend's request ends too: it would wait for the rest
+				_ = uc.c.Close()
+			}
+			x.sent <- err
+		}(x.uc)
 	}
 	if x.sent == nil {
 		if err := w.Flush(); err != nil {

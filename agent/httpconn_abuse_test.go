@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -172,5 +173,66 @@ func TestHTTP1LoopDoesNotPoolAConnectionWithBytesPastTheResponse(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+func TestHTTP1LoopEndsAnUploadThatFails(t *testing.T) {
+	// A request body the agent cannot pass on whole (the caller goes away
+	// in the middle, or its chunked framing is one net/http refuses) must
+	// end the backend's request too, as net/http's Transport does: else
+	// the backend waits for the rest, and the agent for its answer, for
+	// ever, each such request holding an app connection.
+	var started, ended atomic.Int32 // requests the app took, and saw end
+	got := make(chan error, 8)
+	w, _ := startH1Agent(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/up" {
+			return
+		}
+		started.Add(1)
+		_, err := io.ReadAll(r.Body)
+		ended.Add(1)
+		got <- err
+	}), nil)
+	chunked := "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+	for _, tc := range []struct {
+		name, raw string
+		hangUp    bool // the caller closes after raw
+	}{
+		{"caller gone, Content-Length", "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nsome", true},
+		{"caller gone, chunked", chunked + "4\r\nsome\r\n", true},
+		{"chunk line ends with a bare LF", chunked + "4\r\nsome\r\n4\nmore\n0\n\n", false},
+		{"chunk size line too long", chunked + "4\r\nsome\r\n" + strings.Repeat("0", 5000) + "4\r\nmore\r\n0\r\n\r\n", false},
+		{"chunk size too large", chunked + "4\r\nsome\r\nfffffffffffffffffff\r\nmore\r\n0\r\n\r\n", false},
+		{"tiny chunks with long extensions", chunked + "4\r\nsome\r\n" + strings.Repeat("1;"+strings.Repeat("e", 100)+"\r\nx\r\n", 400), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, br := rawConn(t, w)
+			io.WriteString(c, tc.raw)
+			if tc.hangUp {
+				time.Sleep(50 * time.Millisecond)
+				c.Close()
+			} else {
+				// the caller gets an answer (a 502 or the app's), or the
+				// connection ends; it does not wait on
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				if _, err := br.ReadByte(); err != nil && err != io.EOF {
+					t.Errorf("caller: %v, want an answer or the connection closed", err)
+				}
+			}
+			// The app got nothing (the agent refused the body before it
+			// sent a byte of the request), or saw its request end.
+			time.Sleep(200 * time.Millisecond)
+			if started.Load() == ended.Load() && len(got) == 0 {
+				return
+			}
+			select {
+			case err := <-got:
+				if err == nil {
+					t.Errorf("the app read the body whole, want an error")
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the app still waits for the rest of the body after 5 s")
+			}
+		})
 	}
 }
