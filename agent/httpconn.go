@@ -87,7 +87,8 @@ type h1Conn struct {
 
 	// pending aliases the reader's buffer as it was before the head was
 	// parsed, when the whole head was in it (head is that head, blank line
-	// excluded): valid until the next read from the connection.
+	// excluded, when parseRequestHead took it: it is passed through raw):
+	// valid until the next read from the connection.
 	pending, head []byte
 	listed        []string // the caller's Connection tokens, with head
 	te            bool     // the caller sent "Te: trailers", with head
@@ -191,11 +192,15 @@ func (hc *h1Conn) readRequest() (*http.Request, error) {
 	whole := end >= 0
 	hc.rec.buf, hc.pending, hc.head = hc.rec.buf[:0], nil, nil
 	if whole {
-		hc.pending, hc.head = pending, pending[:end+2]
-		if req := parseRequestHead(hc.head, hc.br); req != nil {
+		hc.pending = pending
+		if req := parseRequestHead(pending[:end+2], hc.br); req != nil {
+			hc.head = pending[:end+2]
 			_, _ = hc.br.Discard(end + len(headEnd))
 			return req, nil
 		}
+		// Not passed through raw: a head only http.ReadRequest reads (bare
+		// LF line ends, folded lines) may end before the first CRLF CRLF,
+		// and its lines are not those the backend would read.
 	} else {
 		hc.rec.buf = append(hc.rec.buf, pending...)
 		_ = hc.c.SetReadDeadline(time.Now().Add(headerTimeout))

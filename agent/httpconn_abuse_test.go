@@ -236,3 +236,68 @@ func TestHTTP1LoopEndsAnUploadThatFails(t *testing.T) {
 		})
 	}
 }
+
+// wellFormedHead reports what is wrong with a request head as a backend
+// got it: every line CRLF-ended, none folded.
+func wellFormedHead(head string) string {
+	for i := 0; i < len(head); i++ {
+		if head[i] == '\n' && (i == 0 || head[i-1] != '\r') {
+			return "a bare LF"
+		}
+		if head[i] == '\r' && (i+1 == len(head) || head[i+1] != '\n') {
+			return "a bare CR"
+		}
+	}
+	for _, line := range strings.Split(head, "\r\n") {
+		if line != "" && (line[0] == ' ' || line[0] == '\t') {
+			return "a folded line"
+		}
+	}
+	return ""
+}
+
+func TestHTTP1LoopWritesHeadsItParsedLoosely(t *testing.T) {
+	// Heads net/http reads but the loop's strict parser does not (bare
+	// LF line ends, folded lines) reach the backend as the agent read
+	// them: CRLF lines, one per field, only this request's fields. A
+	// backend that reads them otherwise (a bare LF inside a value, the
+	// next request's fields added to this one) would not see what the
+	// agent routed.
+	app := startRawH1App(t, okAnswer("app"))
+	local := startRawH1App(t, okAnswer("alice"))
+	w := startRawAgent(t, app, local)
+	c, br := rawConn(t, w)
+	// (after a first request: the rest of a first read is sniffed bytes)
+	if _, body := rawExchange(t, c, br, "GET", "GET /0 HTTP/1.1\r\nHost: x\r\n\r\n"); body != "app /0" {
+		t.Fatalf("first request: %q", body)
+	}
+	io.WriteString(c, "GET /a HTTP/1.1\nHost: x\nX-A: 1\n\n"+
+		"GET /b HTTP/1.1\r\nHost: x\r\nX-Dev: alice\r\n\r\n"+
+		"GET /c HTTP/1.1\r\nHost: x\r\nX-A: 1\nX-B: 2\r\n\r\n"+
+		"GET /d HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n folded\r\n\r\n")
+	for _, want := range []string{"app /a", "alice /b", "app /c", "app /d"} {
+		if res, body := rawExchange(t, c, br, "GET", ""); body != want {
+			t.Errorf("%d %q, want %q", res.StatusCode, body, want)
+		}
+	}
+	appHeads, _ := app.seen()
+	aliceHeads, _ := local.seen()
+	for _, h := range append(appHeads, aliceHeads...) {
+		if bad := wellFormedHead(h); bad != "" {
+			t.Errorf("a backend got a head with %s: %q", bad, h)
+		}
+	}
+	if len(appHeads) != 4 || len(aliceHeads) != 1 {
+		t.Fatalf("app got %q, alice %q", appHeads, aliceHeads)
+	}
+	appHeads = appHeads[1:]
+	for i, want := range []struct{ has, hasNot string }{
+		{"\r\nX-A: 1\r\n", "X-Dev"},
+		{"\r\nX-B: 2\r\n", ""},
+		{"\r\nX-A: 1 folded\r\n", ""},
+	} {
+		if h := appHeads[i]; !strings.Contains(h, want.has) || want.hasNot != "" && strings.Contains(h, want.hasNot) {
+			t.Errorf("the app got %q, want %q in it and no %q", h, want.has, want.hasNot)
+		}
+	}
+}
