@@ -3,9 +3,12 @@ package agent_test
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,6 +17,7 @@ import (
 	"time"
 
 	"github.com/detour-dev/detour/agent"
+	"github.com/detour-dev/detour/client"
 	"github.com/detour-dev/detour/tunnel"
 )
 
@@ -24,7 +28,8 @@ import (
 
 // rawH1App is an HTTP/1.1 backend written by hand: it reads each request
 // with http.ReadRequest (its body read whole) and writes what answer
-// returns for it, raw (the part after lateMark a little later). heads keeps each request head as it came.
+// returns for it, raw (see lateMark, closeMark). heads keeps each request
+// head as it came.
 type rawH1App struct {
 	ln     net.Listener
 	mu     sync.Mutex
@@ -75,7 +80,8 @@ func (a *rawH1App) serve(c net.Conn, answer func(*http.Request) string) {
 		a.mu.Lock()
 		a.heads, a.bodies = append(a.heads, string(head)), append(a.bodies, string(b))
 		a.mu.Unlock()
-		now, later, _ := strings.Cut(answer(req), lateMark)
+		ans, closing := strings.CutSuffix(answer(req), closeMark)
+		now, later, _ := strings.Cut(ans, lateMark)
 		if _, err := io.WriteString(c, now); err != nil {
 			return
 		}
@@ -83,11 +89,18 @@ func (a *rawH1App) serve(c net.Conn, answer func(*http.Request) string) {
 			time.Sleep(50 * time.Millisecond)
 			io.WriteString(c, later)
 		}
+		if closing {
+			return
+		}
 	}
 }
 
-// lateMark in an answer: the app writes what follows 50 ms later.
-const lateMark = "\x00later\x00"
+// lateMark in an answer: the app writes what follows 50 ms later;
+// closeMark ending it: the app then closes the connection.
+const (
+	lateMark  = "\x00later\x00"
+	closeMark = "\x00close\x00"
+)
 
 // bufferedRest is what br read past the request, still in its buffer.
 func bufferedRest(br *bufio.Reader) []byte {
@@ -299,5 +312,199 @@ func TestHTTP1LoopWritesHeadsItParsedLoosely(t *testing.T) {
 		if h := appHeads[i]; !strings.Contains(h, want.has) || want.hasNot != "" && strings.Contains(h, want.hasNot) {
 			t.Errorf("the app got %q, want %q in it and no %q", h, want.has, want.hasNot)
 		}
+	}
+}
+
+func TestHTTP1LoopSmugglingAndRoutingShapes(t *testing.T) {
+	// Each raw input (on a connection of its own) and what each backend
+	// must get: the request lines (with fields checked in the head), in
+	// order. A request hidden in another's body reaches no backend as a
+	// request; one the agent reads as a request is routed like any other.
+	// The answers the caller reads are "CODE BODY" (a 4xx/5xx by its code
+	// only, net/http's server answering what the loop hands over).
+	app := startRawH1App(t, okAnswer("app"))
+	alice := startRawH1App(t, okAnswer("alice"))
+	bob := startRawH1App(t, okAnswer("bob"))
+	w := startRawAgent(t, app, alice)
+	bobS, _ := openClient(t, w, "bob@laptop", tunnel.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := bobS.CreateIntercept(ctx, client.InterceptSpec{
+		Name: "api", Port: w.appPort, Mechanism: tunnel.MechanismHTTP, LocalAddr: bob.ln.Addr().String(),
+		Args: tunnel.HTTPSettings{Match: parseRules(t, []string{"x-dev=bob"}), Path: tunnel.PathMatch{Kind: tunnel.ArgPathPrefix, Value: "/api/"}}.Args(),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	const hidden = "GET /hidden HTTP/1.1\r\nHost: x\r\nX-Dev: alice\r\n\r\n"
+	type got struct{ app, alice, bob []string } // "METHOD PATH" then fields the head must have (+) or not (-)
+	for _, tc := range []struct {
+		name, raw string
+		answers   []string
+		want      got
+	}{
+		// framing
+		{"CL and TE: chunked wins, the backend gets chunked only",
+			"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 60\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + hidden,
+			[]string{"200 app /p", "200 alice /hidden"}, got{app: []string{"POST /p", "+Transfer-Encoding: chunked", "-Content-Length"}, alice: []string{"GET /hidden"}}},
+		{"TE and a short CL: the chunk holds the hidden request, as a body",
+			"POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n2f\r\n" + hidden + "\r\n0\r\n\r\n",
+			[]string{"200 app /p"}, got{app: []string{"POST /p", "-Content-Length", "=" + hidden}}},
+		{"two Content-Lengths", "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 52\r\n\r\n" + hidden, []string{"400"}, got{}},
+		{"Content-Length list", "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 0, 52\r\n\r\n" + hidden, []string{"400"}, got{}},
+		{"signed Content-Length", "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: +0\r\n\r\n" + hidden, []string{"400"}, got{}},
+		{"chunked, identity", "POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n" + hidden, []string{"501"}, got{}},
+		{"xchunked", "POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\nContent-Length: 0\r\n\r\n" + hidden, []string{"501"}, got{}},
+		{"two Transfer-Encodings", "POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + hidden, []string{"501"}, got{}},
+		{"space before the colon", "POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n" + hidden, []string{"400"}, got{}},
+		{"folded Transfer-Encoding", "POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n" + hidden,
+			[]string{"200 app /p", "200 alice /hidden"}, got{app: []string{"POST /p", "+Transfer-Encoding: chunked"}, alice: []string{"GET /hidden"}}},
+		{"chunk extensions", "POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;x=\"a;b\"\r\nabc\r\n0;y\r\n\r\n" + hidden,
+			[]string{"200 app /p", "200 alice /hidden"}, got{app: []string{"POST /p", "=abc"}, alice: []string{"GET /hidden"}}},
+		{"a bare CR in a field", "GET /p HTTP/1.1\r\nHost: x\r\nX-A: 1\rX-Dev: alice\r\n\r\n", []string{"400"}, got{}},
+		{"NUL in a field", "GET /p HTTP/1.1\r\nHost: x\r\nX-Dev: al\x00ice\r\n\r\n", []string{"400"}, got{}},
+		// connection handling
+		{"Connection: close ends the connection", "GET /p HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" + hidden,
+			[]string{"200 app /p"}, got{app: []string{"GET /p"}}},
+		{"HTTP/1.0 keep-alive, handed over, the next still routed", "GET /old HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n" + hidden,
+			[]string{"200 app /old", "200 alice /hidden"}, got{app: []string{"GET /old"}, alice: []string{"GET /hidden"}}},
+		{"HTTP/1.0 without keep-alive ends the connection", "GET /old HTTP/1.0\r\nHost: x\r\n\r\n" + hidden,
+			[]string{"200 app /old"}, got{app: []string{"GET /old"}}},
+		// routing
+		{"header names without case", "GET /p HTTP/1.1\r\nHost: x\r\nx-DEV: alice\r\n\r\n", []string{"200 alice /p"}, got{alice: []string{"GET /p"}}},
+		{"values with case", "GET /p HTTP/1.1\r\nHost: x\r\nX-Dev: Alice\r\n\r\n", []string{"200 app /p"}, got{app: []string{"GET /p"}}},
+		{"whitespace around a value", "GET /p HTTP/1.1\r\nHost: x\r\nX-Dev: \t alice \t\r\n\r\n", []string{"200 alice /p"}, got{alice: []string{"GET /p"}}},
+		{"one of two fields", "GET /p HTTP/1.1\r\nHost: x\r\nX-Dev: bob\r\nX-Dev: alice\r\n\r\n", []string{"200 alice /p"}, got{alice: []string{"GET /p", "+X-Dev: bob"}}},
+		{"a list is one value", "GET /p HTTP/1.1\r\nHost: x\r\nX-Dev: bob, alice\r\n\r\n", []string{"200 app /p"}, got{app: []string{"GET /p"}}},
+		{"a trailer does not route", "POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-Dev: alice\r\n\r\n", []string{"200 app /p"}, got{app: []string{"POST /p"}}},
+		{"absolute form: its path and host", "GET http://other/api/x HTTP/1.1\r\nHost: x\r\nX-Dev: bob\r\n\r\n", []string{"200 bob /api/x"}, got{bob: []string{"GET /api/x", "+Host: other"}}},
+		{"%2F decoded for the path rule", "GET /api%2Fx HTTP/1.1\r\nHost: x\r\nX-Dev: bob\r\n\r\n", []string{"200 bob /api/x"}, got{bob: []string{"GET /api%2Fx"}}},
+		{"dot segments not removed", "GET /api/../admin HTTP/1.1\r\nHost: x\r\nX-Dev: bob\r\n\r\n", []string{"200 bob /api/../admin"}, got{bob: []string{"GET /api/../admin"}}},
+		{"outside the prefix", "GET /admin HTTP/1.1\r\nHost: x\r\nX-Dev: bob\r\n\r\n", []string{"200 app /admin"}, got{app: []string{"GET /admin"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			appBefore, _ := app.seen()
+			aliceBefore, _ := alice.seen()
+			bobBefore, _ := bob.seen()
+			c, br := rawConn(t, w)
+			io.WriteString(c, tc.raw)
+			for _, want := range tc.answers {
+				res, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("answer %q: %v", want, err)
+				}
+				b, _ := io.ReadAll(res.Body)
+				answer := strconv.Itoa(res.StatusCode) + " " + string(b)
+				if res.StatusCode >= 400 {
+					answer = strconv.Itoa(res.StatusCode)
+				}
+				if answer != want {
+					t.Errorf("answer %q, want %q", answer, want)
+				}
+			}
+			c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			if n, err := br.Read(make([]byte, 1)); n > 0 || err != io.EOF && !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Errorf("after the answers: %d bytes, %v", n, err)
+			}
+			for _, b := range []struct {
+				name   string
+				a      *rawH1App
+				before []string
+				want   []string
+			}{{"app", app, appBefore, tc.want.app}, {"alice", alice, aliceBefore, tc.want.alice}, {"bob", bob, bobBefore, tc.want.bob}} {
+				heads, bodies := b.a.seen()
+				checkHeads(t, b.name, heads[len(b.before):], bodies[len(b.before):], b.want)
+			}
+		})
+	}
+}
+
+// checkHeads checks that heads are want's request lines ("METHOD PATH"),
+// each followed by the fields its head must (+) or must not (-) have, and
+// its body (=).
+func checkHeads(t *testing.T, name string, heads, bodies, want []string) {
+	t.Helper()
+	i := -1
+	for _, wl := range want {
+		switch wl[0] {
+		case '=':
+			if i >= 0 && i < len(bodies) && bodies[i] != wl[1:] {
+				t.Errorf("%s got the body %q, want %q", name, bodies[i], wl[1:])
+			}
+		case '+', '-':
+			if i < 0 || i >= len(heads) {
+				continue
+			}
+			if has := strings.Contains(heads[i], "\r\n"+wl[1:]); has != (wl[0] == '+') {
+				t.Errorf("%s got %q: want %s", name, heads[i], wl)
+			}
+		default:
+			i++
+			if i >= len(heads) || !strings.HasPrefix(heads[i], wl+" HTTP/1.1\r\n") {
+				t.Errorf("%s got %q, want %q as request %d", name, heads, wl, i)
+				return
+			}
+		}
+	}
+	if len(heads) != i+1 {
+		t.Errorf("%s got %q, want %d requests", name, heads, i+1)
+	}
+}
+
+func TestHTTP1LoopResponseShapes(t *testing.T) {
+	// Odd but well-framed answers, pipelined: each caller's request gets
+	// its own answer, framed as the agent read it, 1xx passed on first.
+	app := startRawH1App(t, func(r *http.Request) string {
+		switch r.URL.Path {
+		case "/clte": // Transfer-Encoding wins (RFC 9112 §6.3)
+			return "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+		case "/103":
+			return "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+		case "/100":
+			return "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+		case "/204":
+			return "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"
+		case "/close":
+			return "HTTP/1.1 200 OK\r\n\r\nuntil close" + closeMark
+		}
+		return okAnswer("app")(r)
+	})
+	w := startRawAgent(t, app, startRawH1App(t, okAnswer("alice")))
+	c, br := rawConn(t, w)
+	var raw string
+	for _, p := range []string{"/clte", "/103", "/100", "/204", "/mine", "/close", "/after-close"} {
+		raw += "GET " + p + " HTTP/1.1\r\nHost: x\r\n\r\n"
+	}
+	io.WriteString(c, raw)
+	for _, want := range []string{"200 hello", "103 ", "200 ok", "100 ", "200 ok", "204 ", "200 app /mine", "200 until close", "200 app /after-close"} {
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("want %q: %v", want, err)
+		}
+		b, err := io.ReadAll(res.Body)
+		if got := strconv.Itoa(res.StatusCode) + " " + string(b); got != want || err != nil {
+			t.Errorf("%q (%v), want %q", got, err, want)
+		}
+	}
+}
+
+func TestHTTP1LoopBuffersLittleForACallerThatDoesNotRead(t *testing.T) {
+	// A caller pipelines requests and reads no answer: the loop reads its
+	// next request only once the answer before it was written, so what it
+	// takes from the app stops at what the sockets hold.
+	const size = 64 << 10
+	var served atomic.Int32
+	w, _ := startH1Agent(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		served.Add(1)
+		w.Write(make([]byte, size))
+	}), nil)
+	c, _ := rawConn(t, w)
+	go io.WriteString(c, strings.Repeat("GET /big HTTP/1.1\r\nHost: x\r\n\r\n", 2000))
+	time.Sleep(time.Second)
+	n := served.Load()
+	time.Sleep(500 * time.Millisecond)
+	t.Logf("%d answers of 64 KiB served to a caller that reads none", n)
+	// loopback sockets hold a few MiB: some 64 KiB answers fit
+	if m := served.Load(); m > 200 || m != n {
+		t.Errorf("the app served %d answers of 64 KiB (then %d) to a caller that reads none, want a bounded few", n, m)
 	}
 }
