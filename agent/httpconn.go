@@ -56,6 +56,7 @@ type headRecorder struct {
 	first []byte // the sniffed first bytes, read again first
 	on    bool
 	buf   []byte
+	err   error // the connection's read error, if any
 }
 
 func (h *headRecorder) Read(p []byte) (int, error) {
@@ -66,6 +67,7 @@ func (h *headRecorder) Read(p []byte) (int, error) {
 		h.first = h.first[n:]
 	} else {
 		n, err = h.r.Read(p)
+		h.err = err
 	}
 	if h.on && n > 0 {
 		h.buf = append(h.buf, p[:n]...)
@@ -190,7 +192,7 @@ func (hc *h1Conn) readRequest() (*http.Request, error) {
 	// deadline, nor copying for a hand-off: nothing more is read to parse it.
 	end := bytes.Index(pending, headEnd)
 	whole := end >= 0
-	hc.rec.buf, hc.pending, hc.head = hc.rec.buf[:0], nil, nil
+	hc.rec.buf, hc.rec.err, hc.pending, hc.head = hc.rec.buf[:0], nil, nil, nil
 	if whole {
 		hc.pending = pending
 		if req := parseRequestHead(pending[:end+2], hc.br); req != nil {
@@ -212,6 +214,11 @@ func (hc *h1Conn) readRequest() (*http.Request, error) {
 		_ = hc.c.SetReadDeadline(time.Time{})
 	}
 	if err != nil {
+		// A head cut by the deadline or the caller's going may be reported
+		// as malformed (a partial line): the connection's error decides.
+		if rerr := hc.rec.err; rerr != nil {
+			err = rerr
+		}
 		var ne net.Error
 		if errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
 			return nil, err
