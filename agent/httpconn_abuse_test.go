@@ -81,6 +81,7 @@ func (a *rawH1App) serve(c net.Conn, answer func(*http.Request) string) {
 		a.heads, a.bodies = append(a.heads, string(head)), append(a.bodies, string(b))
 		a.mu.Unlock()
 		ans, closing := strings.CutSuffix(answer(req), closeMark)
+		ans, tunnel := strings.CutSuffix(ans, tunnelMark)
 		now, later, _ := strings.Cut(ans, lateMark)
 		if _, err := io.WriteString(c, now); err != nil {
 			return
@@ -92,14 +93,26 @@ func (a *rawH1App) serve(c net.Conn, answer func(*http.Request) string) {
 		if closing {
 			return
 		}
+		if tunnel { // what comes next goes to the tunnel's far end, which answers anything
+			for {
+				if _, err := br.ReadByte(); err != nil {
+					return
+				}
+				br.Discard(br.Buffered())
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\ntunnel")
+			}
+		}
 	}
 }
 
 // lateMark in an answer: the app writes what follows 50 ms later;
-// closeMark ending it: the app then closes the connection.
+// closeMark ending it: the app then closes the connection; tunnelMark:
+// the connection then is a CONNECT tunnel, whose far end answers
+// "tunnel" to whatever comes.
 const (
-	lateMark  = "\x00later\x00"
-	closeMark = "\x00close\x00"
+	lateMark   = "\x00later\x00"
+	closeMark  = "\x00close\x00"
+	tunnelMark = "\x00tunnel\x00"
 )
 
 // bufferedRest is what br read past the request, still in its buffer.
@@ -506,5 +519,37 @@ func TestHTTP1LoopBuffersLittleForACallerThatDoesNotRead(t *testing.T) {
 	// loopback sockets hold a few MiB: some 64 KiB answers fit
 	if m := served.Load(); m > 200 || m != n {
 		t.Errorf("the app served %d answers of 64 KiB (then %d) to a caller that reads none, want a bounded few", n, m)
+	}
+}
+
+func TestHTTP1LoopDoesNotTakeCONNECT(t *testing.T) {
+	// The app is a proxy: it answers CONNECT with 200 (and a
+	// Content-Length it should not send, RFC 9110 §9.3.6) and the
+	// connection is then a tunnel to the host the caller chose. The loop
+	// must not send the request in a form the app reads otherwise (its
+	// target rewritten to "/"), nor put a tunnel back in the pool, where
+	// the next caller's request would go through it.
+	app := startRawH1App(t, func(r *http.Request) string {
+		if r.Method == http.MethodConnect {
+			return "HTTP/1.1 200 Connection established\r\nContent-Length: 0\r\n\r\n" + tunnelMark
+		}
+		return okAnswer("app")(r)
+	})
+	w := startRawAgent(t, app, startRawH1App(t, okAnswer("alice")))
+	c, br := rawConn(t, w)
+	io.WriteString(c, "CONNECT other:443 HTTP/1.1\r\nHost: other:443\r\n\r\n")
+	if res, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect}); err != nil || res.StatusCode != 200 {
+		t.Fatalf("CONNECT: %v %v", res, err)
+	}
+	heads, _ := app.seen()
+	if len(heads) != 1 || !strings.HasPrefix(heads[0], "CONNECT other:443 HTTP/1.1\r\n") {
+		t.Errorf("the app got %q, want CONNECT other:443", heads)
+	}
+	time.Sleep(100 * time.Millisecond)
+	for range 3 {
+		next, nbr := rawConn(t, w)
+		if res, body := rawExchange(t, next, nbr, "GET", "GET /mine HTTP/1.1\r\nHost: x\r\n\r\n"); body != "app /mine" {
+			t.Errorf("the next caller got %d %q, want the app's answer (not the tunnel's)", res.StatusCode, body)
+		}
 	}
 }
