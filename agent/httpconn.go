@@ -350,12 +350,12 @@ func (hc *h1Conn) proxy(req *http.Request, pool *h1Pool, route string) bool {
 // forwarding 1xx responses. A pooled connection is checked first: one the
 // backend closed, or sent bytes on that no request asked for (past the
 // previous response's framing: they would be the next caller's answer, as
-// net/http's Transport also refuses), is not used. A request without a
-// body that fails on a reused connection before any answer (the backend
-// closed it meanwhile) is sent again once on a new one.
+// net/http's Transport also refuses), is not used. An idempotent request
+// without a body that fails on a reused connection before any answer
+// (the backend closed it meanwhile) is sent again once on a new one.
 func (hc *h1Conn) roundTrip(req *http.Request, pool *h1Pool) (*exchange, *http.Response, error) {
 	ctx := context.Background()
-	bodyless := req.ContentLength == 0
+	replay := req.ContentLength == 0 && replayable(req)
 	uc, reused, err := pool.get(ctx)
 	if err == nil && reused && !idleAlive(uc) {
 		_ = uc.c.Close()
@@ -371,7 +371,7 @@ func (hc *h1Conn) roundTrip(req *http.Request, pool *h1Pool) (*exchange, *http.R
 	x := &hc.x
 	*x = exchange{uc: uc}
 	res, err := hc.send(req, x)
-	if err != nil && reused && bodyless && x.sent == nil {
+	if err != nil && reused && replay && x.sent == nil {
 		_ = uc.c.Close()
 		if uc, err = pool.fresh(ctx); err != nil {
 			return nil, nil, err
@@ -383,6 +383,18 @@ func (hc *h1Conn) roundTrip(req *http.Request, pool *h1Pool) (*exchange, *http.R
 		res, err = hc.send(req, x)
 	}
 	return x, res, err
+}
+
+// replayable: a request that may be sent again when its connection
+// fails before the answer, as net/http's Transport decides: an
+// idempotent method, or an Idempotency-Key. Another (a POST, a DELETE)
+// may have been acted on by a backend that then dropped the connection.
+func replayable(req *http.Request) bool {
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return req.Header["Idempotency-Key"] != nil || req.Header["X-Idempotency-Key"] != nil
 }
 
 // send writes req to x's connection (its body on a goroutine of its own

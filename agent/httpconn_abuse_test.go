@@ -553,3 +553,30 @@ func TestHTTP1LoopDoesNotTakeCONNECT(t *testing.T) {
 		}
 	}
 }
+
+func TestHTTP1LoopDoesNotReplayARequestThatMayHaveBeenServed(t *testing.T) {
+	// The app acts on a request, then drops the connection without an
+	// answer (a handler's panic does that). A bodyless request may be
+	// sent again on a new connection only if it is idempotent, as
+	// net/http's Transport decides (GET, HEAD, OPTIONS, TRACE, or an
+	// Idempotency-Key): a POST or DELETE would be done twice.
+	var done atomic.Int32
+	w, _ := startH1Agent(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/act" {
+			done.Add(1)
+			panic(http.ErrAbortHandler)
+		}
+	}), nil)
+	for _, tc := range []struct {
+		method, field string
+		want          int32
+	}{{"POST", "", 1}, {"DELETE", "", 1}, {"GET", "", 2}, {"POST", "Idempotency-Key: k1\r\n", 2}} {
+		c, br := rawConn(t, w)
+		rawExchange(t, c, br, "GET", "GET /warm HTTP/1.1\r\nHost: x\r\n\r\n") // the next request goes on a reused connection
+		done.Store(0)
+		res, _ := rawExchange(t, c, br, tc.method, tc.method+" /act HTTP/1.1\r\nHost: x\r\n"+tc.field+"\r\n")
+		if n := done.Load(); n != tc.want || res.StatusCode != http.StatusBadGateway {
+			t.Errorf("%s %q: the app acted %d times (answer %d), want %d (502)", tc.method, tc.field, n, res.StatusCode, tc.want)
+		}
+	}
+}
