@@ -373,6 +373,8 @@ func TestHTTP1LoopSmugglingAndRoutingShapes(t *testing.T) {
 			[]string{"200 app /p", "200 alice /hidden"}, got{app: []string{"POST /p", "+Transfer-Encoding: chunked"}, alice: []string{"GET /hidden"}}},
 		{"chunk extensions", "POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;x=\"a;b\"\r\nabc\r\n0;y\r\n\r\n" + hidden,
 			[]string{"200 app /p", "200 alice /hidden"}, got{app: []string{"POST /p", "=abc"}, alice: []string{"GET /hidden"}}},
+		{"20000 one-byte chunks", "POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + strings.Repeat("1\r\nx\r\n", 20000) + "0\r\n\r\n" + hidden,
+			[]string{"200 app /p", "200 alice /hidden"}, got{app: []string{"POST /p", "=" + strings.Repeat("x", 20000)}, alice: []string{"GET /hidden"}}},
 		{"a bare CR in a field", "GET /p HTTP/1.1\r\nHost: x\r\nX-A: 1\rX-Dev: alice\r\n\r\n", []string{"400"}, got{}},
 		{"NUL in a field", "GET /p HTTP/1.1\r\nHost: x\r\nX-Dev: al\x00ice\r\n\r\n", []string{"400"}, got{}},
 		// connection handling
