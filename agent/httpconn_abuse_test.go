@@ -328,17 +328,13 @@ func TestHTTP1LoopWritesHeadsItParsedLoosely(t *testing.T) {
 	}
 }
 
-func TestHTTP1LoopSmugglingAndRoutingShapes(t *testing.T) {
-	// Each raw input (on a connection of its own) and what each backend
-	// must get: the request lines (with fields checked in the head), in
-	// order. A request hidden in another's body reaches no backend as a
-	// request; one the agent reads as a request is routed like any other.
-	// The answers the caller reads are "CODE BODY" (a 4xx/5xx by its code
-	// only, net/http's server answering what the loop hands over).
-	app := startRawH1App(t, okAnswer("app"))
-	alice := startRawH1App(t, okAnswer("alice"))
-	bob := startRawH1App(t, okAnswer("bob"))
-	w := startRawAgent(t, app, alice)
+// startShapesAgent runs an agent in front of a raw app with alice's
+// intercept (x-dev: alice) and bob's (x-dev: bob, paths under /api/), to
+// raw processes answering "NAME PATH".
+func startShapesAgent(t *testing.T) (w *world, app, alice, bob *rawH1App) {
+	t.Helper()
+	app, alice, bob = startRawH1App(t, okAnswer("app")), startRawH1App(t, okAnswer("alice")), startRawH1App(t, okAnswer("bob"))
+	w = startRawAgent(t, app, alice)
 	bobS, _ := openClient(t, w, "bob@laptop", tunnel.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -348,6 +344,46 @@ func TestHTTP1LoopSmugglingAndRoutingShapes(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	return w, app, alice, bob
+}
+
+func TestHTTP1LoopRoutesAsNetHTTPDoes(t *testing.T) {
+	// The same request, served by the loop (HTTP/1.1) and by the net/http
+	// server it hands HTTP/1.0 to, goes to the same backend, which gets
+	// the same path: one decision, whichever proxy takes it.
+	w, _, _, _ := startShapesAgent(t)
+	for _, tc := range []struct{ target, fields, want string }{
+		{"/p", "x-DEV: alice\r\n", "alice /p"},
+		{"/p", "X-Dev: Alice\r\n", "app /p"},
+		{"/p", "X-Dev: \t alice \t\r\n", "alice /p"},
+		{"/p", "X-Dev: bob\r\nX-Dev: alice\r\n", "alice /p"},
+		{"/p", "X-Dev: bob, alice\r\n", "app /p"},
+		{"/p", "X-Dev: bob\r\n alice\r\n", "app /p"},
+		{"/p", "Connection: X-Dev\r\nX-Dev: alice\r\n", "alice /p"},
+		{"http://other/api/x", "X-Dev: bob\r\n", "bob /api/x"},
+		{"/api%2Fx", "X-Dev: bob\r\n", "bob /api/x"},
+		{"/api/../admin", "X-Dev: bob\r\n", "bob /api/../admin"},
+		{"/API/x", "X-Dev: bob\r\n", "app /API/x"},
+		{"/admin", "X-Dev: bob\r\n", "app /admin"},
+	} {
+		for _, proto := range []string{"HTTP/1.1", "HTTP/1.0"} {
+			c, br := rawConn(t, w)
+			raw := "GET " + tc.target + " " + proto + "\r\nHost: x\r\n" + tc.fields + "\r\n"
+			if res, body := rawExchange(t, c, br, "GET", raw); res.StatusCode != 200 || body != tc.want {
+				t.Errorf("%q: %d %q, want %q", raw, res.StatusCode, body, tc.want)
+			}
+		}
+	}
+}
+
+func TestHTTP1LoopSmugglingAndRoutingShapes(t *testing.T) {
+	// Each raw input (on a connection of its own) and what each backend
+	// must get: the request lines (with fields checked in the head), in
+	// order. A request hidden in another's body reaches no backend as a
+	// request; one the agent reads as a request is routed like any other.
+	// The answers the caller reads are "CODE BODY" (a 4xx/5xx by its code
+	// only, net/http's server answering what the loop hands over).
+	w, app, alice, bob := startShapesAgent(t)
 	const hidden = "GET /hidden HTTP/1.1\r\nHost: x\r\nX-Dev: alice\r\n\r\n"
 	type got struct{ app, alice, bob []string } // "METHOD PATH" then fields the head must have (+) or not (-)
 	for _, tc := range []struct {
