@@ -41,6 +41,7 @@ const maxHeadBytes = http.DefaultMaxHeaderBytes + 4096
 
 var (
 	errHeadTooLarge   = errors.New("request head too large")
+	errRespTooLarge   = errors.New("response head too large")
 	errBodyUnfinished = errors.New("request body not fully sent")
 	errNoUpgrade      = errors.New("backend switched protocols unasked")
 )
@@ -427,6 +428,11 @@ func (hc *h1Conn) send(req *http.Request, x *exchange) (*http.Response, error) {
 			return nil, err
 		}
 	}
+	// The response heads (1xx included) are bounded as the h2c relay's
+	// (maxHeadBytes, with what was read ahead of the body): a backend
+	// cannot make the agent hold an endless head.
+	x.uc.lr.n = maxHeadBytes
+	defer func() { x.uc.lr.n = 0 }()
 	for {
 		if _, err := x.uc.br.Peek(1); err != nil {
 			return nil, err

@@ -621,3 +621,28 @@ func TestHTTP1LoopDoesNotReplayARequestThatMayHaveBeenServed(t *testing.T) {
 		}
 	}
 }
+
+func TestHTTP1LoopBoundsAResponseHead(t *testing.T) {
+	// A backend (the app, or a developer's process) sends an endless
+	// response head: the loop reads at most 1 MiB of it, as the h2c relay
+	// does, and answers 502, rather than holding all of it in memory.
+	const headSize = 32 << 20
+	app := startRawH1App(t, func(r *http.Request) string {
+		if r.URL.Path != "/huge" {
+			return okAnswer("app")(r)
+		}
+		line := "X-A: " + strings.Repeat("a", 1000) + "\r\n"
+		return "HTTP/1.1 200 OK\r\n" + strings.Repeat(line, headSize/len(line)) + "Content-Length: 2\r\n\r\nok"
+	})
+	w := startRawAgent(t, app, startRawH1App(t, okAnswer("alice")))
+	c, br := rawConn(t, w)
+	res, body := rawExchange(t, c, br, "GET", "GET /huge HTTP/1.1\r\nHost: x\r\n\r\n")
+	if res.StatusCode != http.StatusBadGateway || !strings.Contains(body, "response head too large") {
+		t.Errorf("a %d MiB response head: %d %q, want 502", headSize>>20, res.StatusCode, body)
+	}
+	// the head cut short, the next request gets a connection of its own
+	c, br = rawConn(t, w)
+	if res, body := rawExchange(t, c, br, "GET", "GET /mine HTTP/1.1\r\nHost: x\r\n\r\n"); body != "app /mine" {
+		t.Errorf("after: %d %q", res.StatusCode, body)
+	}
+}
