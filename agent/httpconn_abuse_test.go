@@ -628,7 +628,11 @@ func TestHTTP1LoopBoundsAResponseHead(t *testing.T) {
 	// does, and answers 502, rather than holding all of it in memory.
 	const headSize = 32 << 20
 	app := startRawH1App(t, func(r *http.Request) string {
-		if r.URL.Path != "/huge" {
+		switch r.URL.Path {
+		case "/hints": // endless early hints
+			return strings.Repeat("HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n", headSize/45) + "HTTP/1.1 204 No Content\r\n\r\n"
+		case "/huge":
+		default:
 			return okAnswer("app")(r)
 		}
 		line := "X-A: " + strings.Repeat("a", 1000) + "\r\n"
@@ -639,6 +643,22 @@ func TestHTTP1LoopBoundsAResponseHead(t *testing.T) {
 	res, body := rawExchange(t, c, br, "GET", "GET /huge HTTP/1.1\r\nHost: x\r\n\r\n")
 	if res.StatusCode != http.StatusBadGateway || !strings.Contains(body, "response head too large") {
 		t.Errorf("a %d MiB response head: %d %q, want 502", headSize>>20, res.StatusCode, body)
+	}
+	c, br = rawConn(t, w)
+	io.WriteString(c, "GET /hints HTTP/1.1\r\nHost: x\r\n\r\n")
+	hints := 0
+	for {
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("after %d early hints: %v", hints, err)
+		}
+		if res.StatusCode != 103 {
+			if res.StatusCode != http.StatusBadGateway {
+				t.Errorf("after %d early hints: %d, want 502", hints, res.StatusCode)
+			}
+			break
+		}
+		hints++
 	}
 	// the head cut short, the next request gets a connection of its own
 	c, br = rawConn(t, w)
