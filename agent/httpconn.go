@@ -41,6 +41,7 @@ const maxHeadBytes = http.DefaultMaxHeaderBytes + 4096
 
 var (
 	errHeadTooLarge   = errors.New("request head too large")
+	errRespTooLarge   = errors.New("response head too large")
 	errBodyUnfinished = errors.New("request body not fully sent")
 	errNoUpgrade      = errors.New("backend switched protocols unasked")
 )
@@ -56,6 +57,7 @@ type headRecorder struct {
 	first []byte // the sniffed first bytes, read again first
 	on    bool
 	buf   []byte
+	err   error // the connection's read error, if any
 }
 
 func (h *headRecorder) Read(p []byte) (int, error) {
@@ -66,6 +68,7 @@ func (h *headRecorder) Read(p []byte) (int, error) {
 		h.first = h.first[n:]
 	} else {
 		n, err = h.r.Read(p)
+		h.err = err
 	}
 	if h.on && n > 0 {
 		h.buf = append(h.buf, p[:n]...)
@@ -87,7 +90,8 @@ type h1Conn struct {
 
 	// pending aliases the reader's buffer as it was before the head was
 	// parsed, when the whole head was in it (head is that head, blank line
-	// excluded): valid until the next read from the connection.
+	// excluded, when parseRequestHead took it: it is passed through raw):
+	// valid until the next read from the connection.
 	pending, head []byte
 	listed        []string // the caller's Connection tokens, with head
 	te            bool     // the caller sent "Te: trailers", with head
@@ -189,13 +193,17 @@ func (hc *h1Conn) readRequest() (*http.Request, error) {
 	// deadline, nor copying for a hand-off: nothing more is read to parse it.
 	end := bytes.Index(pending, headEnd)
 	whole := end >= 0
-	hc.rec.buf, hc.pending, hc.head = hc.rec.buf[:0], nil, nil
+	hc.rec.buf, hc.rec.err, hc.pending, hc.head = hc.rec.buf[:0], nil, nil, nil
 	if whole {
-		hc.pending, hc.head = pending, pending[:end+2]
-		if req := parseRequestHead(hc.head, hc.br); req != nil {
+		hc.pending = pending
+		if req := parseRequestHead(pending[:end+2], hc.br); req != nil {
+			hc.head = pending[:end+2]
 			_, _ = hc.br.Discard(end + len(headEnd))
 			return req, nil
 		}
+		// Not passed through raw: a head only http.ReadRequest reads (bare
+		// LF line ends, folded lines) may end before the first CRLF CRLF,
+		// and its lines are not those the backend would read.
 	} else {
 		hc.rec.buf = append(hc.rec.buf, pending...)
 		_ = hc.c.SetReadDeadline(time.Now().Add(headerTimeout))
@@ -207,6 +215,11 @@ func (hc *h1Conn) readRequest() (*http.Request, error) {
 		_ = hc.c.SetReadDeadline(time.Time{})
 	}
 	if err != nil {
+		// A head cut by the deadline or the caller's going may be reported
+		// as malformed (a partial line): the connection's error decides.
+		if rerr := hc.rec.err; rerr != nil {
+			err = rerr
+		}
 		var ne net.Error
 		if errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
 			return nil, err
@@ -335,14 +348,17 @@ func (hc *h1Conn) proxy(req *http.Request, pool *h1Pool, route string) bool {
 }
 
 // roundTrip sends req on a pooled connection and reads the response head,
-// forwarding 1xx responses. A request without a body that fails on a
-// reused connection before any answer (the backend closed it while idle)
-// is sent again once on a new one.
+// forwarding 1xx responses. A pooled connection is checked first: one the
+// backend closed, or sent bytes on that no request asked for (past the
+// previous response's framing: they would be the next caller's answer, as
+// net/http's Transport also refuses), is not used. An idempotent request
+// without a body that fails on a reused connection before any answer
+// (the backend closed it meanwhile) is sent again once on a new one.
 func (hc *h1Conn) roundTrip(req *http.Request, pool *h1Pool) (*exchange, *http.Response, error) {
 	ctx := context.Background()
-	bodyless := req.ContentLength == 0
+	replay := req.ContentLength == 0 && replayable(req)
 	uc, reused, err := pool.get(ctx)
-	if err == nil && reused && !bodyless && !idleAlive(uc) {
+	if err == nil && reused && !idleAlive(uc) {
 		_ = uc.c.Close()
 		uc, reused, err = nil, false, nil
 		uc, err = pool.fresh(ctx)
@@ -356,7 +372,7 @@ func (hc *h1Conn) roundTrip(req *http.Request, pool *h1Pool) (*exchange, *http.R
 	x := &hc.x
 	*x = exchange{uc: uc}
 	res, err := hc.send(req, x)
-	if err != nil && reused && bodyless && x.sent == nil {
+	if err != nil && reused && replay && x.sent == nil {
 		_ = uc.c.Close()
 		if uc, err = pool.fresh(ctx); err != nil {
 			return nil, nil, err
@@ -368,6 +384,18 @@ func (hc *h1Conn) roundTrip(req *http.Request, pool *h1Pool) (*exchange, *http.R
 		res, err = hc.send(req, x)
 	}
 	return x, res, err
+}
+
+// replayable: a request that may be sent again when its connection
+// fails before the answer, as net/http's Transport decides: an
+// idempotent method, or an Idempotency-Key. Another (a POST, a DELETE)
+// may have been acted on by a backend that then dropped the connection.
+func replayable(req *http.Request) bool {
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return req.Header["Idempotency-Key"] != nil || req.Header["X-Idempotency-Key"] != nil
 }
 
 // send writes req to x's connection (its body on a goroutine of its own
@@ -387,13 +415,24 @@ func (hc *h1Conn) send(req *http.Request, x *exchange) (*http.Response, error) {
 		}
 	default:
 		x.sent = make(chan error, 1)
-		go func() { x.sent <- hc.sendBody(w, req) }()
+		go func(uc *upConn) {
+			err := hc.sendBody(w, req)
+			if err != nil { // the backend's request ends too: it would wait for the rest
+				_ = uc.c.Close()
+			}
+			x.sent <- err
+		}(x.uc)
 	}
 	if x.sent == nil {
 		if err := w.Flush(); err != nil {
 			return nil, err
 		}
 	}
+	// The response heads (1xx included) are bounded as the h2c relay's
+	// (maxHeadBytes, with what was read ahead of the body): a backend
+	// cannot make the agent hold an endless head.
+	x.uc.lr.n = maxHeadBytes
+	defer func() { x.uc.lr.n = 0 }()
 	for {
 		if _, err := x.uc.br.Peek(1); err != nil {
 			return nil, err

@@ -21,7 +21,7 @@ type handOffReason string
 
 const (
 	proxyHere      handOffReason = ""
-	handOffProto   handOffReason = "not HTTP/1.1"            // HTTP/1.0 framing, or the h2c preface (PRI * HTTP/2.0)
+	handOffProto   handOffReason = "not HTTP/1.1"            // HTTP/1.0 framing, the h2c preface (PRI * HTTP/2.0), CONNECT
 	handOffHost    handOffReason = "Host missing or invalid" // net/http answers 400
 	handOffHeaders handOffReason = "invalid header"          // net/http answers 400
 	handOffExpect  handOffReason = "Expect"                  // 100-continue, or 417 for others
@@ -35,11 +35,12 @@ const (
 // HTTP/1.1 with one valid Host, valid header fields (as net/http's server
 // requires, so that those it would refuse still get its answer), no
 // Expect and no Upgrade (http.ReadRequest already refused more than one
-// Host line). An Upgrade to h2c was already dropped (ServeHTTP answers
-// those in HTTP/1.1 too).
+// Host line), no CONNECT (its target is an authority, and a 2xx answer
+// makes the connection a tunnel, never to be pooled). An Upgrade to h2c
+// was already dropped (ServeHTTP answers those in HTTP/1.1 too).
 func requestShape(r *http.Request) handOffReason {
 	switch {
-	case r.ProtoMajor != 1 || r.ProtoMinor != 1:
+	case r.ProtoMajor != 1 || r.ProtoMinor != 1 || r.Method == http.MethodConnect:
 		return handOffProto
 	case r.Host == "" || !httpguts.ValidHostHeader(r.Host):
 		return handOffHost

@@ -20,6 +20,7 @@ func TestRequestShape(t *testing.T) {
 		{"chunked upload", "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", proxyHere},
 		{"HTTP/1.0", "GET / HTTP/1.0\r\nHost: a\r\n\r\n", handOffProto},
 		{"h2c preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", handOffProto},
+		{"CONNECT", "CONNECT other:443 HTTP/1.1\r\nHost: other:443\r\n\r\n", handOffProto},
 		{"no Host", "GET / HTTP/1.1\r\n\r\n", handOffHost},
 		{"invalid Host", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", handOffHost},
 		{"Expect", "PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nx", handOffExpect},

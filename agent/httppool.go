@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -16,8 +17,33 @@ const maxIdleUpstream = 256
 // upConn is one connection to an HTTP/1.1 backend, with its buffers.
 type upConn struct {
 	c  net.Conn
-	br *bufio.Reader
+	br *bufio.Reader // reads through lr
 	bw *bufio.Writer
+	lr headLimit
+}
+
+// headLimit bounds what is read through it while a response head is read
+// (n > 0): past that, reads fail with errRespTooLarge. n == 0: no bound.
+type headLimit struct {
+	r io.Reader
+	n int64
+}
+
+func (l *headLimit) Read(p []byte) (int, error) {
+	if l.n == 0 {
+		return l.r.Read(p)
+	}
+	if l.n < 0 {
+		return 0, errRespTooLarge
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	if l.n -= int64(n); l.n == 0 {
+		l.n = -1
+	}
+	return n, err
 }
 
 // h1Pool keeps the idle connections to one HTTP/1.1 backend (the app, or
@@ -53,7 +79,9 @@ func (p *h1Pool) fresh(ctx context.Context) (*upConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &upConn{c: c, br: bufio.NewReaderSize(c, 4<<10), bw: bufio.NewWriterSize(c, 4<<10)}, nil
+	uc := &upConn{c: c, bw: bufio.NewWriterSize(c, 4<<10), lr: headLimit{r: c}}
+	uc.br = bufio.NewReaderSize(&uc.lr, 4<<10)
+	return uc, nil
 }
 
 // put keeps uc for the next request, or closes it when the pool is full
