@@ -206,18 +206,30 @@ func BenchmarkClusterIntercept(b *testing.B) {
 	viaWS := newUser(b)
 	viaWS.env = []string{"DETOUR_PORT_FORWARD=websocket"}
 	rawHTTP := fmt.Sprintf("http://127.0.0.1:%d/", fwd[1])
-	var reqRaw, reqSPDY, reqWS, reqOther float64
-	const reqRounds = 3
+	var reqRaw, reqSPDY, reqWS, reqOther, reqOtherAgent float64
+	reqRounds := benchRounds(3)
 	type variant struct {
-		u   *user
-		sum *float64
+		u             *user
+		sum           *float64
+		workload, url string
 	}
-	variants := []variant{{u, &reqSPDY}, {viaWS, &reqWS}}
+	variants := []variant{{u, &reqSPDY, "web", httpURL}, {viaWS, &reqWS, "web", httpURL}}
 	// DETOUR_BENCH_OTHER_DETOUR: another build of cmd/detour (an earlier
 	// tree's) in the same rounds, a before/after interleaved; every other
 	// round runs the variants in reverse order.
 	if other != "" {
-		variants = append(variants, variant{setups[1], &reqOther})
+		variants = append(variants, variant{setups[1], &reqOther, "web", httpURL})
+	}
+	// DETOUR_BENCH_OTHER_AGENT: a directory with another build's binaries
+	// (make build's bin/): that build's agent on a second Deployment, with
+	// this tree's daemon, in the same rounds.
+	if dir := os.Getenv("DETOUR_BENCH_OTHER_AGENT"); dir != "" {
+		osvc := deployOtherAgent(ctx, b, cs, ns, dir)
+		ourl := fmt.Sprintf("http://%s:80/", osvc.Spec.ClusterIP)
+		u.must("intercept", "web-other", "-n", ns, "--port", fmt.Sprintf("%d:http", localHTTP)) // injects it
+		u.must("leave", "web-other-"+ns)
+		eventually(b, time.Minute, "the other agent's app answers", func() bool { return strings.HasPrefix(who(ourl), "hello from") })
+		variants = append(variants, variant{u, &reqOtherAgent, "web-other", ourl})
 	}
 	for i := 0; i < reqRounds; i++ {
 		reqRaw += keepAliveRate(b, rawHTTP, 8, 3*time.Second)
@@ -226,11 +238,11 @@ func BenchmarkClusterIntercept(b *testing.B) {
 			slices.Reverse(order)
 		}
 		for _, x := range order {
-			x.u.must("intercept", "web", "-n", ns, "--port", fmt.Sprintf("%d:http", localHTTP))
-			eventually(b, 10*time.Second, "requests at the workstation", func() bool { return who(httpURL) == "workstation" })
-			*x.sum += keepAliveRate(b, httpURL, 8, 3*time.Second)
-			x.u.must("leave", "web-"+ns)
-			eventually(b, 10*time.Second, "app answers after leave", func() bool { return strings.HasPrefix(who(httpURL), "hello from") })
+			x.u.must("intercept", x.workload, "-n", ns, "--port", fmt.Sprintf("%d:http", localHTTP))
+			eventually(b, 10*time.Second, "requests at the workstation", func() bool { return who(x.url) == "workstation" })
+			*x.sum += keepAliveRate(b, x.url, 8, 3*time.Second)
+			x.u.must("leave", x.workload+"-"+ns)
+			eventually(b, 10*time.Second, "app answers after leave", func() bool { return strings.HasPrefix(who(x.url), "hello from") })
 		}
 	}
 
@@ -255,13 +267,17 @@ func BenchmarkClusterIntercept(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 	}
 	mb := float64(3*2*size) / 1e6 // each echo carries size bytes each way
-	b.ReportMetric(reqSPDY/reqRounds, "intercept-keepalive-req/s")
-	b.ReportMetric(reqWS/reqRounds, "intercept-keepalive-websocket-req/s")
-	b.ReportMetric(reqRaw/reqRounds, "raw-portforward-keepalive-req/s")
+	b.ReportMetric(reqSPDY/float64(reqRounds), "intercept-keepalive-req/s")
+	b.ReportMetric(reqWS/float64(reqRounds), "intercept-keepalive-websocket-req/s")
+	b.ReportMetric(reqRaw/float64(reqRounds), "raw-portforward-keepalive-req/s")
 	b.ReportMetric(reqSPDY/reqRaw, "keepalive-ratio")
 	b.ReportMetric(reqSPDY/reqWS, "spdy/websocket-intercept-req-ratio")
+	if reqOtherAgent > 0 {
+		b.ReportMetric(reqOtherAgent/float64(reqRounds), "other-agent-keepalive-req/s")
+		b.ReportMetric(reqSPDY/reqOtherAgent, "vs-other-agent-keepalive")
+	}
 	if other != "" {
-		b.ReportMetric(reqOther/reqRounds, "other-keepalive-req/s")
+		b.ReportMetric(reqOther/float64(reqRounds), "other-keepalive-req/s")
 		b.ReportMetric(reqSPDY/reqOther, "vs-other-keepalive")
 	}
 	b.ReportMetric(ms(pct(toFirst[0], 0.5)), "intercept-to-first-request-p50-ms")

@@ -75,12 +75,7 @@ func BenchmarkClusterNewConnection(b *testing.B) {
 		variants = append(variants, &variant{name: "other-daemon", workload: "web", addr: now.addr, u: o})
 	}
 	if dir := os.Getenv("DETOUR_BENCH_OTHER_AGENT"); dir != "" {
-		ref := importOtherAgent(ctx, b, dir)
-		osvc := deployWeb(ctx, b, cs, ns, "web-other", 1)
-		patch := fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{%q:%q}}}}}`, annotations.AgentImage, ref)
-		if _, err := cs.AppsV1().Deployments(ns).Patch(ctx, "web-other", types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-			b.Fatal(err)
-		}
+		osvc := deployOtherAgent(ctx, b, cs, ns, dir)
 		variants = append(variants, &variant{name: "other-agent", workload: "web-other", addr: echoAddr(osvc), u: u})
 	}
 	intercept := func(x *variant) {
@@ -145,6 +140,18 @@ func BenchmarkClusterNewConnection(b *testing.B) {
 // importOtherAgent builds an image of the detour binaries in dir, tagged
 // apart from this tree's, into the cluster's containerd, and returns its
 // reference.
+// deployOtherAgent deploys web-other, a second web whose pods get the
+// agent of the build in dir (importOtherAgent) once it is intercepted.
+func deployOtherAgent(ctx context.Context, b *testing.B, cs kubernetes.Interface, ns, dir string) *corev1.Service {
+	ref := importOtherAgent(ctx, b, dir)
+	osvc := deployWeb(ctx, b, cs, ns, "web-other", 1)
+	patch := fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{%q:%q}}}}}`, annotations.AgentImage, ref)
+	if _, err := cs.AppsV1().Deployments(ns).Patch(ctx, "web-other", types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	return osvc
+}
+
 func importOtherAgent(ctx context.Context, tb testing.TB, dir string) string {
 	spec, err := images.DetourSpec(dir)
 	if err != nil {
