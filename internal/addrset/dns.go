@@ -65,3 +65,12 @@ func InDomain(name, domain string) bool {
 	domain = strings.TrimSuffix(strings.ToLower(domain), ".")
 	return name == domain || strings.HasSuffix(name, "."+domain)
 }
+
+// Teaches reports whether an address record named name may make its
+// address a cluster destination: the name is in the cluster's domain and
+// is not a pod record (A-B-C-D.NAMESPACE.pod.DOMAIN), which CoreDNS answers
+// from the name itself (`pods insecure`, kubeadm's default, checks
+// nothing) — the client would be spelling the address it wants unlocked.
+func Teaches(name, domain string) bool {
+	return InDomain(name, domain) && !InDomain(name, "pod."+strings.TrimSuffix(domain, "."))
+}
