@@ -33,6 +33,11 @@ func TestLearnRefusesAnswersTheClientSpells(t *testing.T) {
 		{"ExternalName to a pod record", "ext.shop.svc.cluster.local.",
 			[]string{"ext.shop.svc.cluster.local. 30 IN CNAME 198-51-100-5.shop.pod.cluster.local.",
 				"198-51-100-5.shop.pod.cluster.local. 30 IN A 198.51.100.5"}, "198.51.100.5"},
+		// A label holding an escaped dot: "evil.cluster" + "local" is a
+		// name under local., not under cluster.local., whatever its text
+		// ends with.
+		{"escaped dot", `evil\.cluster.local.`,
+			[]string{`evil\.cluster.local. 30 IN A 198.51.100.6`}, "198.51.100.6"},
 	}
 	for _, c := range cases {
 		q := new(dns.Msg)

@@ -55,15 +55,15 @@ func ClusterDomain(search []string) string {
 	return ""
 }
 
-// InDomain reports whether name is domain or below it (case-insensitive,
-// with or without the final dot); false when domain is "".
+// InDomain reports whether name is domain or below it, label by label
+// (case-insensitive, with or without the final dot: `evil\.cluster.local`
+// is the label "evil.cluster" under local., not a name in cluster.local);
+// false when domain is "".
 func InDomain(name, domain string) bool {
-	if domain == "" {
+	if domain == "" || domain == "." {
 		return false
 	}
-	name = strings.TrimSuffix(strings.ToLower(name), ".")
-	domain = strings.TrimSuffix(strings.ToLower(domain), ".")
-	return name == domain || strings.HasSuffix(name, "."+domain)
+	return dns.IsSubDomain(dns.Fqdn(domain), dns.Fqdn(name))
 }
 
 // Teaches reports whether an address record named name may make its

@@ -34,6 +34,10 @@ func TestTeaches(t *testing.T) {
 		{"10-244-1-5.shop.pod.cluster.local.", false},
 		{"10-244-1-5.shop.POD.cluster.local.", false},
 		{"203.0.113.9.nip.io.", false},
+		{`evil\.cluster.local.`, false}, // labels "evil.cluster", "local"
+		{`evil\046cluster.local.`, false},
+		{"xcluster.local.", false},
+		{"cluster.local", true},
 	} {
 		if got := Teaches(c.name, "cluster.local"); got != c.want {
 			t.Errorf("Teaches(%q) = %v, want %v", c.name, got, c.want)
