@@ -60,10 +60,18 @@ type Verdict struct {
 // cluster DNS returned dst recently.
 func (e Egress) Decide(dst netip.Addr, learned func(netip.Addr) bool) Verdict {
 	dst = dst.Unmap()
+	// A prefix never contains a zoned address (fe80::1%eth0, ::1%lo):
+	// judge the address itself, and refuse a zone anyway — it names one of
+	// the pod's own links, which only link-local addresses need.
+	zone := dst.Zone()
+	dst = dst.WithZone("")
 	for _, d := range alwaysDenied {
 		if d.prefix.Contains(dst) {
 			return Verdict{Rule: "always-denied", Reason: fmt.Sprintf("%s is %s: detour never dials it from the pod", dst, d.why)}
 		}
+	}
+	if zone != "" {
+		return Verdict{Rule: "always-denied", Reason: fmt.Sprintf("%s%%%s has a zone, which names one of the pod's own links: detour never dials it from the pod", dst, zone)}
 	}
 	for _, p := range e.ClusterCIDRs {
 		if p.Contains(dst) {

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -66,5 +67,69 @@ func TestLearnRefusesAnswersTheClientSpells(t *testing.T) {
 	a.learn(q, r)
 	if !a.learned.Has(netip.MustParseAddr("172.20.0.7")) {
 		t.Fatal("a Service's address was not learned")
+	}
+}
+
+// TestAlwaysDeniedWhateverTheForm tries the always-denied addresses in
+// every other form a dial header can carry, against egress rules that
+// allow everything else (the annotation's "*", ranges covering all
+// addresses): each must still be refused as always-denied.
+func TestAlwaysDeniedWhateverTheForm(t *testing.T) {
+	all := Egress{AllowAll: true,
+		Allow:        []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")},
+		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")},
+	}
+	learned := func(netip.Addr) bool { return true }
+	for _, c := range []struct{ dst, why string }{
+		{"169.254.169.254", "metadata"},
+		{"::ffff:169.254.169.254", "IPv4-mapped"},
+		{"127.0.0.1", "loopback"},
+		{"127.1.2.3", "loopback /8"},
+		{"::ffff:127.0.0.1", "IPv4-mapped loopback"},
+		{"::1", "IPv6 loopback"},
+		{"0.0.0.0", "unspecified (connects to the pod's own loopback)"},
+		{"::", "IPv6 unspecified"},
+		{"::ffff:0.0.0.0", "IPv4-mapped unspecified"},
+		{"fe80::1", "IPv6 link-local"},
+		{"fe80::a9fe:a9fe", "IPv6 link-local"},
+		{"febf::1", "IPv6 link-local, top of fe80::/10"},
+		{"ff02::1", "IPv6 multicast"},
+		{"224.0.0.1", "multicast"},
+		{"239.255.255.250", "multicast (SSDP)"},
+		{"255.255.255.255", "broadcast"},
+		{"fd00:ec2::254", "AWS metadata (IPv6)"},
+		{"168.63.129.16", "Azure WireServer"},
+		{"100.100.100.200", "Alibaba metadata"},
+	} {
+		v := all.Decide(netip.MustParseAddr(c.dst), learned)
+		if v.Allowed || v.Rule != "always-denied" || v.Reason == "" {
+			t.Errorf("%s (%s): %+v, want refused as always-denied with a reason", c.dst, c.why, v)
+		}
+	}
+	// The same rules let an ordinary address through: the check can fail.
+	if v := all.Decide(netip.MustParseAddr("198.51.100.1"), learned); !v.Allowed {
+		t.Fatalf("an ordinary address refused: %+v", v)
+	}
+}
+
+// TestZonedAddressesAreAlwaysDenied: an IPv6 zone (fe80::1%eth0) made
+// netip.Prefix.Contains false, so the always-denied ranges let a zoned
+// link-local or loopback address through to "*".
+func TestZonedAddressesAreAlwaysDenied(t *testing.T) {
+	all := Egress{AllowAll: true}
+	for _, dst := range []string{"fe80::1%eth0", "fe80::1%1", "::1%lo", "ff02::1%eth0", "fd00:ec2::254%eth0", "::%lo"} {
+		if v := all.Decide(netip.MustParseAddr(dst), nil); v.Allowed || v.Rule != "always-denied" {
+			t.Errorf("%s: %+v, want always-denied", dst, v)
+		}
+	}
+}
+
+func TestZonedClusterAddressIsRefused(t *testing.T) {
+	e := Egress{ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("fd00:10::/64")}}
+	if v := e.Decide(netip.MustParseAddr("fd00:10::5%eth0"), nil); v.Allowed || !strings.Contains(v.Reason, "zone") {
+		t.Fatalf("zoned cluster address: %+v", v)
+	}
+	if v := e.Decide(netip.MustParseAddr("fd00:10::5"), nil); !v.Allowed {
+		t.Fatalf("cluster address: %+v", v)
 	}
 }
