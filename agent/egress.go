@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/detour-dev/detour/internal/addrset"
 )
 
 // Egress is who may use the pod's network reach through StreamDial. A
@@ -11,8 +13,9 @@ import (
 // reaches whatever the pod reaches, so the agent keeps that explicit:
 //
 //  1. never: the addresses in alwaysDenied (loopback, link-local and the
-//     cloud metadata services, multicast, unspecified) — no annotation
-//     lifts this;
+//     cloud metadata services, multicast, unspecified), in any form (an
+//     IPv6 zone, an IPv4 address inside NAT64, 6to4 or Teredo) — no
+//     annotation lifts this;
 //  2. cluster destinations: the pod and Service ranges the agent is
 //     configured with (ClusterCIDRs), the pod's nameservers, and addresses
 //     the cluster DNS returned through this agent for names in the
@@ -35,6 +38,9 @@ type deniedRange struct {
 var alwaysDenied = []deniedRange{
 	{netip.MustParsePrefix("169.254.169.254/32"), "the cloud metadata service (instance credentials)"},
 	{netip.MustParsePrefix("fd00:ec2::254/128"), "the cloud metadata service (instance credentials)"},
+	{netip.MustParsePrefix("fd20:ce::254/128"), "the cloud metadata service (instance credentials)"},
+	{netip.MustParsePrefix("fd00:42::42/128"), "the cloud metadata service (instance credentials)"},
+	{netip.MustParsePrefix("fd00:ec2::23/128"), "EKS's Pod Identity agent (the workload's cloud credentials)"},
 	{netip.MustParsePrefix("100.100.100.200/32"), "the cloud metadata service (instance credentials)"},
 	{netip.MustParsePrefix("168.63.129.16/32"), "Azure's host service (WireServer: VM extensions and their settings)"},
 	{netip.MustParsePrefix("169.254.0.0/16"), "a link-local address (node-local and metadata services)"},
@@ -65,10 +71,8 @@ func (e Egress) Decide(dst netip.Addr, learned func(netip.Addr) bool) Verdict {
 	// the pod's own links, which only link-local addresses need.
 	zone := dst.Zone()
 	dst = dst.WithZone("")
-	for _, d := range alwaysDenied {
-		if d.prefix.Contains(dst) {
-			return Verdict{Rule: "always-denied", Reason: fmt.Sprintf("%s is %s: detour never dials it from the pod", dst, d.why)}
-		}
+	if v, denied := alwaysDeniedVerdict(dst); denied {
+		return v
 	}
 	if zone != "" {
 		return Verdict{Rule: "always-denied", Reason: fmt.Sprintf("%s%%%s has a zone, which names one of the pod's own links: detour never dials it from the pod", dst, zone)}
@@ -97,6 +101,25 @@ func (e Egress) Decide(dst netip.Addr, learned func(netip.Addr) bool) Verdict {
 	return Verdict{Rule: "not-cluster", Reason: fmt.Sprintf(
 		"%s is not a cluster destination (not in the pod or Service ranges %s, not returned by the cluster DNS): the workload's owner may allow it with the pod annotation detour.dev/egress-allow=CIDR[,CIDR…]",
 		dst, prefixList(e.ClusterCIDRs))}
+}
+
+// alwaysDeniedVerdict refuses dst when it, or an IPv4 address it carries
+// for a translator or tunnel (NAT64, 6to4, Teredo: addrset.EmbeddedIPv4),
+// is in alwaysDenied.
+func alwaysDeniedVerdict(dst netip.Addr) (Verdict, bool) {
+	for _, a := range append([]netip.Addr{dst}, addrset.EmbeddedIPv4(dst)...) {
+		for _, d := range alwaysDenied {
+			if !d.prefix.Contains(a) {
+				continue
+			}
+			why := d.why
+			if a != dst {
+				why = fmt.Sprintf("a form of %s, %s", a, d.why)
+			}
+			return Verdict{Rule: "always-denied", Reason: fmt.Sprintf("%s is %s: detour never dials it from the pod", dst, why)}, true
+		}
+	}
+	return Verdict{}, false
 }
 
 func prefixList(ps []netip.Prefix) string {

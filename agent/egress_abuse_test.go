@@ -133,3 +133,39 @@ func TestZonedClusterAddressIsRefused(t *testing.T) {
 		t.Fatalf("cluster address: %+v", v)
 	}
 }
+
+// TestEmbeddedIPv4IsJudgedToo: IPv6 forms that carry an IPv4 address a
+// translator or a tunnel on the node would send to — NAT64 (RFC 6052:
+// 64:ff9b::/96 and the local-use 64:ff9b:1::/48), 6to4, Teredo (the
+// client address, inverted), IPv4-compatible and IPv4-translated — are
+// refused when that IPv4 address is, and the cloud's other IPv6 metadata
+// addresses (GCP, AWS's EKS Pod Identity, Scaleway) with them.
+func TestEmbeddedIPv4IsJudgedToo(t *testing.T) {
+	all := Egress{AllowAll: true}
+	for _, c := range []struct{ dst, why string }{
+		{"64:ff9b::a9fe:a9fe", "NAT64 well-known prefix, 169.254.169.254"},
+		{"64:ff9b::169.254.169.254", "NAT64, dotted"},
+		{"64:ff9b::7f00:1", "NAT64 to 127.0.0.1"},
+		{"64:ff9b:1:a9fe:a9:fe00::", "NAT64 local-use /48"},
+		{"64:ff9b:1:0:a9:fea9:fe00:0", "NAT64 local-use /64"},
+		{"64:ff9b:1::a9fe:a9fe", "NAT64 local-use /96"},
+		{"2002:a9fe:a9fe::1", "6to4 of 169.254.169.254"},
+		{"2002:7f00:1::1", "6to4 of 127.0.0.1"},
+		{"2001:0:4136:e378:8000:63bf:5601:5601", "Teredo, client 169.254.169.254"},
+		{"::a9fe:a9fe", "IPv4-compatible"},
+		{"::ffff:0:a9fe:a9fe", "IPv4-translated (SIIT)"},
+		{"fd20:ce::254", "GCP metadata (IPv6)"},
+		{"fd00:ec2::23", "AWS EKS Pod Identity agent (IPv6)"},
+		{"fd00:42::42", "Scaleway metadata (IPv6)"},
+	} {
+		if v := all.Decide(netip.MustParseAddr(c.dst), nil); v.Allowed || v.Rule != "always-denied" {
+			t.Errorf("%s (%s): %+v, want always-denied", c.dst, c.why, v)
+		}
+	}
+	// The same forms of an ordinary address pass: the check can fail.
+	for _, dst := range []string{"64:ff9b::c633:6401", "2002:c633:6401::1", "2001:db8::1"} {
+		if v := all.Decide(netip.MustParseAddr(dst), nil); !v.Allowed {
+			t.Errorf("%s refused: %+v", dst, v)
+		}
+	}
+}
