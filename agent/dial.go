@@ -96,7 +96,7 @@ func (a *Agent) dialOut(st *yamux.Stream, payload []byte, log *zap.Logger) {
 		_ = tunnel.WriteDialResult(st, tunnel.DialDenied, err.Error())
 		return
 	}
-	v := a.egress.Decide(dst.Addr(), a.learned.Has)
+	v := a.egress.DecideDial(dst, a.learned.Has)
 	if !v.Allowed {
 		a.m.egress.WithLabelValues(h.Network, "denied", v.Rule).Inc()
 		log.Info("dial refused by the egress rules", zap.String("network", h.Network), zap.Stringer("destination", dst), zap.String("rule", v.Rule))

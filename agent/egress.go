@@ -17,7 +17,8 @@ import (
 //     IPv6 zone, an IPv4 address inside NAT64, 6to4 or Teredo) — no
 //     annotation lifts this;
 //  2. cluster destinations: the pod and Service ranges the agent is
-//     configured with (ClusterCIDRs), the pod's nameservers, and addresses
+//     configured with (ClusterCIDRs), the pod's nameservers (port 53
+//     only: DecideDial), and addresses
 //     the cluster DNS returned through this agent for names in the
 //     cluster's domain (for their TTL; dns.go, learn);
 //  3. anything else only where the workload's owner allows it: the
@@ -156,4 +157,20 @@ func ParsePrefixes(s, what string, allowStar bool) (prefixes []netip.Prefix, all
 		prefixes = append(prefixes, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
 	}
 	return prefixes, all, nil
+}
+
+// DecideDial is Decide for a dial to dst's port: a nameserver outside the
+// other rules is a cluster destination for DNS only (port 53) — with
+// dnsPolicy Default it is the node's resolver, often the node itself,
+// whose other ports (the kubelet's) are no cluster destination.
+func (e Egress) DecideDial(dst netip.AddrPort, learned func(netip.Addr) bool) Verdict {
+	v := e.Decide(dst.Addr(), learned)
+	if v.Rule != "nameserver" || dst.Port() == 53 {
+		return v
+	}
+	e.Nameservers = nil
+	if v = e.Decide(dst.Addr(), learned); !v.Allowed {
+		v.Reason = fmt.Sprintf("%s is one of the pod's nameservers, a cluster destination on port 53 only; %s", dst.Addr().Unmap(), v.Reason)
+	}
+	return v
 }

@@ -169,3 +169,33 @@ func TestEmbeddedIPv4IsJudgedToo(t *testing.T) {
 		}
 	}
 }
+
+// TestNameserverIsOpenOnlyForDNS: a pod's nameserver outside the cluster
+// ranges (dnsPolicy Default: the node's resolver, often the node itself)
+// was open on every port — the kubelet's 10250 on a node that serves DNS.
+func TestNameserverIsOpenOnlyForDNS(t *testing.T) {
+	e := Egress{Nameservers: []netip.Addr{netip.MustParseAddr("192.168.5.10")}}
+	for _, c := range []struct {
+		dst  string
+		ok   bool
+		rule string
+	}{
+		{"192.168.5.10:53", true, "nameserver"},
+		{"192.168.5.10:10250", false, "not-cluster"},
+		{"192.168.5.10:22", false, "not-cluster"},
+		{"[::ffff:192.168.5.10]:10250", false, "not-cluster"},
+	} {
+		v := e.DecideDial(netip.MustParseAddrPort(c.dst), nil)
+		if v.Allowed != c.ok || v.Rule != c.rule {
+			t.Errorf("%s: %+v, want allowed=%v rule=%s", c.dst, v, c.ok, c.rule)
+		}
+		if !v.Allowed && !strings.Contains(v.Reason, "port 53") {
+			t.Errorf("%s: reason %q does not say the nameserver is open on port 53", c.dst, v.Reason)
+		}
+	}
+	// Another rule still opens the address on every port.
+	e.Allow = []netip.Prefix{netip.MustParsePrefix("192.168.5.0/24")}
+	if v := e.DecideDial(netip.MustParseAddrPort("192.168.5.10:10250"), nil); !v.Allowed || v.Rule != "egress-allow" {
+		t.Errorf("allowed by the annotation: %+v", v)
+	}
+}
