@@ -44,3 +44,52 @@ func TestDialOutZonedLoopbackIsRefused(t *testing.T) {
 		t.Fatalf("%s: err = %v, want ErrDialDenied naming the loopback", dst, err)
 	}
 }
+
+// TestDialOutRefusalsTable proves, by dialling, the refusals a developer
+// with pods/portforward meets trying to reach what the rules keep out:
+// each is ErrDialDenied naming its rule, and counted.
+func TestDialOutRefusalsTable(t *testing.T) {
+	w := startAgent(t, func(c *agent.Config) {
+		c.Egress.ClusterCIDRs = []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}
+	})
+	s, _ := openClient(t, w, "mallory@laptop", tunnel.Config{})
+	tunnelPort := w.tunnel[strings.LastIndex(w.tunnel, ":")+1:]
+	cases := []struct{ network, dst, reason string }{
+		{"udp", "8.8.8.8:53", "detour.dev/egress-allow"}, // an arbitrary resolver
+		{"tcp", "1.1.1.1:853", "detour.dev/egress-allow"},
+		{"tcp", "[64:ff9b::a9fe:a9fe]:80", "a form of 169.254.169.254"},
+		{"tcp", "[2002:a9fe:a9fe::1]:80", "a form of 169.254.169.254"},
+		{"tcp", "[::ffff:169.254.169.254]:80", "metadata"},
+		{"tcp", "[fd20:ce::254]:80", "metadata"},
+		{"tcp", "[fe80::1%eth0]:80", "link-local"},
+		{"tcp", "0.0.0.0:" + tunnelPort, "unspecified"}, // 0.0.0.0 connects to the pod itself
+		{"tcp", "[::]:" + tunnelPort, "unspecified"},
+		{"tcp", "[::ffff:127.0.0.1]:" + tunnelPort, "loopback"},
+		{"tcp", "127.0.0.2:" + tunnelPort, "loopback"},
+		{"udp", "255.255.255.255:67", "broadcast"},
+		{"udp", "224.0.0.251:5353", "multicast"},
+		{"udp", "[ff02::1]:547", "multicast"},
+	}
+	for _, c := range cases {
+		conn, err := s.Dial(context.Background(), c.network, netip.MustParseAddrPort(c.dst))
+		if err == nil {
+			conn.Close()
+			t.Errorf("%s %s: dialled", c.network, c.dst)
+			continue
+		}
+		if !errors.Is(err, tunnel.ErrDialDenied) || !strings.Contains(err.Error(), c.reason) {
+			t.Errorf("%s %s: err = %v, want ErrDialDenied naming %q", c.network, c.dst, err, c.reason)
+		}
+	}
+	body := agentMetricsText(t, w)
+	for _, want := range []string{
+		`detour_agent_egress_dials_total{network="tcp",outcome="denied",rule="always-denied"} 9`,
+		`detour_agent_egress_dials_total{network="tcp",outcome="denied",rule="not-cluster"} 1`,
+		`detour_agent_egress_dials_total{network="udp",outcome="denied",rule="always-denied"} 3`,
+		`detour_agent_egress_dials_total{network="udp",outcome="denied",rule="not-cluster"} 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
