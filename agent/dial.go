@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -19,21 +20,73 @@ import (
 // acceptClientStreams serves the streams a client opens: pod-local dials
 // (--to-pod), dials from the pod's network (the local process's cluster
 // network) and DNS queries.
+//
+// A session holds at most MaxClientStreams of them at once: each holds a
+// goroutine and, once dialled, a socket in the pod, whose descriptors the
+// app's own traffic through the agent needs too. Past the bound a stream
+// is answered as refused (busy), counted, and closed.
 func (a *Agent) acceptClientStreams(sess *yamux.Session, log *zap.Logger) {
+	slots := make(chan struct{}, a.maxClientStreams())
 	for {
 		st, err := sess.AcceptStream()
 		if err != nil {
 			return
+		}
+		select {
+		case slots <- struct{}{}:
+		default:
+			a.refuseBusy(st, cap(slots))
+			continue
 		}
 		if !a.conns.add(st) {
 			_ = st.Close()
 			return
 		}
 		go func() {
+			defer func() { <-slots }()
 			defer a.conns.done(st)
 			defer st.Close()
 			a.serveClientStream(st, log)
 		}()
+	}
+}
+
+func (a *Agent) maxClientStreams() int {
+	if a.cfg.MaxClientStreams > 0 {
+		return a.cfg.MaxClientStreams
+	}
+	return defaultMaxClientStreams
+}
+
+// defaultMaxClientStreams is above the 1,000 open outbound connections the
+// cluster network is measured with (docs/benchmarks.md).
+const defaultMaxClientStreams = 4096
+
+// refuseBusy answers a stream past the session's bound in its own kind's
+// terms, within a second (the accept loop waits: a flooding client slows
+// only its own session).
+func (a *Agent) refuseBusy(st *yamux.Stream, bound int) {
+	defer st.Close()
+	_ = st.SetReadDeadline(time.Now().Add(time.Second))
+	kind, payload, err := tunnel.ReadStreamHeader(st)
+	_ = st.SetWriteDeadline(time.Now().Add(time.Second))
+	reason := fmt.Sprintf("the session has %d streams open, the agent's bound: close some", bound)
+	switch {
+	case err != nil:
+		a.m.dialPod.WithLabelValues("bad_header").Inc()
+	case kind == tunnel.StreamDialPod:
+		a.m.dialPod.WithLabelValues("busy").Inc()
+		_, _ = st.Write([]byte{tunnel.DialDenied})
+	case kind == tunnel.StreamDial:
+		var h tunnel.DialHeader
+		_ = tunnel.DecodeStreamHeader(payload, &h)
+		if h.Network != tunnel.NetworkTCP && h.Network != tunnel.NetworkUDP {
+			h.Network = "unknown"
+		}
+		a.m.egress.WithLabelValues(h.Network, "busy", "stream-limit").Inc()
+		_ = tunnel.WriteDialResult(st, tunnel.DialDenied, reason)
+	case kind == tunnel.StreamDNS:
+		a.m.dnsQueries.WithLabelValues("busy").Inc()
 	}
 }
 

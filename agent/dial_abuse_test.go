@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/detour-dev/detour/agent"
 	"github.com/detour-dev/detour/tunnel"
@@ -91,5 +92,59 @@ func TestDialOutRefusalsTable(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %s", want)
 		}
+	}
+}
+
+// TestClientStreamsAreBounded: each stream a client opens holds a
+// goroutine in the agent and, once dialled, a socket in the pod; a client
+// opening them without end must meet a bound, not exhaust the pod's
+// descriptors (which the app's own traffic through the agent needs).
+func TestClientStreamsAreBounded(t *testing.T) {
+	w := startAgent(t, func(c *agent.Config) { c.MaxClientStreams = 8 })
+	s, _ := openClient(t, w, "mallory@laptop", tunnel.Config{})
+	app := w.agent.Addrs().Listeners
+	var appPort uint16
+	for p := range app {
+		appPort = p
+	}
+	ctx := context.Background()
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for range 8 {
+		c, err := s.DialPod(ctx, appPort)
+		if err != nil {
+			t.Fatalf("stream %d: %v", len(held)+1, err)
+		}
+		held = append(held, c)
+	}
+	c, err := s.DialPod(ctx, appPort)
+	if err == nil {
+		c.Close()
+		t.Fatal("a ninth stream was served past the bound of 8")
+	}
+	if !strings.Contains(agentMetricsText(t, w), `detour_agent_pod_dials_total{outcome="busy"} 1`) {
+		t.Error("the refused stream was not counted")
+	}
+	_, derr := s.Dial(ctx, "tcp", netip.MustParseAddrPort("10.244.0.9:80"))
+	if !errors.Is(derr, tunnel.ErrDialDenied) || !strings.Contains(derr.Error(), "streams open") {
+		t.Errorf("dial past the bound: %v, want ErrDialDenied naming the bound", derr)
+	}
+	held[0].Close()
+	held = held[1:]
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := s.DialPod(ctx, appPort)
+		if err == nil {
+			held = append(held, c)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a closed stream did not free its place: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
