@@ -60,7 +60,8 @@ type Config struct {
 	// clients' DNS queries.
 	ResolvConf string
 	// MaxClientStreams bounds the streams one client session may hold
-	// open at once (dials, pod dials, DNS); 0 is the default, 4096.
+	// open at once (dials, pod dials, DNS), and four times it those of
+	// all sessions together; 0 is the default, 4096.
 	MaxClientStreams int
 
 	// MaxIdle, when positive, is how long the agent may go without a

@@ -21,29 +21,30 @@ import (
 // (--to-pod), dials from the pod's network (the local process's cluster
 // network) and DNS queries.
 //
-// A session holds at most MaxClientStreams of them at once: each holds a
-// goroutine and, once dialled, a socket in the pod, whose descriptors the
-// app's own traffic through the agent needs too. Past the bound a stream
-// is answered as refused (busy), counted, and closed.
+// A session holds at most MaxClientStreams of them at once, and all
+// sessions together (which are not bounded themselves) four times that:
+// each holds a goroutine and, once dialled, a socket in the pod, whose
+// descriptors the app's own traffic through the agent needs too. Past a
+// bound a stream is answered as refused (busy), counted, and closed.
 func (a *Agent) acceptClientStreams(sess *yamux.Session, log *zap.Logger) {
-	slots := make(chan struct{}, a.maxClientStreams())
+	slots := make(chan struct{}, maxClientStreams(a.cfg))
 	for {
 		st, err := sess.AcceptStream()
 		if err != nil {
 			return
 		}
-		select {
-		case slots <- struct{}{}:
-		default:
-			a.refuseBusy(st, cap(slots))
+		if bound := take(slots, a.clientStreams); bound != 0 {
+			a.refuseBusy(st, bound)
 			continue
 		}
 		if !a.conns.add(st) {
+			<-slots
+			<-a.clientStreams
 			_ = st.Close()
 			return
 		}
 		go func() {
-			defer func() { <-slots }()
+			defer func() { <-slots; <-a.clientStreams }()
 			defer a.conns.done(st)
 			defer st.Close()
 			a.serveClientStream(st, log)
@@ -51,16 +52,39 @@ func (a *Agent) acceptClientStreams(sess *yamux.Session, log *zap.Logger) {
 	}
 }
 
-func (a *Agent) maxClientStreams() int {
-	if a.cfg.MaxClientStreams > 0 {
-		return a.cfg.MaxClientStreams
+// take takes a place in both the session's and the agent's bound, or in
+// neither; it returns the bound that is full, 0 when both had room.
+func take(session, agent chan struct{}) int {
+	select {
+	case session <- struct{}{}:
+	default:
+		return cap(session)
+	}
+	select {
+	case agent <- struct{}{}:
+		return 0
+	default:
+		<-session
+		return cap(agent)
+	}
+}
+
+func maxClientStreams(cfg Config) int {
+	if cfg.MaxClientStreams > 0 {
+		return cfg.MaxClientStreams
 	}
 	return defaultMaxClientStreams
 }
 
-// defaultMaxClientStreams is above the 1,000 open outbound connections the
-// cluster network is measured with (docs/benchmarks.md).
-const defaultMaxClientStreams = 4096
+const (
+	// defaultMaxClientStreams is above the 1,000 open outbound
+	// connections the cluster network is measured with
+	// (docs/benchmarks.md).
+	defaultMaxClientStreams = 4096
+	// agentStreamsPerSession: all sessions together hold this many
+	// sessions' worth of client streams.
+	agentStreamsPerSession = 4
+)
 
 // refuseBusy answers a stream past the session's bound in its own kind's
 // terms, within a second (the accept loop waits: a flooding client slows
@@ -70,7 +94,7 @@ func (a *Agent) refuseBusy(st *yamux.Stream, bound int) {
 	_ = st.SetReadDeadline(time.Now().Add(time.Second))
 	kind, payload, err := tunnel.ReadStreamHeader(st)
 	_ = st.SetWriteDeadline(time.Now().Add(time.Second))
-	reason := fmt.Sprintf("the session has %d streams open, the agent's bound: close some", bound)
+	reason := fmt.Sprintf("%d client streams open, the agent's bound: close some", bound)
 	switch {
 	case err != nil:
 		a.m.dialPod.WithLabelValues("bad_header").Inc()

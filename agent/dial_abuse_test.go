@@ -148,3 +148,50 @@ func TestClientStreamsAreBounded(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestClientStreamsAreBoundedAcrossSessions: sessions are not bounded, so
+// the per-session bound alone leaves the agent's total open: all sessions
+// together hold at most four times MaxClientStreams.
+func TestClientStreamsAreBoundedAcrossSessions(t *testing.T) {
+	w := startAgent(t, func(c *agent.Config) { c.MaxClientStreams = 2 })
+	var appPort uint16
+	for p := range w.agent.Addrs().Listeners {
+		appPort = p
+	}
+	ctx := context.Background()
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for i := range 4 {
+		s, _ := openClient(t, w, "mallory@laptop", tunnel.Config{})
+		for range 2 {
+			c, err := s.DialPod(ctx, appPort)
+			if err != nil {
+				t.Fatalf("session %d: %v", i, err)
+			}
+			held = append(held, c)
+		}
+	}
+	s, _ := openClient(t, w, "mallory@laptop", tunnel.Config{})
+	if c, err := s.DialPod(ctx, appPort); err == nil {
+		c.Close()
+		t.Fatal("a fifth session's stream was served past the agent's bound of 8")
+	}
+	held[0].Close()
+	held = held[1:]
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := s.DialPod(ctx, appPort)
+		if err == nil {
+			held = append(held, c)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a closed stream did not free its place: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
