@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/detour-dev/detour/agent"
+	"github.com/detour-dev/detour/client"
 	"github.com/detour-dev/detour/tunnel"
 )
 
@@ -102,11 +103,7 @@ func TestDialOutRefusalsTable(t *testing.T) {
 func TestClientStreamsAreBounded(t *testing.T) {
 	w := startAgent(t, func(c *agent.Config) { c.MaxClientStreams = 8 })
 	s, _ := openClient(t, w, "mallory@laptop", tunnel.Config{})
-	app := w.agent.Addrs().Listeners
-	var appPort uint16
-	for p := range app {
-		appPort = p
-	}
+	appPort := anAppPort(w)
 	ctx := context.Background()
 	var held []net.Conn
 	defer func() {
@@ -134,19 +131,7 @@ func TestClientStreamsAreBounded(t *testing.T) {
 		t.Errorf("dial past the bound: %v, want ErrDialDenied naming the bound", derr)
 	}
 	held[0].Close()
-	held = held[1:]
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		c, err := s.DialPod(ctx, appPort)
-		if err == nil {
-			held = append(held, c)
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a closed stream did not free its place: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	held[0] = dialPodOnceFree(t, s, appPort)
 }
 
 // TestClientStreamsAreBoundedAcrossSessions: sessions are not bounded, so
@@ -154,10 +139,7 @@ func TestClientStreamsAreBounded(t *testing.T) {
 // together hold at most four times MaxClientStreams.
 func TestClientStreamsAreBoundedAcrossSessions(t *testing.T) {
 	w := startAgent(t, func(c *agent.Config) { c.MaxClientStreams = 2 })
-	var appPort uint16
-	for p := range w.agent.Addrs().Listeners {
-		appPort = p
-	}
+	appPort := anAppPort(w)
 	ctx := context.Background()
 	var held []net.Conn
 	defer func() {
@@ -181,13 +163,26 @@ func TestClientStreamsAreBoundedAcrossSessions(t *testing.T) {
 		t.Fatal("a fifth session's stream was served past the agent's bound of 8")
 	}
 	held[0].Close()
-	held = held[1:]
+	held[0] = dialPodOnceFree(t, s, appPort)
+}
+
+// anAppPort is one of the agent's app ports (a pod-local port to dial).
+func anAppPort(w *world) uint16 {
+	for p := range w.agent.Addrs().Listeners {
+		return p
+	}
+	return 0
+}
+
+// dialPodOnceFree dials port until a stream closed a moment ago has freed
+// its place under the bound.
+func dialPodOnceFree(t *testing.T, s *client.Session, port uint16) net.Conn {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		c, err := s.DialPod(ctx, appPort)
+		c, err := s.DialPod(context.Background(), port)
 		if err == nil {
-			held = append(held, c)
-			break
+			return c
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("a closed stream did not free its place: %v", err)
