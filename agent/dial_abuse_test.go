@@ -105,19 +105,7 @@ func TestClientStreamsAreBounded(t *testing.T) {
 	s, _ := openClient(t, w, "mallory@laptop", tunnel.Config{})
 	appPort := anAppPort(w)
 	ctx := context.Background()
-	var held []net.Conn
-	defer func() {
-		for _, c := range held {
-			c.Close()
-		}
-	}()
-	for range 8 {
-		c, err := s.DialPod(ctx, appPort)
-		if err != nil {
-			t.Fatalf("stream %d: %v", len(held)+1, err)
-		}
-		held = append(held, c)
-	}
+	held := holdPodStreams(t, s, appPort, 8)
 	c, err := s.DialPod(ctx, appPort)
 	if err == nil {
 		c.Close()
@@ -131,7 +119,7 @@ func TestClientStreamsAreBounded(t *testing.T) {
 		t.Errorf("dial past the bound: %v, want ErrDialDenied naming the bound", derr)
 	}
 	held[0].Close()
-	held[0] = dialPodOnceFree(t, s, appPort)
+	dialPodOnceFree(t, s, appPort)
 }
 
 // TestClientStreamsAreBoundedAcrossSessions: sessions are not bounded, so
@@ -142,20 +130,9 @@ func TestClientStreamsAreBoundedAcrossSessions(t *testing.T) {
 	appPort := anAppPort(w)
 	ctx := context.Background()
 	var held []net.Conn
-	defer func() {
-		for _, c := range held {
-			c.Close()
-		}
-	}()
-	for i := range 4 {
+	for range 4 {
 		s, _ := openClient(t, w, "mallory@laptop", tunnel.Config{})
-		for range 2 {
-			c, err := s.DialPod(ctx, appPort)
-			if err != nil {
-				t.Fatalf("session %d: %v", i, err)
-			}
-			held = append(held, c)
-		}
+		held = append(held, holdPodStreams(t, s, appPort, 2)...)
 	}
 	s, _ := openClient(t, w, "mallory@laptop", tunnel.Config{})
 	if c, err := s.DialPod(ctx, appPort); err == nil {
@@ -163,7 +140,7 @@ func TestClientStreamsAreBoundedAcrossSessions(t *testing.T) {
 		t.Fatal("a fifth session's stream was served past the agent's bound of 8")
 	}
 	held[0].Close()
-	held[0] = dialPodOnceFree(t, s, appPort)
+	dialPodOnceFree(t, s, appPort)
 }
 
 // anAppPort is one of the agent's app ports (a pod-local port to dial).
@@ -182,6 +159,7 @@ func dialPodOnceFree(t *testing.T, s *client.Session, port uint16) net.Conn {
 	for {
 		c, err := s.DialPod(context.Background(), port)
 		if err == nil {
+			t.Cleanup(func() { c.Close() })
 			return c
 		}
 		if time.Now().After(deadline) {
@@ -189,4 +167,20 @@ func dialPodOnceFree(t *testing.T, s *client.Session, port uint16) net.Conn {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// holdPodStreams opens n pod dials on s and holds them open until the test
+// ends.
+func holdPodStreams(t *testing.T, s *client.Session, port uint16, n int) []net.Conn {
+	t.Helper()
+	var held []net.Conn
+	for range n {
+		c, err := s.DialPod(context.Background(), port)
+		if err != nil {
+			t.Fatalf("stream %d: %v", len(held)+1, err)
+		}
+		t.Cleanup(func() { c.Close() })
+		held = append(held, c)
+	}
+	return held
 }
