@@ -18,9 +18,9 @@ import (
 //     annotation lifts this;
 //  2. cluster destinations: the pod and Service ranges the agent is
 //     configured with (ClusterCIDRs), the pod's nameservers (port 53
-//     only: DecideDial), and addresses
-//     the cluster DNS returned through this agent for names in the
-//     cluster's domain (for their TTL; dns.go, learn);
+//     only: DecideDial), and addresses the cluster DNS returned through
+//     this agent for names in the cluster's domain (for their TTL; dns.go,
+//     learn);
 //  3. anything else only where the workload's owner allows it: the
 //     detour.dev/egress-allow annotation (CIDRs, or * for any address).
 type Egress struct {
