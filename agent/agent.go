@@ -43,6 +43,9 @@ type Agent struct {
 	dnsPort       int          // the nameservers' port (53; tests change it)
 	egress        Egress       // with the nameservers of resolv
 	learned       *addrset.Set // addresses the cluster DNS returned
+	// clientStreams bounds the client streams of all sessions together
+	// (dial.go, acceptClientStreams).
+	clientStreams chan struct{}
 
 	httpMu     sync.Mutex
 	httpPorts  map[uint16]*httpPort // ports that have had http intercepts
@@ -89,6 +92,7 @@ func New(cfg Config, log *zap.Logger) (*Agent, error) {
 		dnsPort:       53,
 		egress:        egress,
 		learned:       addrset.New(time.Now),
+		clientStreams: make(chan struct{}, agentStreamsPerSession*maxClientStreams(cfg)),
 		cfg:           cfg,
 		log:           log,
 		reg:           newRegistry(cfg.appPorts()),

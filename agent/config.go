@@ -59,6 +59,10 @@ type Config struct {
 	// ResolvConf is the pod's resolv.conf, whose nameservers answer the
 	// clients' DNS queries.
 	ResolvConf string
+	// MaxClientStreams bounds the streams one client session may hold
+	// open at once (dials, pod dials, DNS), and four times it those of
+	// all sessions together; 0 is the default, 4096.
+	MaxClientStreams int
 
 	// MaxIdle, when positive, is how long the agent may go without a
 	// session or an intercept before it asks to be removed (idle.go).

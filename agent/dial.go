@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -19,21 +20,97 @@ import (
 // acceptClientStreams serves the streams a client opens: pod-local dials
 // (--to-pod), dials from the pod's network (the local process's cluster
 // network) and DNS queries.
+//
+// A session holds at most MaxClientStreams of them at once, and all
+// sessions together (which are not bounded themselves) four times that:
+// each holds a goroutine and, once dialled, a socket in the pod, whose
+// descriptors the app's own traffic through the agent needs too. Past a
+// bound a stream is answered as refused (busy), counted, and closed.
 func (a *Agent) acceptClientStreams(sess *yamux.Session, log *zap.Logger) {
+	slots := make(chan struct{}, maxClientStreams(a.cfg))
 	for {
 		st, err := sess.AcceptStream()
 		if err != nil {
 			return
 		}
+		if bound := take(slots, a.clientStreams); bound != 0 {
+			a.refuseBusy(st, bound)
+			continue
+		}
 		if !a.conns.add(st) {
+			<-slots
+			<-a.clientStreams
 			_ = st.Close()
 			return
 		}
 		go func() {
+			defer func() { <-slots; <-a.clientStreams }()
 			defer a.conns.done(st)
 			defer st.Close()
 			a.serveClientStream(st, log)
 		}()
+	}
+}
+
+// take takes a place in both the session's and the agent's bound, or in
+// neither; it returns the bound that is full, 0 when both had room.
+func take(session, agent chan struct{}) int {
+	select {
+	case session <- struct{}{}:
+	default:
+		return cap(session)
+	}
+	select {
+	case agent <- struct{}{}:
+		return 0
+	default:
+		<-session
+		return cap(agent)
+	}
+}
+
+func maxClientStreams(cfg Config) int {
+	if cfg.MaxClientStreams > 0 {
+		return cfg.MaxClientStreams
+	}
+	return defaultMaxClientStreams
+}
+
+const (
+	// defaultMaxClientStreams is above the 1,000 open outbound
+	// connections the cluster network is measured with
+	// (docs/benchmarks.md).
+	defaultMaxClientStreams = 4096
+	// agentStreamsPerSession: all sessions together hold this many
+	// sessions' worth of client streams.
+	agentStreamsPerSession = 4
+)
+
+// refuseBusy answers a stream past the session's bound in its own kind's
+// terms, within a second (the accept loop waits: a flooding client slows
+// only its own session).
+func (a *Agent) refuseBusy(st *yamux.Stream, bound int) {
+	defer st.Close()
+	_ = st.SetReadDeadline(time.Now().Add(time.Second))
+	kind, payload, err := tunnel.ReadStreamHeader(st)
+	_ = st.SetWriteDeadline(time.Now().Add(time.Second))
+	reason := fmt.Sprintf("%d client streams open, the agent's bound: close some", bound)
+	switch {
+	case err != nil:
+		a.m.dialPod.WithLabelValues("bad_header").Inc()
+	case kind == tunnel.StreamDialPod:
+		a.m.dialPod.WithLabelValues("busy").Inc()
+		_, _ = st.Write([]byte{tunnel.DialDenied})
+	case kind == tunnel.StreamDial:
+		var h tunnel.DialHeader
+		_ = tunnel.DecodeStreamHeader(payload, &h)
+		if h.Network != tunnel.NetworkTCP && h.Network != tunnel.NetworkUDP {
+			h.Network = "unknown"
+		}
+		a.m.egress.WithLabelValues(h.Network, "busy", "stream-limit").Inc()
+		_ = tunnel.WriteDialResult(st, tunnel.DialDenied, reason)
+	case kind == tunnel.StreamDNS:
+		a.m.dnsQueries.WithLabelValues("busy").Inc()
 	}
 }
 
@@ -96,7 +173,7 @@ func (a *Agent) dialOut(st *yamux.Stream, payload []byte, log *zap.Logger) {
 		_ = tunnel.WriteDialResult(st, tunnel.DialDenied, err.Error())
 		return
 	}
-	v := a.egress.Decide(dst.Addr(), a.learned.Has)
+	v := a.egress.DecideDial(dst, a.learned.Has)
 	if !v.Allowed {
 		a.m.egress.WithLabelValues(h.Network, "denied", v.Rule).Inc()
 		log.Info("dial refused by the egress rules", zap.String("network", h.Network), zap.Stringer("destination", dst), zap.String("rule", v.Rule))

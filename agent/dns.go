@@ -94,13 +94,14 @@ func (a *Agent) exchange(q *dns.Msg) *dns.Msg {
 // client controls) must not make an outside address a "cluster"
 // destination, nor must an ExternalName Service's CNAME target. Without a
 // cluster domain in the search path nothing is learned: the cluster
-// ranges alone decide.
+// ranges alone decide. Pod records (A-B-C-D.NS.pod.DOMAIN) teach nothing
+// either: CoreDNS answers them from the name (addrset.Teaches).
 func (a *Agent) learn(q, r *dns.Msg) {
 	if len(q.Question) != 1 || !addrset.InDomain(q.Question[0].Name, a.clusterDomain) {
 		return
 	}
 	for _, rr := range r.Answer {
-		if !addrset.InDomain(rr.Header().Name, a.clusterDomain) {
+		if !addrset.Teaches(rr.Header().Name, a.clusterDomain) {
 			continue
 		}
 		for _, ans := range addrset.Answers([]dns.RR{rr}) {

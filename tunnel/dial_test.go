@@ -104,3 +104,36 @@ func TestMessagesRoundTrip(t *testing.T) {
 		t.Fatalf("small buffer: %v", err)
 	}
 }
+
+// TestDialHeaderRefusesOtherAddressForms: the agent judges an address as
+// netip parses it, so every other spelling a resolver or a URL parser
+// would accept (inet_aton's decimal, octal and hex forms, names, ports out
+// of range, other networks) must be a bad request, never an address.
+func TestDialHeaderRefusesOtherAddressForms(t *testing.T) {
+	for _, h := range []DialHeader{
+		{Network: "tcp", Address: "2852039166:80"},          // 169.254.169.254 as one decimal number
+		{Network: "tcp", Address: "0251.0376.0251.0376:80"}, // octal
+		{Network: "tcp", Address: "0xa9.0xfe.0xa9.0xfe:80"}, // hex
+		{Network: "tcp", Address: "0xa9fea9fe:80"},
+		{Network: "tcp", Address: "169.254.43518:80"}, // inet_aton's a.b.c16
+		{Network: "tcp", Address: "169.254.169.254.:80"},
+		{Network: "tcp", Address: "169.254.169.254"},       // no port
+		{Network: "tcp", Address: "169.254.169.254:65536"}, // port out of range
+		{Network: "tcp", Address: "169.254.169.254:-1"},    // negative port
+		{Network: "tcp", Address: "169.254.169.254:0x50"},  // hex port
+		{Network: "tcp", Address: "metadata.google.internal:80"},
+		{Network: "tcp", Address: "[169.254.169.254]:80"},
+		{Network: "tcp", Address: " 10.0.0.1:80"},
+		{Network: "tcp4", Address: "10.0.0.1:80"},
+		{Network: "ip", Address: "10.0.0.1:80"},
+		{Network: "unix", Address: "/var/run/docker.sock"},
+		{Network: "TCP", Address: "10.0.0.1:80"},
+	} {
+		if got, err := h.Validate(); !errors.Is(err, ErrBadRequest) {
+			t.Errorf("%+v: got %v, %v; want ErrBadRequest", h, got, err)
+		}
+	}
+	if _, err := (DialHeader{Network: "tcp", Address: "10.0.0.1:65535"}).Validate(); err != nil {
+		t.Fatalf("port 65535: %v", err)
+	}
+}

@@ -55,13 +55,22 @@ func ClusterDomain(search []string) string {
 	return ""
 }
 
-// InDomain reports whether name is domain or below it (case-insensitive,
-// with or without the final dot); false when domain is "".
+// InDomain reports whether name is domain or below it, label by label
+// (case-insensitive, with or without the final dot: `evil\.cluster.local`
+// is the label "evil.cluster" under local., not a name in cluster.local);
+// false when domain is "".
 func InDomain(name, domain string) bool {
-	if domain == "" {
+	if domain == "" || domain == "." {
 		return false
 	}
-	name = strings.TrimSuffix(strings.ToLower(name), ".")
-	domain = strings.TrimSuffix(strings.ToLower(domain), ".")
-	return name == domain || strings.HasSuffix(name, "."+domain)
+	return dns.IsSubDomain(dns.Fqdn(domain), dns.Fqdn(name))
+}
+
+// Teaches reports whether an address record named name may make its
+// address a cluster destination: the name is in the cluster's domain and
+// is not a pod record (A-B-C-D.NAMESPACE.pod.DOMAIN), which CoreDNS answers
+// from the name itself (`pods insecure`, kubeadm's default, checks
+// nothing) — the client would be spelling the address it wants unlocked.
+func Teaches(name, domain string) bool {
+	return InDomain(name, domain) && !InDomain(name, "pod."+strings.TrimSuffix(domain, "."))
 }

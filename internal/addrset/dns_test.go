@@ -22,3 +22,28 @@ func TestAnswers(t *testing.T) {
 		t.Fatalf("got %+v", got)
 	}
 }
+
+func TestTeaches(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		want bool
+	}{
+		{"db.shop.svc.cluster.local.", true},
+		{"web-0.web.shop.svc.cluster.local", true},
+		{"DB.SHOP.SVC.CLUSTER.LOCAL.", true},
+		{"10-244-1-5.shop.pod.cluster.local.", false},
+		{"10-244-1-5.shop.POD.cluster.local.", false},
+		{"203.0.113.9.nip.io.", false},
+		{`evil\.cluster.local.`, false}, // labels "evil.cluster", "local"
+		{`evil\046cluster.local.`, false},
+		{"xcluster.local.", false},
+		{"cluster.local", true},
+	} {
+		if got := Teaches(c.name, "cluster.local"); got != c.want {
+			t.Errorf("Teaches(%q) = %v, want %v", c.name, got, c.want)
+		}
+	}
+	if Teaches("db.shop.svc.cluster.local.", "") {
+		t.Error("taught without a cluster domain")
+	}
+}

@@ -34,7 +34,9 @@ type Routes struct {
 
 // Decide routes a connection to dst.
 func (r Routes) Decide(dst netip.Addr) Route {
-	dst = dst.Unmap()
+	// Without its zone: a prefix never contains a zoned address, and
+	// fe80::1%eth0 must go where fe80::1 goes (the agent, which refuses it).
+	dst = dst.Unmap().WithZone("")
 	if dst == r.Resolver {
 		return RouteResolver
 	}

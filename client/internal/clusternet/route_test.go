@@ -15,7 +15,7 @@ import (
 func TestRoutesDecide(t *testing.T) {
 	r := Routes{
 		Resolver: netip.MustParseAddr("198.18.0.2"),
-		Cluster:  []netip.Prefix{netip.MustParsePrefix("10.96.0.0/16"), netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("169.254.0.0/16")},
+		Cluster:  []netip.Prefix{netip.MustParsePrefix("10.96.0.0/16"), netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("169.254.0.0/16"), netip.MustParsePrefix("fe80::/10")},
 		Learned:  func(a netip.Addr) bool { return a == netip.MustParseAddr("172.30.0.9") },
 	}
 	cases := map[string]Route{
@@ -28,6 +28,11 @@ func TestRoutesDecide(t *testing.T) {
 		"93.184.216.34":    RouteWorkstation,
 		"192.168.1.10":     RouteWorkstation,
 		"2001:db8::1":      RouteWorkstation,
+		// A zone must not take a link-local address past the rule to
+		// the workstation's own link (a prefix never contains a zoned
+		// address): it goes to the agent, which refuses it.
+		"fe80::1%eth0":      RouteCluster,
+		"fe80::a9fe:a9fe%2": RouteCluster,
 	}
 	for dst, want := range cases {
 		if got := r.Decide(netip.MustParseAddr(dst)); got != want {
