@@ -189,6 +189,15 @@ func (p *h2Peer) hold(delta int64) {
 	}
 }
 
+// discard forgets n bytes the relay held of the peer's: they count as
+// received on its connection (acknowledged when due), once — those lent
+// were counted when lent.
+func (p *h2Peer) discard(n int64) {
+	p.unacked += n
+	p.hold(-n)
+	p.ack()
+}
+
 // outstanding is what the peer may not send more than on the connection
 // (the window the relay advertised): what it sent and was not yet
 // acknowledged.
@@ -959,9 +968,7 @@ func (rl *h2Relay) drop(p *h2Peer, n int64) {
 // dropFlow discards what fl holds; its source may send that much again.
 func (rl *h2Relay) dropFlow(fl *h2Flow) {
 	if fl.src != nil && len(fl.buf) > 0 {
-		fl.src.unacked += int64(len(fl.buf))
-		fl.src.hold(-int64(len(fl.buf)))
-		fl.src.ack()
+		fl.src.discard(int64(len(fl.buf)))
 	}
 	fl.buf, fl.trailer = nil, nil
 }
@@ -970,9 +977,7 @@ func (rl *h2Relay) dropFlow(fl *h2Flow) {
 // stream is over), keeping what it holds for its destination.
 func (rl *h2Relay) dropFlowUnacked(fl *h2Flow) {
 	if fl.src != nil && len(fl.buf) > 0 {
-		fl.src.unacked += int64(len(fl.buf))
-		fl.src.hold(-int64(len(fl.buf)))
-		fl.src.ack()
+		fl.src.discard(int64(len(fl.buf)))
 	}
 	fl.unacked = 0
 }

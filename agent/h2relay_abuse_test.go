@@ -105,12 +105,22 @@ func dialH2CRaw(t *testing.T, w *world) *h2cRawCaller {
 
 // headers opens stream id with a GET of path, with extra fields.
 func (rc *h2cRawCaller) headers(id uint32, path string, extra ...hpack.HeaderField) error {
+	return rc.request(id, "GET", path, true, extra...)
+}
+
+// post opens stream id with a POST of path whose body follows (DATA
+// frames the test writes).
+func (rc *h2cRawCaller) post(id uint32, path string) error {
+	return rc.request(id, "POST", path, false)
+}
+
+func (rc *h2cRawCaller) request(id uint32, method, path string, end bool, extra ...hpack.HeaderField) error {
 	rc.encBuf.Reset()
-	for _, f := range append([]hpack.HeaderField{{Name: ":method", Value: "GET"}, {Name: ":scheme", Value: "http"},
+	for _, f := range append([]hpack.HeaderField{{Name: ":method", Value: method}, {Name: ":scheme", Value: "http"},
 		{Name: ":authority", Value: "web"}, {Name: ":path", Value: path}}, extra...) {
 		_ = rc.enc.WriteField(f)
 	}
-	return rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: rc.encBuf.Bytes(), EndStream: true, EndHeaders: true})
+	return rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: rc.encBuf.Bytes(), EndStream: end, EndHeaders: true})
 }
 
 // await returns the first frame the relay sends that want accepts, nil
@@ -601,12 +611,7 @@ func TestH2CRelayEnforcesTheConnectionWindow(t *testing.T) {
 			break
 		}
 		if onStream == 0 {
-			rc.encBuf.Reset()
-			for _, f := range []hpack.HeaderField{{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "http"},
-				{Name: ":authority", Value: "web"}, {Name: ":path", Value: "/sink"}} {
-				_ = rc.enc.WriteField(f)
-			}
-			if err := rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: rc.encBuf.Bytes(), EndHeaders: true}); err != nil {
+			if err := rc.post(id, "/sink"); err != nil {
 				t.Fatal(err)
 			}
 		}

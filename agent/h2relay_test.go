@@ -21,7 +21,6 @@ import (
 	"github.com/detour-dev/detour/agent"
 	"github.com/detour-dev/detour/tunnel"
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 )
 
 // The h2c relay (h2relay.go) passes the streams of h2c callers on, frame
@@ -679,12 +678,7 @@ func TestH2CRelayLendingIsBounded(t *testing.T) {
 			id    uint32
 			bytes int
 		}{{101, 1 << 20}, {103, 512 << 10}} {
-			rc.encBuf.Reset()
-			for _, f := range []hpack.HeaderField{{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "http"},
-				{Name: ":authority", Value: "web"}, {Name: ":path", Value: "/sink"}} {
-				_ = rc.enc.WriteField(f)
-			}
-			if err := rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: up.id, BlockFragment: rc.encBuf.Bytes(), EndHeaders: true}); err != nil {
+			if err := rc.post(up.id, "/sink"); err != nil {
 				t.Fatal(err)
 			}
 			for n := 0; n < up.bytes; n += len(chunk) {
