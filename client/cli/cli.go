@@ -188,7 +188,19 @@ func (a *app) ensureDaemon(ctx context.Context) (*daemon.APIClient, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.Running(ctx) {
+		return c, nil
+	}
+	warnDaemonEnv(a.errOut) // the daemon about to start reads it
 	return c, c.EnsureRunning(ctx, []string{"daemon"}, filepath.Join(dir, "daemon.log"))
+}
+
+// warnDaemonEnv says on w what in the environment the daemon will not
+// take (it would say so only in its log).
+func warnDaemonEnv(w io.Writer) {
+	if linger, err := daemon.SessionLinger(); err != nil {
+		fmt.Fprintf(w, "detour: warning: %v; the daemon keeps spare sessions for the default %s\n", err, linger)
+	}
 }
 
 func addOutputFlag(cmd *cobra.Command, out *string) {
