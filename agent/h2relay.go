@@ -350,6 +350,7 @@ func (hp *httpPort) serveH2C(c net.Conn, r io.Reader) {
 			rl.mu.Lock()
 			rl.lastID = max(rl.lastID, se.StreamID)
 			rl.resetDown(se.StreamID, se.Code)
+			rl.flushIfIdle(rl.down) // the resets, to both sides
 			rl.mu.Unlock()
 			continue
 		case err != nil:

@@ -297,6 +297,29 @@ func TestH2CRelayWindowOverflow(t *testing.T) {
 	}
 }
 
+// TestH2CRelayFlushesAStreamError: a stream error found in a caller's
+// frame (here a WINDOW_UPDATE past 2^31-1) once nothing else is under way
+// must still reach the caller. The relay wrote the RST_STREAM and flushed
+// it only with whatever came next, so a caller whose stream was answered
+// already (the app holds its body) waited for ever: TestH2CRelayWindowOverflow
+// failed so when its two frames happened to reach the relay after the
+// app's answer.
+func TestH2CRelayFlushesAStreamError(t *testing.T) {
+	rc := h2cRawAgent(t)
+	if err := rc.headers(1, "/hold"); err != nil {
+		t.Fatal(err)
+	}
+	if f := rc.await(3*time.Second, isFrame(http2.FrameHeaders, 1)); f == nil || f.typ != http2.FrameHeaders || f.status != "200" {
+		t.Fatalf("the app's answer: %v, want HEADERS 200", f)
+	}
+	if err := rc.fr.WriteWindowUpdate(1, 1<<31-1); err != nil {
+		t.Fatal(err)
+	}
+	if f := rc.await(3*time.Second, isFrame(http2.FrameRSTStream, 1)); !f.is(http2.FrameRSTStream, http2.ErrCodeFlowControl) {
+		t.Errorf("stream window past 2^31-1 on an answered stream: %v, want RST_STREAM with FLOW_CONTROL_ERROR", f)
+	}
+}
+
 // TestH2CRelayResponseHeadersTooLarge: a response head over the header
 // list size the relay advertises (1 MiB) is cut short by the Framer; the
 // caller must get a 502, as from net/http's Transport and ReverseProxy,
